@@ -1,0 +1,139 @@
+"""The reconstruction pipeline: DICOM inputs -> one series -> Volume -> one Mesh per preset -> GLB on disk.
+
+This composes the single-concept modules (sources/series, assembly, surface, gltf) and times each stage. It is
+what the CLI and the server's jobs call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .assembly import assemble_volume
+from .gltf import write_glb
+from .mesh import Mesh
+from .presets import preset_names_for
+from .progress import Progress, no_progress
+from .series import Scan, Series, find_series, pick_series
+from .surface import extract_surface
+from .volume import Volume
+
+DEFAULT_TARGET_TRIANGLES = 300_000
+
+
+@dataclass(frozen=True, eq=False)
+class Reconstruction:
+    """What one run produced: the scan, the chosen series, its volume, the meshes, and the GLB written."""
+
+    scan: Scan
+    series: Series
+    volume: Volume
+    meshes: tuple[Mesh, ...]
+    out: Path
+    bytes: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """The de-identified JSON summary the CLI prints with --json (no UIDs, no patient data)."""
+        v = self.volume
+        return {
+            "series": {
+                "description": v.description,
+                "modality": v.modality,
+                "slices": v.shape[0],
+                "shape": list(v.shape),
+                "spacing_mm": [round(s, 6) for s in v.spacing_mm],
+                "warnings": list(v.warnings),
+            },
+            "meshes": [
+                {
+                    "preset": m.preset,
+                    "threshold": m.threshold,
+                    "triangles": m.triangles,
+                    "vertices": len(m.vertices),
+                    "bbox_lps_mm": m.bbox_lps_mm(),
+                }
+                for m in self.meshes
+            ],
+            "out": str(self.out),
+            "bytes": self.bytes,
+            "seconds": {k: round(s, 4) for k, s in self.seconds.items()},
+            "software_version": __version__,
+        }
+
+
+class _Clock:
+    """Accumulates wall time per stage."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + (now - self._t)
+        self._t = now
+
+
+def load_volume(
+    inputs: Sequence[str | Path],
+    *,
+    series_uid: str | None = None,
+    allow_gaps: bool = False,
+    progress: Progress | None = None,
+) -> tuple[Scan, Series, Volume, dict[str, float]]:
+    """Find the series in ``inputs``, pick one (``series_uid`` or the best 3D one) and assemble its Volume."""
+    progress = progress or no_progress
+    clock = _Clock()
+    scan = find_series(inputs, progress=progress)
+    series = pick_series(scan, series_uid)
+    clock.lap("reading")
+    volume = assemble_volume(series, allow_gaps=allow_gaps, progress=progress)
+    clock.lap("decoding")
+    return scan, series, volume, clock.seconds
+
+
+def reconstruct(
+    inputs: Sequence[str | Path],
+    *,
+    out: Path,
+    series_uid: str | None = None,
+    presets: Sequence[str] | None = None,
+    threshold: float | None = None,
+    target_triangles: int = DEFAULT_TARGET_TRIANGLES,
+    allow_gaps: bool = False,
+    title: str = "",
+    progress: Progress | None = None,
+) -> Reconstruction:
+    """Run the whole pipeline and write the GLB atomically to ``out``.
+
+    Requires target_triangles > 0. ``presets`` defaults to the modality's default preset list.
+    """
+    if target_triangles <= 0:
+        raise ValueError("target_triangles must be positive")
+    progress = progress or no_progress
+    scan, series, volume, seconds = load_volume(
+        inputs, series_uid=series_uid, allow_gaps=allow_gaps, progress=progress
+    )
+    names = list(presets) if presets else preset_names_for(volume.modality)
+    meshes = []
+    t0 = time.perf_counter()
+    for n, name in enumerate(names):
+        progress("meshing", n, len(names))
+        meshes.append(
+            extract_surface(
+                volume, name, threshold=threshold, target_triangles=target_triangles, progress=progress
+            )
+        )
+    progress("meshing", len(names), len(names))
+    seconds["meshing"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    progress("writing", 0, 1)
+    extras = {"title": title} if title else {}
+    size = write_glb(out, meshes, volume=volume, extras=extras)
+    progress("writing", 1, 1)
+    seconds["writing"] = time.perf_counter() - t0
+    return Reconstruction(scan, series, volume, tuple(meshes), Path(out), size, seconds)

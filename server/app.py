@@ -1,0 +1,144 @@
+"""The application: one aiohttp app with python-socketio mounted, composed explicitly from its parts.
+
+``build_app(settings)`` wires storage (catalog, artifact store), access (admin token), the job runner, the HTTP
+routes, the socket.io server and the web client's static files. Nothing registers itself behind the scenes:
+every route is listed in ``routes()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import socketio
+from aiohttp import web
+
+from . import pacs, rooms, studies
+from .artifacts import ArtifactStore
+from .auth import ADMIN_TOKEN_FILE, load_or_create_secret, require_token
+from .catalog import Catalog
+from .config import Settings
+from .cors import cors_middleware
+from .deid import Pseudonymizer
+from .errors import error_response, json_errors
+from .hub import Hub
+from .jobs import JobRunner
+from .metrics import Metrics
+from .openapi import openapi_handler
+from .sockets import attach_sockets
+
+log = logging.getLogger("theatrum")
+
+
+async def health(request: web.Request) -> web.Response:
+    runner: JobRunner = request.app["jobs"]
+    return web.json_response({"status": "ok", "queued_jobs": runner.queued_count()})
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/api/health", health),
+        web.get("/api/openapi.json", openapi_handler),
+        web.get("/api/studies", studies.list_studies),
+        web.post("/api/studies", studies.upload_study),
+        web.get("/api/studies/{study_id}", studies.get_study),
+        web.delete("/api/studies/{study_id}", studies.delete_study),
+        web.post("/api/studies/{study_id}/meshes", studies.request_meshes),
+        web.get("/api/studies/{study_id}/meshes", studies.list_meshes),
+        web.get("/api/jobs/{job_id}", studies.get_job),
+        web.delete("/api/jobs/{job_id}", studies.cancel_job),
+        web.get("/api/meshes/{mesh_id}.glb", studies.get_mesh_glb),
+        web.get("/api/meshes/{mesh_id}", studies.get_mesh),
+        web.get("/api/pacs/search", pacs.search),
+        web.post("/api/pacs/import", pacs.import_study),
+        web.post("/api/rooms", rooms.create_room),
+        web.get("/api/rooms", rooms.list_rooms),
+        web.get("/api/rooms/{room_id}", rooms.get_room),
+        web.post("/api/rooms/{room_id}/close", rooms.close_room),
+        web.post("/api/rooms/{room_id}/invites", rooms.create_invite),
+        web.get("/api/rooms/{room_id}/invites/{role}.png", rooms.invite_qr),
+        web.get("/api/rooms/{room_id}/events", rooms.get_events),
+        web.post("/api/join", rooms.join),
+    ]
+
+
+async def _api_not_found(request: web.Request) -> web.Response:
+    return error_response(404, "not_found", f"no endpoint {request.method} {request.path}")
+
+
+def build_app(settings: Settings) -> web.Application:
+    data = Path(settings.data)
+    data.mkdir(parents=True, exist_ok=True)
+    metrics = Metrics()
+    app = web.Application(
+        middlewares=[metrics.middleware, cors_middleware(settings.cors_origins), json_errors, require_token],
+        client_max_size=1024**2,  # JSON bodies; uploads are streamed and limited separately
+    )
+    app["settings"] = settings
+    app["metrics"] = metrics
+    app["admin_token"], app["admin_token_created"] = load_or_create_secret(data / ADMIN_TOKEN_FILE)
+    key, _ = load_or_create_secret(data / "pseudonym-key")
+    app["pseudonyms"] = Pseudonymizer(key.encode())
+    app["catalog"] = Catalog(data / "catalog.sqlite")
+    app["store"] = ArtifactStore(data / "objects")
+    app["tmp"] = data / "tmp"
+
+    app.add_routes(routes())
+    app.router.add_get("/metrics", metrics.handle)
+    app.router.add_route("*", "/api/{tail:.*}", _api_not_found)
+    sio = attach_sockets(app, settings)
+    app["sio"] = sio
+    app["hub"] = Hub(sio, data, settings, metrics, app["pseudonyms"])
+    app["jobs"] = JobRunner(
+        app["catalog"],
+        spec_for=lambda job: studies.job_spec(app, job),
+        on_mesh=lambda job, mesh: studies.record_mesh(app, job, mesh),
+        workers=settings.worker_count,
+        max_queued=settings.max_queued_jobs,
+        on_update=lambda job: studies.push_job_update(app, job),
+        metrics=metrics,
+    )
+    _add_static(app, settings.web_client)
+    app.on_startup.append(_startup)
+    app.on_shutdown.append(_shutdown)
+    app.on_cleanup.append(_cleanup)
+    return app
+
+
+def _add_static(app: web.Application, root: Path) -> None:
+    index = root / "index.html"
+    if index.exists():
+        async def index_handler(request: web.Request) -> web.FileResponse:
+            return web.FileResponse(index)
+
+        app.router.add_get("/", index_handler)
+        src = root / "src"
+        if src.is_dir():
+            app.router.add_static("/src/", src, follow_symlinks=False)
+
+
+async def _startup(app: web.Application) -> None:
+    removed = app["store"].remove_partials()
+    if removed:
+        log.warning("removed %d partial artifact file(s) left by an earlier crash", removed)
+    tmp: Path = app["tmp"]
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    await app["jobs"].start()
+    await app["hub"].start()
+
+
+async def _shutdown(app: web.Application) -> None:
+    app["hub"].shutdown()  # sockets closing from here on are the server stopping, not participants leaving
+
+
+async def _cleanup(app: web.Application) -> None:
+    await app["hub"].stop()
+    await app["jobs"].stop()
+    app["catalog"].close()
+
+
+__all__ = ["build_app", "routes", "socketio"]

@@ -1,0 +1,85 @@
+"""Access: the admin token (created on first start, stored 0600) and the bearer-token middleware.
+
+Every ``/api`` endpoint except the public ones (``/api/health``, and ``/api/join``, which redeems a room
+code and is throttled) requires ``Authorization: Bearer <admin token>``. A room invite (server/invites.py)
+is a narrower bearer token: it may call only the endpoints of ``INVITE_ROUTES``, and only for its own room
+and that room's meshes. The token may also arrive as ``?token=`` on the login URL the server prints; the web
+client moves it into the header.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from aiohttp import web
+
+from .artifacts import atomic_write_bytes
+from .errors import error_response
+
+PUBLIC_PATHS = frozenset({"/api/health", "/api/join"})
+
+# What a room invite may call: (method, route) -> the path parameter that must be its room ("room_id") or
+# one of its room's meshes ("mesh_id"). Everything else needs the admin token.
+INVITE_ROUTES = {
+    ("GET", "/api/meshes/{mesh_id}.glb"): "mesh_id",
+    ("GET", "/api/rooms/{room_id}"): "room_id",
+    ("GET", "/api/rooms/{room_id}/events"): "room_id",
+}
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+def load_or_create_secret(path: Path, nbytes: int = 32) -> tuple[str, bool]:
+    """Read a URL-safe secret from ``path``, or create it 0600; returns (secret, created)."""
+    if path.exists():
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            os.chmod(path, 0o600)
+        return path.read_text().strip(), False
+    secret = secrets.token_urlsafe(nbytes)
+    atomic_write_bytes(path, (secret + "\n").encode(), mode=0o600)
+    return secret, True
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+def is_admin(request: web.Request) -> bool:
+    token = bearer_token(request)
+    admin = request.app["admin_token"].encode()
+    return token is not None and hmac.compare_digest(token.encode("utf-8", "surrogatepass"), admin)
+
+
+def invite_allows(request: web.Request, token: str) -> bool:
+    """Whether ``token`` is a valid room invite and this request is in its scope (see ``INVITE_ROUTES``)."""
+    resource = request.match_info.route.resource
+    method = "GET" if request.method == "HEAD" else request.method
+    parameter = INVITE_ROUTES.get((method, resource.canonical if resource is not None else ""))
+    hub = request.app.get("hub")
+    if parameter is None or hub is None:
+        return False
+    access = hub.access(token)  # None unless a valid, unexpired invite of a room that did not kick its holder
+    if access is None:
+        return False
+    value = request.match_info.get(parameter)
+    return value == access.room if parameter == "room_id" else value in access.meshes
+
+
+@web.middleware
+async def require_token(request: web.Request, handler):
+    path = request.path
+    if not path.startswith("/api/") or path in PUBLIC_PATHS or request.method == "OPTIONS":
+        return await handler(request)
+    if bearer_token(request) is None:
+        return error_response(401, "unauthorized", "send Authorization: Bearer <token>",
+                              {"WWW-Authenticate": 'Bearer realm="theatrum"'})
+    if not is_admin(request) and not invite_allows(request, bearer_token(request)):
+        return error_response(403, "forbidden", "the token is not valid for this endpoint")
+    return await handler(request)

@@ -1,0 +1,227 @@
+"""The study catalog: studies, series, instances, reconstruction jobs and meshes, in SQLite (WAL).
+
+Rows hold pseudonymous ids for everything a client sees. The original DICOM UIDs are kept only in columns
+that never leave the server (``series.uid``, ``instances.sop_uid``), because the pipeline needs them to pick a
+series. Queries are short and run on the caller's thread; the server calls them from the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    modalities TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS series (
+    id TEXT PRIMARY KEY,
+    study_id TEXT NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+    uid TEXT NOT NULL,
+    modality TEXT NOT NULL,
+    description TEXT NOT NULL,
+    slices INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    columns INTEGER NOT NULL,
+    spacing_mm TEXT NOT NULL,
+    input_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS instances (
+    sop_uid TEXT PRIMARY KEY,
+    study_id TEXT NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+    sha256 TEXT NOT NULL,
+    bytes INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_study ON instances(study_id);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    study_id TEXT NOT NULL,
+    series_id TEXT NOT NULL,
+    params TEXT NOT NULL,
+    cache_key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    stage TEXT NOT NULL DEFAULT '',
+    percent REAL NOT NULL DEFAULT 0,
+    error TEXT,
+    mesh_ids TEXT NOT NULL DEFAULT '[]',
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS meshes (
+    id TEXT PRIMARY KEY,
+    study_id TEXT NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+    series_id TEXT NOT NULL,
+    preset TEXT NOT NULL,
+    threshold REAL NOT NULL,
+    triangles INTEGER NOT NULL,
+    vertices INTEGER NOT NULL,
+    bbox_lps_mm TEXT NOT NULL,
+    artifacts TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS meshes_study ON meshes(study_id);
+"""
+
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+
+
+class Catalog:
+    """A thin, typed wrapper over the catalog database. Thread-safe through one lock."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- low level ---------------------------------------------------------------------------------------
+    def _all(self, sql: str, args: Iterable[Any] = ()) -> list[dict]:
+        with self._lock:
+            return [dict(r) for r in self._db.execute(sql, tuple(args)).fetchall()]
+
+    def _one(self, sql: str, args: Iterable[Any] = ()) -> dict | None:
+        rows = self._all(sql, args)
+        return rows[0] if rows else None
+
+    def transaction(self):
+        """``with catalog.transaction() as db:`` runs statements atomically."""
+        return _Transaction(self)
+
+    # -- studies -----------------------------------------------------------------------------------------
+    def study(self, study_id: str) -> dict | None:
+        return self._one("SELECT * FROM studies WHERE id = ?", (study_id,))
+
+    def studies(self) -> list[dict]:
+        return self._all("SELECT * FROM studies ORDER BY created_at DESC, id")
+
+    def series_of(self, study_id: str) -> list[dict]:
+        rows = self._all("SELECT * FROM series WHERE study_id = ? ORDER BY description, id", (study_id,))
+        for r in rows:
+            r["spacing_mm"] = json.loads(r["spacing_mm"])
+        return rows
+
+    def series(self, series_id: str) -> dict | None:
+        r = self._one("SELECT * FROM series WHERE id = ?", (series_id,))
+        if r:
+            r["spacing_mm"] = json.loads(r["spacing_mm"])
+        return r
+
+    def instances_of(self, study_id: str) -> list[dict]:
+        return self._all("SELECT * FROM instances WHERE study_id = ? ORDER BY sop_uid", (study_id,))
+
+    def instance(self, sop_uid: str) -> dict | None:
+        return self._one("SELECT * FROM instances WHERE sop_uid = ?", (sop_uid,))
+
+    def instance_count(self, study_id: str) -> int:
+        r = self._one("SELECT count(*) AS n FROM instances WHERE study_id = ?", (study_id,))
+        return int(r["n"]) if r else 0
+
+    def delete_study(self, study_id: str) -> list[str]:
+        """Remove a study and everything derived from it; returns the artifact digests no longer referenced."""
+        with self.transaction() as db:
+            shas = [r[0] for r in db.execute("SELECT sha256 FROM instances WHERE study_id = ?", (study_id,))]
+            for (arts,) in db.execute("SELECT artifacts FROM meshes WHERE study_id = ?", (study_id,)):
+                shas.extend(json.loads(arts).values())
+            db.execute("DELETE FROM meshes WHERE study_id = ?", (study_id,))
+            db.execute("DELETE FROM jobs WHERE study_id = ?", (study_id,))
+            db.execute("DELETE FROM instances WHERE study_id = ?", (study_id,))
+            db.execute("DELETE FROM series WHERE study_id = ?", (study_id,))
+            db.execute("DELETE FROM studies WHERE id = ?", (study_id,))
+            still = set()
+            for sha in shas:
+                if db.execute("SELECT 1 FROM instances WHERE sha256 = ? LIMIT 1", (sha,)).fetchone():
+                    still.add(sha)
+        return sorted(set(shas) - still)
+
+    # -- jobs --------------------------------------------------------------------------------------------
+    def add_job(self, job: dict) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO jobs (id, study_id, series_id, params, cache_key, state, created_at) "
+                "VALUES (?, ?, ?, ?, ?, 'queued', ?)",
+                (job["id"], job["study_id"], job["series_id"], json.dumps(job["params"], sort_keys=True),
+                 job["cache_key"], time.time()),
+            )
+
+    def job(self, job_id: str) -> dict | None:
+        r = self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return _decode_job(r) if r else None
+
+    def jobs_in(self, states: Iterable[str]) -> list[dict]:
+        states = tuple(states)
+        marks = ",".join("?" * len(states))
+        rows = self._all(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY created_at", states)
+        return [_decode_job(r) for r in rows]
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        if "mesh_ids" in fields:
+            fields["mesh_ids"] = json.dumps(fields["mesh_ids"])
+        if "state" in fields and fields["state"] not in JOB_STATES:
+            raise ValueError(f"unknown job state {fields['state']!r}")
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self._lock:
+            self._db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
+
+    # -- meshes ------------------------------------------------------------------------------------------
+    def add_mesh(self, mesh: dict) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO meshes (id, study_id, series_id, preset, threshold, triangles, vertices, "
+                "bbox_lps_mm, artifacts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (mesh["id"], mesh["study_id"], mesh["series_id"], mesh["preset"], mesh["threshold"],
+                 mesh["triangles"], mesh["vertices"], json.dumps(mesh["bbox_lps_mm"]),
+                 json.dumps(mesh["artifacts"], sort_keys=True), time.time()),
+            )
+
+    def mesh(self, mesh_id: str) -> dict | None:
+        r = self._one("SELECT * FROM meshes WHERE id = ?", (mesh_id,))
+        return _decode_mesh(r) if r else None
+
+    def meshes_of(self, study_id: str) -> list[dict]:
+        rows = self._all("SELECT * FROM meshes WHERE study_id = ? ORDER BY created_at, preset", (study_id,))
+        return [_decode_mesh(r) for r in rows]
+
+
+class _Transaction:
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.catalog._lock.acquire()
+        self.catalog._db.execute("BEGIN IMMEDIATE")
+        return self.catalog._db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.catalog._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.catalog._lock.release()
+
+
+def _decode_job(r: dict) -> dict:
+    r["params"] = json.loads(r["params"])
+    r["mesh_ids"] = json.loads(r["mesh_ids"])
+    return r
+
+
+def _decode_mesh(r: dict) -> dict:
+    r["bbox_lps_mm"] = json.loads(r["bbox_lps_mm"])
+    r["artifacts"] = json.loads(r["artifacts"])
+    return r

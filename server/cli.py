@@ -1,0 +1,198 @@
+"""The `theatrum` command line: list series, reconstruct meshes (and later: serve, verify).
+
+Exit codes: 0 success; 1 an internal failure; 2 bad input, with one line on stderr naming the file and the
+problem (never a traceback unless THEATRUM_DEBUG=1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from reconstruction import __version__
+from reconstruction.errors import ReconstructionError
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A command-line argument is wrong (exit code 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="theatrum", description="Theatrum: DICOM to VR-ready meshes, collaboration rooms, session ledger."
+    )
+    parser.add_argument("--version", action="version", version=f"theatrum {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("series", help="list the DICOM series found in the inputs, and what was skipped and why")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="folders, .zip files, DICOMDIRs or DICOM files")
+    p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    p.set_defaults(func=cmd_series)
+
+    p = sub.add_parser("reconstruct", help="rebuild the anatomy of one series as meshes in a GLB")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="folders, .zip files, DICOMDIRs or DICOM files")
+    p.add_argument("--series", metavar="UID", help="the series to use (UID or number from `theatrum series`)")
+    p.add_argument(
+        "--preset", action="append", metavar="NAME", help="tissue preset (repeatable); default: the modality's"
+    )
+    p.add_argument("--threshold", type=float, metavar="VALUE", help="custom iso-level (HU for CT)")
+    p.add_argument("--target-triangles", type=int, default=300_000, metavar="N", help="budget per preset")
+    p.add_argument("--allow-gaps", action="store_true", help="build a non-contiguous series anyway (warns)")
+    p.add_argument("--out", type=Path, default=Path("reconstruction.glb"), metavar="FILE.glb")
+    p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("serve", help="run the server: API, socket.io hub and web client")
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; THEATRUM_HOST)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8080; THEATRUM_PORT)")
+    p.add_argument("--data", type=Path, default=None, help="data folder (default ./data; THEATRUM_DATA)")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def _progress(quiet: bool):
+    from .progressbar import StageProgressBar
+
+    return StageProgressBar(enabled=not quiet)
+
+
+def cmd_series(args: argparse.Namespace) -> int:
+    from reconstruction.series import find_series
+
+    from .summaries import scan_summary
+
+    bar = _progress(quiet=False)
+    scan = find_series(args.inputs, progress=bar)
+    bar.close()
+    summary = scan_summary(scan)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return EXIT_OK
+    if not summary["series"]:
+        print("No 3D series found.")
+    for s in summary["series"]:
+        spacing = " x ".join(f"{v:.4g}" for v in s["spacing_mm"])
+        print(f"[{s['number']}] {s['modality']:<3} {s['slices']:>4} slices  {s['rows']}x{s['columns']}  "
+              f"{spacing} mm  {s['description']!r}")
+        print(f"     uid {s['uid']}")
+    if summary["skipped"]:
+        print(f"Skipped {len(summary['skipped'])}:")
+        for k in summary["skipped"]:
+            print(f"  {k['path']}: {k['reason']}")
+    return EXIT_OK
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from reconstruction.pipeline import reconstruct
+
+    if args.target_triangles <= 0:
+        raise UsageError(f"--target-triangles: must be positive, got {args.target_triangles}")
+    out: Path = args.out
+    if out.suffix.lower() != ".glb":
+        raise UsageError(f"{out}: the output must be a .glb file")
+    if not out.parent.resolve().is_dir():
+        raise UsageError(f"{out}: folder {out.parent} does not exist")
+    bar = _progress(args.quiet)
+    result = reconstruct(
+        args.inputs,
+        out=out,
+        series_uid=_series_uid(args),
+        presets=args.preset,
+        threshold=args.threshold,
+        target_triangles=args.target_triangles,
+        allow_gaps=args.allow_gaps,
+        progress=bar,
+    )
+    bar.close()
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return EXIT_OK
+    s = summary["series"]
+    print(f"Series: {s['modality']} {s['description']!r}, {s['slices']} slices, shape {s['shape']}")
+    for w in s["warnings"]:
+        print(f"warning: {w}")
+    for m in summary["meshes"]:
+        print(f"  {m['preset']:<12} level {m['threshold']:g}: {m['triangles']} triangles, {m['vertices']} vertices")
+    total = sum(summary["seconds"].values())
+    print(f"Wrote {summary['out']} ({summary['bytes']} bytes) in {total:.2f} s")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from aiohttp import web
+
+    from .app import build_app
+    from .config import SettingsError, from_environment
+
+    try:
+        settings = from_environment(host=args.host, port=args.port, data=args.data)
+    except SettingsError as e:
+        raise UsageError(str(e)) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    try:
+        app = build_app(settings)
+    except OSError as e:
+        raise UsageError(f"{settings.data}: cannot use the data folder: {e.strerror or e}") from None
+    token = app["admin_token"]
+
+    async def announce(_app: web.Application) -> None:
+        url = settings.base_url
+        print(f"Theatrum {__version__} is serving on {url}", flush=True)
+        print(f"Open this URL to log in as admin (the token is in {settings.data / 'admin-token'}):", flush=True)
+        print(f"    {url}/?token={token}", flush=True)
+
+    app.on_startup.append(announce)
+    try:
+        web.run_app(app, host=settings.host, port=settings.port, print=None, handle_signals=True,
+                    shutdown_timeout=5)
+    except OSError as e:
+        raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}") from None
+    return EXIT_OK
+
+
+def _series_uid(args: argparse.Namespace) -> str | None:
+    """``--series`` accepts a UID or the 1-based number `theatrum series` prints."""
+    if args.series is None or not args.series.isdigit():
+        return args.series
+    from reconstruction.series import find_series
+
+    scan = find_series(args.inputs)
+    n = int(args.series)
+    if not 1 <= n <= len(scan.series):
+        raise UsageError(f"--series {n}: there are {len(scan.series)} series (numbered from 1)")
+    return scan.series[n - 1].uid
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or EXIT_OK)
+    except (ReconstructionError, UsageError) as e:
+        print(f"theatrum {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # an internal failure: say so plainly, the traceback only on request
+        if os.environ.get("THEATRUM_DEBUG"):
+            traceback.print_exc()
+        print(f"theatrum {args.command}: internal error: {type(e).__name__}: {e} "
+              "(set THEATRUM_DEBUG=1 for details)", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

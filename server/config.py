@@ -1,0 +1,108 @@
+"""Settings: command-line flags over THEATRUM_* environment variables over embedded defaults.
+
+Every setting is documented in the README's "Configuration" table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from sessions.limits import RoomLimits
+from sessions.poses import PoseLimits
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data: Path = Path("data")
+    # Public base URL printed in login/invite links (default http://host:port).
+    public_url: str = ""
+    # Uploads: the whole request body, and a zip's total uncompressed size and compression ratio.
+    max_upload_bytes: int = 2 * 1024**3
+    max_unzipped_bytes: int = 8 * 1024**3
+    max_zip_ratio: float = 200.0
+    # Reconstruction jobs: worker processes (0 = one per core) and the bounded queue length.
+    workers: int = 0
+    max_queued_jobs: int = 16
+    # CORS: comma-separated allowed origins; empty means CORS is off.
+    cors_origins: tuple[str, ...] = ()
+    # DICOMweb PACS: QIDO/WADO root URL, optional basic-auth user and password.
+    pacs_url: str = ""
+    pacs_user: str = ""
+    pacs_password: str = ""
+    web_client: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "web-client")
+    # Rooms: invite lifetime (s); roles that get a typed room code; code redemptions per minute per address.
+    invite_ttl: int = 86_400
+    room_code_roles: tuple[str, ...] = ("student", "observer")
+    join_rate: float = 10.0
+    # Room limits (see docs/protocol.md "Limits"): participants present, annotations, label length, op size,
+    # and each client's op rate (sustained per second, burst).
+    room_max_participants: int = 64
+    room_max_annotations: int = 2000
+    room_max_label_length: int = 200
+    room_max_op_bytes: int = 65_536
+    room_op_rate: float = 20.0
+    room_op_burst: float = 40.0
+    # Poses: fan-out tick (Hz; 0 = no automatic tick) and avatar expiry (s). A participant still present
+    # when the server stopped has `room_rejoin_grace` seconds after a restart to reconnect before their
+    # leave is logged.
+    pose_tick_hz: float = 20.0
+    pose_expire: float = 10.0
+    room_rejoin_grace: float = 30.0
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def room_limits(self) -> RoomLimits:
+        return RoomLimits(max_participants=self.room_max_participants,
+                          max_annotations=self.room_max_annotations,
+                          max_label_length=self.room_max_label_length, max_op_bytes=self.room_max_op_bytes,
+                          op_rate=self.room_op_rate, op_burst=self.room_op_burst)
+
+    @property
+    def pose_limits(self) -> PoseLimits:
+        return PoseLimits(expire_s=self.pose_expire)
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers if self.workers > 0 else max(1, os.cpu_count() or 1)
+
+
+class SettingsError(ValueError):
+    """A THEATRUM_* variable or flag has a value of the wrong type."""
+
+
+def _coerce(name: str, raw: str, kind: type | str):
+    try:
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+        if kind in (Path, "Path"):
+            return Path(raw)
+        if kind in ("tuple[str, ...]",):
+            return tuple(o.strip() for o in raw.split(",") if o.strip())
+        return raw
+    except ValueError as e:
+        raise SettingsError(f"THEATRUM_{name.upper()}={raw!r}: {e}") from None
+
+
+def from_environment(env: Mapping[str, str] | None = None, **overrides) -> Settings:
+    """Settings from ``THEATRUM_<FIELD>`` variables, then explicit ``overrides`` (flags) that are not None."""
+    env = os.environ if env is None else env
+    values = {}
+    for f in fields(Settings):
+        raw = env.get(f"THEATRUM_{f.name.upper()}")
+        if raw is not None and raw != "":
+            values[f.name] = _coerce(f.name, raw, f.type)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return replace(Settings(), **values)

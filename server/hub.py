@@ -1,0 +1,536 @@
+"""The session hub: rooms over socket.io. Invites in; snapshots, ops and acks, events, poses and resumes out.
+
+One Hub per app keeps every room of the room database in memory as a `LiveRoom`: the `sessions.room.Room`
+(state and log), an asyncio.Lock that serialises everything that appends to its log or sends its history,
+its PoseHub, and the connected sockets of each participant. An op goes: rate limit, then under the room's
+lock parse and check it (sessions), append it to the log and commit (SQLite), send the `event` to the room's
+socket.io room (the sender too); then the ack. Sending under the lock keeps every socket's events in seq
+order.
+
+A socket enters in two steps. The connect handler checks the invite and logs the join; a refusal is a
+refused connection. Once python-socketio has accepted the connection, `_welcome` sends the snapshot (or, for
+a reconnect with `last_seq`, the missed events) and subscribes the socket to the room's broadcasts under the
+room's lock, so that no event falls between the history and the live stream.
+
+Poses are not logged: each room's PoseHub keeps the latest pose per participant and a tick (~20 Hz) sends
+one batched `poses` frame per room. A closed room can be replayed read-only by a socket that connects with
+`auth.replay`: it gets the snapshot after `from` and then the events at the requested speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+import sqlite3
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import socketio
+
+from sessions.events import Event
+from sessions.limits import RateLimiter, ViolationCounter, op_rate_limiter
+from sessions.log import EventLog, LogError
+from sessions.ops import ErrorCode, OpError, OpKind
+from sessions.poses import PoseHub, PoseLimits
+from sessions.replay import schedule, state_at
+from sessions.roles import Role
+from sessions.room import Room, RoomInfo, RoomMode
+
+from .auth import load_or_create_secret
+from .config import Settings
+from .deid import Pseudonymizer
+from .invites import INVITE_KEY_FILE, Invite, InviteError, InviteSigner, JoinThrottle, new_room_code
+from .metrics import Metrics
+from .roomdb import ROOM_DB, RoomCode, RoomDatabase, RoomRecord
+
+log = logging.getLogger("theatrum.hub")
+
+NAMESPACE = "/"
+REFUSED = "invalid or expired invite"
+MAX_REPLAY_SPEED = 100.0
+
+
+def channel(room_id: str) -> str:
+    """The socket.io room that carries a room's broadcasts."""
+    return f"room:{room_id}"
+
+
+def now_ms() -> int:
+    """Server time in ms since the Unix epoch."""
+    return time.time_ns() // 1_000_000
+
+
+def refused(message: str, code: str | None = None) -> socketio.exceptions.ConnectionRefusedError:
+    """A refused connection: the client's `connect_error` gets {message, data: {code}}."""
+    if code is None:
+        return socketio.exceptions.ConnectionRefusedError(message)
+    return socketio.exceptions.ConnectionRefusedError(message, {"code": code})
+
+
+def nack(error: OpError) -> dict[str, Any]:
+    """A negative ack."""
+    return {"ok": False, "error": error.to_json()}
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A read-only replay request: start after event `start`, play at `speed`, cap silences at `max_gap` s."""
+
+    start: int
+    speed: float
+    max_gap: float
+
+
+@dataclass(eq=False)
+class Member:
+    """One connected socket: its room and participant, its op rate limiter and violation counter."""
+
+    sid: str
+    room: str
+    pid: str
+    limiter: RateLimiter
+    violations: ViolationCounter
+    last_seq: int | None = None
+    replay: Replay | None = None
+    task: asyncio.Task | None = None
+
+
+@dataclass(frozen=True)
+class RoomAccess:
+    """What an invite may read over HTTP: its room and the room's meshes."""
+
+    room: str
+    meshes: frozenset[str]
+
+
+@dataclass(eq=False)
+class LiveRoom:
+    """A room in memory: the domain Room, the lock that orders its log, its poses and its sockets by pid."""
+
+    room: Room
+    record: RoomRecord
+    poses: PoseHub
+    meshes: frozenset[str]
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    sockets: dict[str, set[str]] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.room.id
+
+
+class Hub:
+    """Every room of the server and the socket.io handlers that drive them."""
+
+    def __init__(self, sio: socketio.AsyncServer, data: Path, settings: Settings, metrics: Metrics,
+                 pseudonyms: Pseudonymizer):
+        """Open (or create) the room database in `data` and rebuild every room from its log."""
+        self.sio = sio
+        self.settings = settings
+        self.metrics = metrics
+        self.pseudonyms = pseudonyms
+        key, _ = load_or_create_secret(data / INVITE_KEY_FILE)
+        self.invites = InviteSigner(key.encode())
+        self.join_throttle = JoinThrottle(settings.join_rate)
+        self.limits = settings.room_limits
+        self.pose_limits: PoseLimits = settings.pose_limits
+        self.code_roles = tuple(Role(r) for r in settings.room_code_roles)
+        self.db = RoomDatabase(data / ROOM_DB)
+        self.rooms: dict[str, LiveRoom] = {}
+        self.members: dict[str, Member] = {}
+        self.closing = False
+        self._orphans: dict[tuple[str, str], float] = {}  # (room, pid) present at start -> deadline
+        self._tasks: set[asyncio.Task] = set()
+        self._ticker: asyncio.Task | None = None
+        for record in self.db.records():
+            room = Room.open(EventLog(self.db.logs, record.id), self.limits)
+            self.rooms[record.id] = self._live(room, record)
+        self._count_rooms()
+        sio.on("op", self.on_op)
+        sio.on("pose", self.on_pose)
+        sio.on("resume", self.on_resume)
+
+    def _live(self, room: Room, record: RoomRecord) -> LiveRoom:
+        return LiveRoom(room, record, PoseHub(self.pose_limits), frozenset(room.info.meshes))
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the pose tick, and give participants present at the last stop a grace period to return."""
+        deadline = time.monotonic() + self.settings.room_rejoin_grace
+        for live in self.rooms.values():
+            for participant in live.room.present():
+                self._orphans[(live.id, participant.id)] = deadline
+        if self.settings.pose_tick_hz > 0:
+            self._ticker = asyncio.create_task(self._tick_loop(1.0 / self.settings.pose_tick_hz))
+
+    def shutdown(self) -> None:
+        """From now on, disconnects are the server stopping: log no leaves (clients will come back)."""
+        self.closing = True
+
+    async def stop(self) -> None:
+        """Stop the tick and every replay, and close the database."""
+        self.closing = True
+        tasks = [t for t in (self._ticker, *self._tasks, *(m.task for m in self.members.values())) if t]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self.db.close()
+
+    # ---- rooms -------------------------------------------------------------------------------------
+
+    def create_room(self, mode: RoomMode, title: str, study: str, meshes: list[str],
+                    names: Mapping[Role, str]) -> LiveRoom:
+        """Create a room (room.open logged), its role invites and codes. Requires a checked study and meshes.
+
+        Raises OpError (invalid) for a bad title or id.
+        """
+        room_id = "rm" + secrets.token_hex(8)
+        info = RoomInfo(room_id, mode, title, study, tuple(meshes))
+        at, now = now_ms(), time.time()
+        record = RoomRecord(room_id, at, int(now) + self.settings.invite_ttl,
+                            {role.value: names[role] for role in Role})
+        try:
+            self.db.stage_room(record)
+            for role in self.code_roles:
+                code = new_room_code(lambda c: self.db.code_taken(c, now))
+                self.db.stage_code(RoomCode(code, room_id, role, record.invite_exp))
+            room = Room.create(info, EventLog(self.db.logs, room_id), at, self.limits)
+        except BaseException:
+            self.db.rollback()
+            raise
+        live = self.rooms[room_id] = self._live(room, record)
+        self._count_rooms()
+        return live
+
+    async def close_room(self, live: LiveRoom) -> Event:
+        """Log room.close, send it, and disconnect everyone. Raises OpError (forbidden) if already closed."""
+        async with live.lock:
+            event = live.room.close(now_ms())
+            await self._broadcast(live, event)
+        self.db.delete_codes(live.id)
+        self._count_rooms()
+        live.poses = PoseHub(self.pose_limits)
+        for sids in list(live.sockets.values()):
+            for sid in list(sids):
+                await self.sio.disconnect(sid)
+        return event
+
+    def role_invite(self, live: LiveRoom, role: Role) -> tuple[str, int]:
+        """The room's own invite for `role` (the same token every time): (token, exp)."""
+        exp = live.record.invite_exp
+        token = self.invites.issue(live.id, role, live.record.names[role.value], exp,
+                                   self.invites.role_nonce(live.id, role))
+        return token, exp
+
+    def issue_invite(self, live: LiveRoom, role: Role, name: str, ttl: int | None = None) -> tuple[str, int]:
+        """A new personal invite (a new participant): (token, exp). Raises InviteError for a bad name."""
+        exp = int(time.time()) + (ttl or self.settings.invite_ttl)
+        return self.invites.issue(live.id, role, name, exp), exp
+
+    def redeem_code(self, code: str, name: str) -> tuple[LiveRoom, Role, str, int]:
+        """A personal invite for whoever typed a room code: (room, role, token, exp). Raises InviteError."""
+        row = self.db.code(code)
+        live = self.rooms.get(row.room) if row is not None else None
+        if row is None or live is None or row.exp <= time.time() or live.room.closed:
+            raise InviteError("unknown or expired room code")
+        token, exp = self.issue_invite(live, row.role, name)
+        return live, row.role, token, exp
+
+    def participant_id(self, invite: Invite) -> str:
+        """The participant's pseudonym: a keyed hash of the invite's room and nonce."""
+        return self.pseudonyms.participant(f"{invite.room}:{invite.nonce}")
+
+    def access(self, token: str) -> RoomAccess | None:
+        """What a valid invite may read over HTTP, or None (bad or expired token, unknown room, kicked)."""
+        try:
+            invite = self.invites.verify(token)
+        except InviteError:
+            return None
+        live = self.rooms.get(invite.room)
+        if live is None:
+            return None
+        participant = live.room.participant(self.participant_id(invite))
+        if participant is not None and participant.kicked:
+            return None
+        return RoomAccess(live.id, live.meshes)
+
+    def _count_rooms(self) -> None:
+        self.metrics.rooms.set(sum(1 for live in self.rooms.values() if not live.room.closed))
+
+    # ---- connect and disconnect --------------------------------------------------------------------
+
+    async def connect(self, sid: str, auth: Any) -> None:
+        """Admit socket `sid` with auth {token, last_seq?, replay?}. Raises ConnectionRefusedError."""
+        if not isinstance(auth, Mapping):
+            raise refused(REFUSED)
+        try:
+            invite = self.invites.verify(auth.get("token"))
+        except InviteError:
+            raise refused(REFUSED) from None
+        live = self.rooms.get(invite.room)
+        if live is None:
+            raise refused(REFUSED)
+        last_seq = auth.get("last_seq")
+        if last_seq is not None and (isinstance(last_seq, bool) or not isinstance(last_seq, int)):
+            raise refused("last_seq must be an integer", ErrorCode.INVALID.value)
+        pid = self.participant_id(invite)
+        member = Member(sid, live.id, pid, op_rate_limiter(self.limits),
+                        ViolationCounter.for_room(self.limits), last_seq)
+        if auth.get("replay") is not None:
+            member.replay = self._replay_request(live, pid, auth["replay"])
+        else:
+            async with live.lock:
+                try:
+                    event = live.room.join(pid, invite.name, invite.role, now_ms())
+                except OpError as error:
+                    raise refused(error.detail, error.code.value) from None
+                live.sockets.setdefault(pid, set()).add(sid)
+                if event is not None:
+                    await self._broadcast(live, event)
+        self.members[sid] = member
+        member.task = self._spawn(self._welcome(member))
+
+    async def disconnect(self, sid: str, reason: str | None = None) -> None:
+        """Forget socket `sid`; when a participant's last socket goes, drop their avatar and log the leave."""
+        member = self.members.pop(sid, None)
+        if member is None:
+            return
+        if member.task is not None and member.task is not asyncio.current_task():
+            member.task.cancel()
+        live = self.rooms.get(member.room)
+        if live is None or member.replay is not None:
+            return
+        sids = live.sockets.get(member.pid, set())
+        sids.discard(sid)
+        if sids:
+            return
+        live.sockets.pop(member.pid, None)
+        live.poses.remove(member.pid)
+        if self.closing:
+            return
+        await self._leave(live, member.pid, _leave_reason(reason))
+
+    async def _leave(self, live: LiveRoom, pid: str, reason: str) -> None:
+        """Log pid's leave unless they came back meanwhile. Requires a pid with no sockets when called."""
+        async with live.lock:
+            if live.sockets.get(pid) or self.closing:
+                return
+            event = live.room.leave(pid, now_ms(), reason)
+            if event is not None:
+                await self._broadcast(live, event)
+
+    async def _welcome(self, member: Member) -> None:
+        """Once the connection is accepted: the history (snapshot or missed events), subscribe, avatars."""
+        if not await self._accepted(member.sid):
+            await self.disconnect(member.sid, "never accepted")
+            return
+        live = self.rooms[member.room]
+        if member.replay is not None:
+            await self._replay(live, member)
+            return
+        async with live.lock:
+            if self.members.get(member.sid) is not member:
+                return
+            await self._send_history(live, member, member.last_seq)
+            await self.sio.enter_room(member.sid, channel(live.id))
+        await self.sio.emit("poses", {"poses": live.poses.latest(), "gone": []}, to=member.sid)
+
+    async def _accepted(self, sid: str) -> bool:
+        """Wait until python-socketio has sent CONNECT for `sid` (right after the connect handler)."""
+        for attempt in range(2000):
+            if self.sio.manager.is_connected(sid, NAMESPACE):
+                return True
+            if sid not in self.members:
+                return False
+            await asyncio.sleep(0 if attempt < 20 else 0.005)
+        return False
+
+    async def _send_history(self, live: LiveRoom, member: Member, last_seq: int | None) -> bool:
+        """Send the events after `last_seq`, or a snapshot; True if a snapshot. Requires the room's lock."""
+        events = None if last_seq is None else live.room.catch_up(last_seq)
+        if events is None:
+            await self.sio.emit("snapshot", live.room.snapshot_for(member.pid), to=member.sid)
+            return True
+        for event in events:
+            await self.sio.emit("event", event.to_wire(), to=member.sid)
+        return False
+
+    # ---- messages ----------------------------------------------------------------------------------
+
+    async def on_op(self, sid: str, message: Any) -> dict[str, Any]:
+        """Handle `op`: ack {ok: true, seq} once the event is committed and sent, or {ok: false, error}."""
+        member = self.members.get(sid)
+        if member is None:
+            return nack(OpError(ErrorCode.FORBIDDEN, "this connection is not in a room"))
+        if member.replay is not None:
+            return nack(OpError(ErrorCode.FORBIDDEN, "a replay is read-only"))
+        live = self.rooms[member.room]
+        try:
+            if not member.limiter.allow(time.monotonic()):
+                raise OpError(ErrorCode.LIMIT, f"too many ops: at most {self.limits.op_rate:g} per second "
+                                               f"(bursts of {self.limits.op_burst:g})")
+            async with live.lock:
+                event = live.room.apply(message, member.pid, now_ms())
+                await self._broadcast(live, event)
+        except OpError as error:
+            self._violation(member, error)
+            return nack(error)
+        except (LogError, sqlite3.Error):
+            log.exception("room %s: the op could not be logged", live.id)
+            return {"ok": False, "error": {"code": "unavailable",
+                                           "detail": "the server could not record the op"}}
+        if event.kind == OpKind.PARTICIPANT_KICK:
+            await self._remove(live, event.data["participant"])
+        return {"ok": True, "seq": event.seq}
+
+    async def on_pose(self, sid: str, message: Any) -> None:
+        """Handle `pose` (volatile, no ack): keep it for the next tick; a malformed pose is a violation."""
+        member = self.members.get(sid)
+        if member is None or member.replay is not None:
+            return
+        live = self.rooms[member.room]
+        participant = live.room.participant(member.pid)
+        if participant is None or not participant.present:
+            return
+        try:
+            live.poses.receive(member.pid, message, time.monotonic())
+        except OpError as error:
+            self._violation(member, error)
+
+    async def on_resume(self, sid: str, message: Any) -> dict[str, Any]:
+        """Handle `resume {last_seq}`: send the missed events (or a snapshot); ack {ok, seq, snapshot}."""
+        member = self.members.get(sid)
+        if member is None or member.replay is not None:
+            return nack(OpError(ErrorCode.FORBIDDEN, "this connection is not in a live room"))
+        last_seq = message.get("last_seq") if isinstance(message, Mapping) else None
+        if isinstance(last_seq, bool) or not isinstance(last_seq, int):
+            error = OpError(ErrorCode.INVALID, "resume needs {last_seq: integer}")
+            self._violation(member, error)
+            return nack(error)
+        live = self.rooms[member.room]
+        async with live.lock:
+            snapshot = await self._send_history(live, member, last_seq)
+            seq = live.room.seq
+        return {"ok": True, "seq": seq, "snapshot": snapshot}
+
+    def _violation(self, member: Member, error: OpError) -> None:
+        """Count a refused message; too many in the window and the socket is disconnected (after its ack).
+
+        Races that honest clients hit in a busy room (stale_version, not_found) are not violations.
+        """
+        if error.code in (ErrorCode.STALE_VERSION, ErrorCode.NOT_FOUND):
+            return
+        if member.violations.record(time.monotonic()):
+            log.warning("room %s: disconnecting %s after repeated violations (%s)", member.room, member.pid,
+                        error.detail)
+            self._spawn(self._drop(member.sid))
+
+    async def _drop(self, sid: str) -> None:
+        await asyncio.sleep(0)  # let the ack go out first
+        await self.sio.disconnect(sid)
+
+    async def _remove(self, live: LiveRoom, pid: str) -> None:
+        """Disconnect every socket of `pid` (kicked) and drop their avatar."""
+        live.poses.remove(pid)
+        for sid in list(live.sockets.get(pid, ())):
+            await self.sio.disconnect(sid)
+
+    async def _broadcast(self, live: LiveRoom, event: Event) -> None:
+        """Send `event` to everyone subscribed to the room. Requires the room's lock (keeps seq order)."""
+        await self.sio.emit("event", event.to_wire(), room=channel(live.id))
+
+    # ---- poses and the tick ------------------------------------------------------------------------
+
+    async def tick(self, now: float | None = None) -> int:
+        """One tick: each room's batched `poses` frame, expired avatars, overdue leaves. Returns frames sent.
+
+        Requires `now` (time.monotonic()) not to go backwards between calls.
+        """
+        now = time.monotonic() if now is None else now
+        sent = 0
+        for live in list(self.rooms.values()):
+            if live.room.closed:
+                continue
+            frame = live.poses.tick(now)
+            live.poses.drain_track()  # the ~2 Hz track is not kept (poses are presence, not history)
+            if frame is not None:
+                await self.sio.emit("poses", frame, room=channel(live.id))
+                sent += 1
+        for key, deadline in list(self._orphans.items()):
+            if now >= deadline:
+                del self._orphans[key]
+                live = self.rooms.get(key[0])
+                if live is not None and not live.sockets.get(key[1]):
+                    await self._leave(live, key[1], "timeout")
+        return sent
+
+    async def _tick_loop(self, period: float) -> None:
+        next_at = time.monotonic()
+        while True:
+            next_at += period
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("the pose tick failed")
+            delay = next_at - time.monotonic()
+            if delay < 0:
+                next_at, delay = time.monotonic(), 0.0
+            await asyncio.sleep(delay)
+
+    # ---- replay ------------------------------------------------------------------------------------
+
+    def _replay_request(self, live: LiveRoom, pid: str, request: Any) -> Replay:
+        """The checked replay request of a connecting socket. Raises ConnectionRefusedError."""
+        if not live.room.closed:
+            raise refused("only a closed room can be replayed", ErrorCode.FORBIDDEN.value)
+        participant = live.room.participant(pid)
+        if participant is not None and participant.kicked:
+            raise refused("you were removed from this room", ErrorCode.FORBIDDEN.value)
+        if not isinstance(request, Mapping) or set(request) - {"from", "speed", "max_gap"}:
+            raise refused("replay must be {from?, speed?, max_gap?}", ErrorCode.INVALID.value)
+        start, speed, max_gap = request.get("from", 1), request.get("speed", 1.0), request.get("max_gap", 5.0)
+        if isinstance(start, bool) or not isinstance(start, int) or not 1 <= start <= live.room.seq:
+            raise refused(f"replay.from must be a seq in [1, {live.room.seq}]", ErrorCode.INVALID.value)
+        for value, name, high in ((speed, "speed", MAX_REPLAY_SPEED), (max_gap, "max_gap", 3600.0)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                    or not 0 <= value <= high or (name == "speed" and value < 0.1):
+                raise refused(f"replay.{name} is out of range", ErrorCode.INVALID.value)
+        return Replay(start, float(speed), float(max_gap))
+
+    async def _replay(self, live: LiveRoom, member: Member) -> None:
+        """Play a closed room back to one socket: the snapshot after `start`, then the events on schedule."""
+        request = member.replay
+        assert request is not None
+        events = live.room.events_since(0)
+        state = state_at(events, request.start)
+        participant = state.participant(member.pid)
+        snapshot = {**state.snapshot(), "you": participant.to_json() if participant else None,
+                    "head": live.room.log.merkle.root(request.start).hex(),
+                    "replay": {"speed": request.speed, "max_gap": request.max_gap, "last": live.room.seq}}
+        await self.sio.emit("snapshot", snapshot, to=member.sid)
+        for delay, event in schedule(events[request.start:], request.speed, max_gap=request.max_gap):
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self.sio.emit("event", event.to_wire(), to=member.sid)
+        await self.sio.emit("replay.end", {"seq": live.room.seq}, to=member.sid)
+
+    def _spawn(self, coroutine) -> asyncio.Task:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+def _leave_reason(reason: str | None) -> str:
+    """The participant.leave reason for a socket.io disconnect reason (a closed tab is a transport close)."""
+    reasons = {"client disconnect": "left", "transport close": "left", "ping timeout": "timeout"}
+    return reasons.get(reason or "", "disconnected")

@@ -1,0 +1,106 @@
+"""The room database: one SQLite file (WAL) with every room's event log, the rooms table and the room codes.
+
+The event logs are `sessions.log.SqliteLogStore`'s tables (``room_events`` and the Merkle nodes). This
+module adds two small tables to the same database and connection, so a new room's row, its codes and its
+``room.open`` event commit together (the log's append is the commit).
+
+Durability is ``synchronous=NORMAL``: in WAL mode a commit survives a crash of the server process and the
+event loop never waits for an fsync; a power loss may lose the last commits but never corrupts the log.
+Everything here runs on the event loop's thread (one connection, short statements).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sessions.log import SqliteLogStore
+from sessions.roles import Role
+
+ROOM_DB = "rooms.sqlite"
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS rooms ("
+    " id TEXT PRIMARY KEY, created_at INTEGER NOT NULL, invite_exp INTEGER NOT NULL, names TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS room_codes ("
+    " code TEXT PRIMARY KEY, room TEXT NOT NULL, role TEXT NOT NULL, exp INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS room_codes_room ON room_codes(room)",
+)
+
+
+@dataclass(frozen=True)
+class RoomRecord:
+    """A room's row: when it was made (ms), when its role invites expire (s), their display names by role."""
+
+    id: str
+    created_at: int
+    invite_exp: int
+    names: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RoomCode:
+    """A typed code standing for (room, role) until `exp` (seconds since the epoch)."""
+
+    code: str
+    room: str
+    role: Role
+    exp: int
+
+
+class RoomDatabase:
+    """The logs (`logs`, a SqliteLogStore) and the room rows, in one SQLite file."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.logs = SqliteLogStore(path, synchronous="NORMAL")
+        self._db = self.logs.conn
+        for statement in _SCHEMA:
+            self._db.execute(statement)
+        self._db.commit()
+
+    def records(self) -> list[RoomRecord]:
+        """Every room, oldest first."""
+        rows = self._db.execute("SELECT id, created_at, invite_exp, names FROM rooms ORDER BY created_at, id")
+        return [RoomRecord(r[0], r[1], r[2], json.loads(r[3])) for r in rows.fetchall()]
+
+    def stage_room(self, record: RoomRecord) -> None:
+        """Insert the room's row in the open transaction; it commits with the room's first event."""
+        names = json.dumps(record.names, sort_keys=True)
+        self._db.execute("INSERT INTO rooms (id, created_at, invite_exp, names) VALUES (?, ?, ?, ?)",
+                         (record.id, record.created_at, record.invite_exp, names))
+
+    def stage_code(self, code: RoomCode) -> None:
+        """Insert a code in the open transaction. Requires a code that `code_taken` says is free."""
+        self._db.execute("INSERT OR REPLACE INTO room_codes (code, room, role, exp) VALUES (?, ?, ?, ?)",
+                         (code.code, code.room, code.role.value, code.exp))
+
+    def code_taken(self, code: str, now: float) -> bool:
+        """Whether `code` stands for a room now (an expired code is free again)."""
+        row = self._db.execute("SELECT exp FROM room_codes WHERE code = ?", (code,)).fetchone()
+        return row is not None and row[0] > now
+
+    def code(self, code: str) -> RoomCode | None:
+        """The code's row, expired or not, or None."""
+        query = "SELECT code, room, role, exp FROM room_codes WHERE code = ?"
+        row = self._db.execute(query, (code,)).fetchone()
+        return RoomCode(row[0], row[1], Role(row[2]), row[3]) if row else None
+
+    def codes_of(self, room: str) -> dict[Role, RoomCode]:
+        """The codes of `room` by role."""
+        rows = self._db.execute("SELECT code, room, role, exp FROM room_codes WHERE room = ?", (room,))
+        return {Role(r[2]): RoomCode(r[0], r[1], Role(r[2]), r[3]) for r in rows.fetchall()}
+
+    def delete_codes(self, room: str) -> None:
+        """Forget the codes of `room` (it closed), committed."""
+        self._db.execute("DELETE FROM room_codes WHERE room = ?", (room,))
+        self._db.commit()
+
+    def rollback(self) -> None:
+        """Drop whatever was staged."""
+        self._db.rollback()
+
+    def close(self) -> None:
+        """Close the database."""
+        self.logs.close()

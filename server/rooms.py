@@ -1,0 +1,265 @@
+"""HTTP handlers of rooms: create one (with its invites, codes and QR codes), list, inspect, close, mint
+invites, read the ordered log, and redeem a room code. The socket side of rooms is server/hub.py.
+
+Room views are de-identified like the rest of the API: the study appears only as its pseudonymous id, with
+the room's own title. Training rooms refuse skin surfaces: a skin surface can show the patient's face.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from aiohttp import web
+
+from sessions.ops import OpError
+from sessions.roles import Role
+from sessions.room import RoomMode
+
+from .auth import is_admin
+from .errors import ApiError, read_json
+from .hub import Hub, LiveRoom
+from .invites import InviteError, display_name, invite_link, normalise_code, qr_png
+
+DEFAULT_NAMES = {Role.INSTRUCTOR: "Instructor", Role.SURGEON: "Surgeon", Role.STUDENT: "Student",
+                 Role.OBSERVER: "Observer"}
+MAX_MESHES = 32
+MAX_EVENTS = 10_000  # per page of GET /api/rooms/{id}/events
+IDENTIFYING_PRESETS = frozenset({"skin"})
+
+
+# -- views --------------------------------------------------------------------------------------------------
+def room_view(live: LiveRoom, *, detail: bool) -> dict[str, Any]:
+    """A room as the API shows it; `detail` adds participants and a summary of the shared state."""
+    room = live.room
+    state = room.state
+    view: dict[str, Any] = {
+        "id": room.id,
+        "mode": state.room["mode"],
+        "title": state.room["title"],
+        "study_id": state.room["study"],
+        "mesh_ids": list(state.room["meshes"]),
+        "closed": room.closed,
+        "created_at": live.record.created_at / 1000,
+        "seq": room.seq,
+        "head": room.head,
+        "present": len(room.present()),
+    }
+    if detail:
+        view["participants"] = [p.to_json() for p in state.participants.values()]
+        view["summary"] = {
+            "annotations": dict(sorted(Counter(a.type.value for a in state.annotations.values()).items())),
+            "clip_planes": len(state.clips),
+            "locked": state.locked,
+            "follow": state.follow,
+            "model": state.model.to_json(),
+        }
+    return view
+
+
+def invite_view(request: web.Request, live: LiveRoom, role: Role, name: str, token: str, exp: int, *,
+                code: str | None = None, qr: bool = False) -> dict[str, Any]:
+    """An invite as the API hands it out: the token, its link, and for a role invite its code and QR image."""
+    return {
+        "role": role.value,
+        "name": name,
+        "token": token,
+        "link": invite_link(request.app["settings"].base_url, token),
+        "code": code,
+        "qr": f"/api/rooms/{live.id}/invites/{role.value}.png" if qr else None,
+        "expires_at": exp,
+    }
+
+
+def role_invites(request: web.Request, hub: Hub, live: LiveRoom) -> dict[str, dict[str, Any]]:
+    """The room's invite for each role, with its code (for the roles that have one) and QR image URL."""
+    codes = hub.db.codes_of(live.id)
+    invites = {}
+    for role in Role:
+        token, exp = hub.role_invite(live, role)
+        code = codes.get(role)
+        invites[role.value] = invite_view(request, live, role, live.record.names[role.value], token, exp,
+                                          code=code.code if code else None, qr=True)
+    return invites
+
+
+def _hub(request: web.Request) -> Hub:
+    return request.app["hub"]
+
+
+def _room_or_404(request: web.Request) -> LiveRoom:
+    live = _hub(request).rooms.get(request.match_info["room_id"])
+    if live is None:
+        raise ApiError(404, "not_found", f"no room {request.match_info['room_id']!r}")
+    return live
+
+
+def _role(value: Any) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        raise ApiError(400, "bad_parameter", f"role must be one of {[r.value for r in Role]}") from None
+
+
+def _name(value: Any) -> str:
+    try:
+        return display_name(value)
+    except InviteError as e:
+        raise ApiError(400, "bad_parameter", str(e)) from None
+
+
+# -- rooms --------------------------------------------------------------------------------------------------
+def _room_body(body: dict) -> tuple[str, list[str], RoomMode, str, dict[Role, str]]:
+    """(study_id, mesh_ids, mode, title, names) of a POST /api/rooms body, or a 400 ApiError."""
+    unknown = set(body) - {"study_id", "mesh_ids", "mode", "title", "names"}
+    if unknown:
+        raise ApiError(400, "bad_parameter", f"unknown field(s): {', '.join(sorted(unknown))}")
+    study_id = body.get("study_id")
+    if not isinstance(study_id, str) or not study_id:
+        raise ApiError(400, "bad_parameter", "study_id must be a study id")
+    mesh_ids = body.get("mesh_ids")
+    if (not isinstance(mesh_ids, list) or not 1 <= len(mesh_ids) <= MAX_MESHES
+            or not all(isinstance(m, str) and m for m in mesh_ids)):
+        raise ApiError(400, "bad_parameter", f"mesh_ids must be a list of 1 to {MAX_MESHES} mesh ids")
+    try:
+        mode = RoomMode(body.get("mode"))
+    except ValueError:
+        raise ApiError(400, "bad_parameter", 'mode must be "consult" or "training"') from None
+    title = body.get("title", "")
+    if not isinstance(title, str):
+        raise ApiError(400, "bad_parameter", "title must be a string")
+    names = body.get("names", {})
+    if not isinstance(names, dict):
+        raise ApiError(400, "bad_parameter", "names must map roles to display names")
+    chosen = {_role(role): _name(name) for role, name in names.items()}
+    return study_id, list(dict.fromkeys(mesh_ids)), mode, title, {**DEFAULT_NAMES, **chosen}
+
+
+async def create_room(request: web.Request) -> web.Response:
+    study_id, mesh_ids, mode, title, names = _room_body(await read_json(request))
+    catalog = request.app["catalog"]
+    if catalog.study(study_id) is None:
+        raise ApiError(404, "not_found", f"no study {study_id!r}")
+    for mesh_id in mesh_ids:
+        mesh = catalog.mesh(mesh_id)
+        if mesh is None:
+            raise ApiError(404, "not_found", f"no mesh {mesh_id!r}")
+        if mesh["study_id"] != study_id:
+            raise ApiError(400, "bad_parameter", f"mesh {mesh_id} is not a mesh of study {study_id}")
+        if mode is RoomMode.TRAINING and mesh["preset"] in IDENTIFYING_PRESETS:
+            raise ApiError(422, "identifying_mesh", f"mesh {mesh_id} is a {mesh['preset']} surface, which "
+                           "can show the patient's face: training rooms take de-identified data only")
+    hub = _hub(request)
+    try:
+        live = hub.create_room(mode, title, study_id, mesh_ids, names)
+    except OpError as e:
+        raise ApiError(400, "bad_parameter", e.detail) from None
+    body = {"room": room_view(live, detail=True), "invites": role_invites(request, hub, live)}
+    return web.json_response(body, status=201, headers={"Location": f"/api/rooms/{live.id}"})
+
+
+async def list_rooms(request: web.Request) -> web.Response:
+    rooms = [room_view(live, detail=False) for live in _hub(request).rooms.values()]
+    return web.json_response({"rooms": rooms})
+
+
+async def get_room(request: web.Request) -> web.Response:
+    """Admin or an invite of this room; only the admin also gets the room's invites back."""
+    live = _room_or_404(request)
+    view = room_view(live, detail=True)
+    if is_admin(request):
+        view["invites"] = role_invites(request, _hub(request), live)
+    return web.json_response(view)
+
+
+async def close_room(request: web.Request) -> web.Response:
+    live = _room_or_404(request)
+    if live.room.closed:
+        raise ApiError(409, "conflict", f"room {live.id} is already closed")
+    await _hub(request).close_room(live)
+    return web.json_response(room_view(live, detail=True))
+
+
+# -- invites ------------------------------------------------------------------------------------------------
+async def create_invite(request: web.Request) -> web.Response:
+    """A personal invite (a new participant) for one role; on a closed room it is good for a replay only."""
+    live = _room_or_404(request)
+    body = await read_json(request)
+    unknown = set(body) - {"role", "name", "ttl"}
+    if unknown:
+        raise ApiError(400, "bad_parameter", f"unknown field(s): {', '.join(sorted(unknown))}")
+    role, name = _role(body.get("role")), _name(body.get("name"))
+    ttl = body.get("ttl", request.app["settings"].invite_ttl)
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 60 <= ttl <= 30 * 86_400:
+        raise ApiError(400, "bad_parameter", "ttl must be an integer number of seconds in [60, 2592000]")
+    token, exp = _hub(request).issue_invite(live, role, name, ttl)
+    return web.json_response(invite_view(request, live, role, name, token, exp), status=201)
+
+
+async def invite_qr(request: web.Request) -> web.Response:
+    live = _room_or_404(request)
+    try:
+        role = Role(request.match_info["role"])
+    except ValueError:
+        raise ApiError(404, "not_found", f"no role {request.match_info['role']!r}") from None
+    if live.room.closed:
+        raise ApiError(409, "conflict", f"room {live.id} is closed")
+    token, exp = _hub(request).role_invite(live, role)
+    if exp <= time.time():
+        raise ApiError(410, "expired",
+                       "the room's invites have expired; mint one with POST /api/rooms/{id}/invites")
+    png = qr_png(invite_link(request.app["settings"].base_url, token))
+    return web.Response(body=png, content_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+async def join(request: web.Request) -> web.Response:
+    """Redeem a room code: a personal invite for the code's room and role. Public, throttled per address."""
+    hub = _hub(request)
+    if not hub.join_throttle.allow(request.remote or "?", time.monotonic()):
+        retry = max(1, round(60 / hub.join_throttle.per_minute))
+        raise ApiError(429, "too_many_requests", "too many attempts; wait and try again",
+                       {"Retry-After": str(retry)})
+    body = await read_json(request)
+    unknown = set(body) - {"code", "name"}
+    if unknown:
+        raise ApiError(400, "bad_parameter", f"unknown field(s): {', '.join(sorted(unknown))}")
+    try:
+        code = normalise_code(body.get("code"))
+    except InviteError as e:
+        raise ApiError(400, "bad_parameter", str(e)) from None
+    name = _name(body.get("name"))
+    try:
+        live, role, token, exp = hub.redeem_code(code, name)
+    except InviteError as e:
+        raise ApiError(404, "not_found", str(e)) from None
+    view = invite_view(request, live, role, name, token, exp)
+    return web.json_response({"room": live.id, **view}, status=201)
+
+
+# -- the log ------------------------------------------------------------------------------------------------
+def _seq_parameter(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "bad_parameter", f"{name} must be an integer") from None
+    if value < 0:
+        raise ApiError(400, "bad_parameter", f"{name} must be >= 0")
+    return value
+
+
+async def get_events(request: web.Request) -> web.Response:
+    """The ordered log: events with from < seq <= to, at most MAX_EVENTS per page (`next` continues)."""
+    live = _room_or_404(request)
+    room = live.room
+    after = _seq_parameter(request, "from", 0)
+    until = min(_seq_parameter(request, "to", room.seq), room.seq)
+    if until < after:
+        raise ApiError(400, "bad_parameter", "to must be >= from")
+    last = min(until, after + MAX_EVENTS)
+    events = [event.to_wire() for event in room.events_since(after, last)]
+    return web.json_response({"room": room.id, "seq": room.seq, "head": room.head, "events": events,
+                              "next": last if last < until else None})

@@ -1,0 +1,403 @@
+"""Ops: what a client may ask a room to do, their schema, and typed errors.
+
+`parse_op(message, limits)` turns an untrusted client message `{kind, ...fields}` into an `Op` whose `data`
+is validated and normalised (numbers as finite floats, unit vectors and quaternions normalised, strings
+bounded). It checks the message alone; what depends on the room (does the annotation exist, is the version
+stale, may this role do it) is checked by `sessions.state` and `sessions.room`.
+
+Never trusted from a client: author, seq, time, role of the sender, room, hash, layer and any server-computed
+value (a measurement's length). A message carrying one is rejected, as is any unknown field.
+
+Coordinates:
+- Annotation and measurement positions (`position`, `a`, `b`, stroke `points`) are patient LPS millimetres.
+  The client maps a picked model-space point to LPS with the inverse matrix in the GLB's `extras`, so the
+  server measures in LPS directly and never from scaled or transformed client coordinates.
+- Clip planes, the model transform and the pointer are model space: glTF metres, +Y up, the GLB's frame
+  (the model transform places that frame in the shared room).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sessions.limits import RoomLimits
+from sessions.roles import Role
+
+
+class ErrorCode(StrEnum):
+    """Why an op was refused: the `code` of a negative ack."""
+
+    INVALID = "invalid"  # the message breaks the schema or a bound
+    FORBIDDEN = "forbidden"  # the sender's role, mute or the lock forbids it
+    STALE_VERSION = "stale_version"  # the op's `version` is older than the object's; see `version`
+    NOT_FOUND = "not_found"  # the annotation, clip plane or participant does not exist
+    LIMIT = "limit"  # a room or client limit is reached (annotations, participants, size, rate)
+
+
+class OpError(Exception):
+    """A refused op: `code`, a readable `detail`, and for stale_version the object's current `version`."""
+
+    def __init__(self, code: ErrorCode, detail: str, version: int | None = None):
+        super().__init__(f"{code.value}: {detail}")
+        self.code = code
+        self.detail = detail
+        self.version = version
+
+    def to_json(self) -> dict[str, Any]:
+        """The `error` of a negative ack: {code, detail, version?}."""
+        error: dict[str, Any] = {"code": self.code.value, "detail": self.detail}
+        if self.version is not None:
+            error["version"] = self.version
+        return error
+
+
+def invalid(detail: str) -> OpError:
+    """An `invalid` OpError. Requires a readable detail."""
+    return OpError(ErrorCode.INVALID, detail)
+
+
+class OpKind(StrEnum):
+    """Every op a client may send."""
+
+    ANNOTATION_CREATE = "annotation.create"
+    ANNOTATION_UPDATE = "annotation.update"
+    ANNOTATION_DELETE = "annotation.delete"
+    CLIP_SET = "clip.set"
+    CLIP_CLEAR = "clip.clear"
+    MODEL_TRANSFORM = "model.transform"
+    POINTER_HIGHLIGHT = "pointer.highlight"
+    ROOM_LOCK = "room.lock"
+    ROOM_UNLOCK = "room.unlock"
+    PARTICIPANT_ROLE = "participant.role"
+    PARTICIPANT_MUTE = "participant.mute"
+    PARTICIPANT_KICK = "participant.kick"
+    FOLLOW_START = "follow.start"
+    FOLLOW_STOP = "follow.stop"
+
+
+class AnnotationType(StrEnum):
+    """The kinds of annotation."""
+
+    POINT = "point"
+    MEASUREMENT = "measurement"
+    STROKE = "stroke"
+    NOTE = "note"
+
+
+# The fields a client may set on each annotation type (besides `type`), each marked required at create or not.
+ANNOTATION_FIELDS: dict[AnnotationType, dict[str, bool]] = {
+    AnnotationType.POINT: {"position": True, "label": False, "color": False},
+    AnnotationType.MEASUREMENT: {"a": True, "b": True, "label": False, "color": False},
+    AnnotationType.STROKE: {"points": True, "label": False, "color": False},
+    AnnotationType.NOTE: {"text": True, "position": False, "color": False},
+}
+
+SERVER_FIELDS = frozenset({"author", "seq", "at", "time", "room", "hash", "layer", "length_mm", "versions"})
+_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
+_UNIT_TOLERANCE = 0.1  # a quaternion's norm may be off by this much; it is then normalised
+
+
+@dataclass(frozen=True)
+class Op:
+    """A validated op: its kind and normalised fields (JSON-able, without `kind`)."""
+
+    kind: OpKind
+    data: dict[str, Any]
+
+
+def parse_op(message: Any, limits: RoomLimits) -> Op:
+    """The validated Op of a client message, or OpError. Requires nothing of `message`."""
+    if not isinstance(message, Mapping):
+        raise invalid("an op must be a JSON object")
+    _check_size(message, limits.max_op_bytes)
+    kind_name = message.get("kind")
+    try:
+        kind = OpKind(kind_name)
+    except ValueError:
+        raise invalid(f"unknown op kind {kind_name!r}") from None
+    fields = {key: value for key, value in message.items() if key != "kind"}
+    return Op(kind, _PARSERS[kind](fields, limits))
+
+
+def _check_size(message: Mapping[str, Any], max_bytes: int) -> None:
+    """Refuse a message larger than `max_bytes` as JSON. Requires a mapping."""
+    try:
+        size = len(json.dumps(message, ensure_ascii=False, allow_nan=True).encode("utf-8", "surrogatepass"))
+    except (TypeError, ValueError) as error:
+        raise invalid(f"not a JSON message: {error}") from None
+    if size > max_bytes:
+        raise OpError(ErrorCode.LIMIT, f"op is {size} bytes, the limit is {max_bytes}")
+
+
+def _expect(fields: Mapping[str, Any], required: set[str], optional: set[str] = frozenset()) -> None:
+    """Refuse missing, unknown or server-only fields. Requires a mapping of the fields besides `kind`."""
+    for key in fields:
+        if key in SERVER_FIELDS:
+            raise invalid(f"'{key}' is set by the server, not the client")
+        if key not in required and key not in optional:
+            raise invalid(f"unknown field {key!r}")
+    missing = sorted(required - set(fields))
+    if missing:
+        raise invalid(f"missing field {missing[0]!r}")
+
+
+# ---- values -------------------------------------------------------------------------------------------
+
+
+def number(value: Any, path: str, low: float = -math.inf, high: float = math.inf) -> float:
+    """`value` as a finite float in [low, high]. Requires nothing of `value`."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise invalid(f"{path} must be a number")
+    result = float(value)
+    if not math.isfinite(result):
+        raise invalid(f"{path} must be finite")
+    if not low <= result <= high:
+        raise invalid(f"{path} = {result} is outside [{low}, {high}]")
+    return result
+
+
+def vector(value: Any, path: str, length: int, bound: float) -> list[float]:
+    """`value` as `length` finite floats each within +-bound. Requires nothing of `value`."""
+    if not isinstance(value, list | tuple) or len(value) != length:
+        raise invalid(f"{path} must be an array of {length} numbers")
+    return [number(item, f"{path}[{i}]", -bound, bound) for i, item in enumerate(value)]
+
+
+def unit_vector(value: Any, path: str) -> list[float]:
+    """`value` as a normalised 3-vector. Requires nothing of `value`; refuses a (near) zero vector."""
+    v = vector(value, path, 3, 1e6)
+    norm = math.sqrt(sum(c * c for c in v))
+    if norm < 1e-9:
+        raise invalid(f"{path} must not be a zero vector")
+    return [c / norm for c in v]
+
+
+def quaternion(value: Any, path: str) -> list[float]:
+    """`value` as a unit quaternion [x, y, z, w] (three.js order). Requires a norm within 10% of 1."""
+    q = vector(value, path, 4, 2.0)
+    norm = math.sqrt(sum(c * c for c in q))
+    if abs(norm - 1.0) > _UNIT_TOLERANCE:
+        raise invalid(f"{path} must be a unit quaternion (norm {norm:.3f})")
+    return [c / norm for c in q]
+
+
+def text(value: Any, path: str, max_length: int, *, multiline: bool = False) -> str:
+    """`value` as a string of at most `max_length` characters, without control characters.
+
+    Requires nothing of `value`; with `multiline`, newlines and tabs are allowed.
+    """
+    if not isinstance(value, str):
+        raise invalid(f"{path} must be a string")
+    if len(value) > max_length:
+        raise OpError(ErrorCode.LIMIT, f"{path} has {len(value)} characters, the limit is {max_length}")
+    allowed = "\n\t" if multiline else ""
+    if any((ord(c) < 0x20 and c not in allowed) or ord(c) == 0x7F for c in value):
+        raise invalid(f"{path} contains a control character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid(f"{path} is not valid Unicode (lone surrogate)") from None
+    return value
+
+
+def identifier(value: Any, path: str) -> str:
+    """`value` as an id: 1-128 characters of [A-Za-z0-9_.:-]. Requires nothing of `value`."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise invalid(f"{path} must be an id of 1-128 characters [A-Za-z0-9_.:-]")
+    return value
+
+
+def _version(fields: Mapping[str, Any]) -> dict[str, int]:
+    """{"version": n} if the op carries one, else {}. Requires a mapping."""
+    if "version" not in fields:
+        return {}
+    value = fields["version"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise invalid("version must be a non-negative integer")
+    return {"version": value}
+
+
+def _color(value: Any) -> str:
+    """`value` as a lower-case "#rrggbb" colour. Requires nothing of `value`."""
+    if not isinstance(value, str) or not _COLOR.fullmatch(value):
+        raise invalid('color must be "#rrggbb"')
+    return value.lower()
+
+
+def _lps(value: Any, path: str, limits: RoomLimits) -> list[float]:
+    """An LPS position in mm within the room's bound. Requires nothing of `value`."""
+    return vector(value, path, 3, limits.max_coordinate_mm)
+
+
+def _points(value: Any, limits: RoomLimits) -> list[list[float]]:
+    """A stroke's LPS points: 2..max_stroke_points positions. Requires nothing of `value`."""
+    if not isinstance(value, list) or len(value) < 2:
+        raise invalid("points must be an array of at least 2 positions")
+    if len(value) > limits.max_stroke_points:
+        raise OpError(ErrorCode.LIMIT, f"a stroke has at most {limits.max_stroke_points} points")
+    return [_lps(point, f"points[{i}]", limits) for i, point in enumerate(value)]
+
+
+def annotation_field(name: str, value: Any, limits: RoomLimits) -> Any:
+    """The normalised value of annotation field `name`. Requires `name` in some ANNOTATION_FIELDS."""
+    if name in ("position", "a", "b"):
+        return _lps(value, name, limits)
+    if name == "points":
+        return _points(value, limits)
+    if name == "label":
+        return text(value, "label", limits.max_label_length)
+    if name == "text":
+        return text(value, "text", limits.max_note_length, multiline=True)
+    if name == "color":
+        return _color(value)
+    raise invalid(f"unknown annotation field {name!r}")
+
+
+# ---- one parser per kind ------------------------------------------------------------------------------
+
+
+def _annotation_create(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+    """{type, ...fields} of a new annotation. Requires the op's fields."""
+    try:
+        kind = AnnotationType(fields.get("type"))
+    except ValueError:
+        raise invalid(f"annotation type must be one of {[t.value for t in AnnotationType]}") from None
+    spec = ANNOTATION_FIELDS[kind]
+    _expect(fields, {"type"} | {name for name, required in spec.items() if required}, set(spec))
+    data: dict[str, Any] = {"type": kind.value}
+    for name in spec:
+        if name in fields:
+            data[name] = annotation_field(name, fields[name], limits)
+    return data
+
+
+def _annotation_update(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+    """{id, version?, ...changed fields}. Requires the op's fields; the type check is the state's."""
+    if "type" in fields:
+        raise invalid("the type of an annotation cannot change")
+    editable = set().union(*ANNOTATION_FIELDS.values())
+    _expect(fields, {"id"}, {"version"} | editable)
+    changed = {
+        name: None if name == "position" and fields[name] is None
+        else annotation_field(name, fields[name], limits)
+        for name in sorted(editable & set(fields))
+    }
+    if not changed:
+        raise invalid("an update must change at least one field")
+    return {"id": identifier(fields["id"], "id"), **_version(fields), **changed}
+
+
+def _annotation_delete(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+    """{id, version?}. Requires the op's fields."""
+    _expect(fields, {"id"}, {"version"})
+    return {"id": identifier(fields["id"], "id"), **_version(fields)}
+
+
+def _clip_set(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+    """{id?, version?, normal, constant}: the plane normal . x + constant = 0 in model space (metres).
+
+    Requires the op's fields; `plane` is {normal, constant} or {point, normal}.
+    """
+    _expect(fields, {"plane"}, {"id", "version"})
+    plane = fields["plane"]
+    if not isinstance(plane, Mapping):
+        raise invalid("plane must be an object {normal, constant} or {point, normal}")
+    bound = limits.max_model_metres
+    if set(plane) == {"normal", "constant"}:
+        normal = unit_vector(plane["normal"], "plane.normal")
+        constant = number(plane["constant"], "plane.constant", -2 * bound, 2 * bound)
+    elif set(plane) == {"point", "normal"}:
+        normal = unit_vector(plane["normal"], "plane.normal")
+        point = vector(plane["point"], "plane.point", 3, bound)
+        constant = -sum(n * p for n, p in zip(normal, point, strict=True))
+    else:
+        raise invalid("plane must be an object {normal, constant} or {point, normal}")
+    data: dict[str, Any] = {"normal": normal, "constant": constant}
+    if "id" in fields:
+        data["id"] = identifier(fields["id"], "id")
+    return {**data, **_version(fields)}
+
+
+def _clip_clear(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+    """{id?}: one plane, or all of them. Requires the op's fields."""
+    _expect(fields, set(), {"id"})
+    return {"id": identifier(fields["id"], "id")} if "id" in fields else {}
+
+
+def _model_transform(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+    """{position?, quaternion?, scale?, version?}, at least one of the three. Requires the op's fields."""
+    _expect(fields, set(), {"position", "quaternion", "scale", "version"})
+    data: dict[str, Any] = {}
+    if "position" in fields:
+        data["position"] = vector(fields["position"], "position", 3, limits.max_model_metres)
+    if "quaternion" in fields:
+        data["quaternion"] = quaternion(fields["quaternion"], "quaternion")
+    if "scale" in fields:
+        data["scale"] = number(fields["scale"], "scale", limits.min_scale, limits.max_scale)
+    if not data:
+        raise invalid("model.transform needs position, quaternion or scale")
+    return {**data, **_version(fields)}
+
+
+def _pointer_highlight(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+    """{position, target?}: a model-space point and optionally the id of what it points at."""
+    _expect(fields, {"position"}, {"target"})
+    data: dict[str, Any] = {"position": vector(fields["position"], "position", 3, limits.max_model_metres)}
+    if "target" in fields:
+        data["target"] = identifier(fields["target"], "target")
+    return data
+
+
+def _no_fields(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+    """{}: the op carries nothing but its kind. Requires the op's fields."""
+    _expect(fields, set())
+    return {}
+
+
+def _participant_role(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+    """{participant, role}. Requires the op's fields."""
+    _expect(fields, {"participant", "role"})
+    try:
+        role = Role(fields["role"])
+    except ValueError:
+        raise invalid(f"role must be one of {[r.value for r in Role]}") from None
+    return {"participant": identifier(fields["participant"], "participant"), "role": role.value}
+
+
+def _participant_mute(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+    """{participant, muted}. Requires the op's fields."""
+    _expect(fields, {"participant", "muted"})
+    if not isinstance(fields["muted"], bool):
+        raise invalid("muted must be true or false")
+    return {"participant": identifier(fields["participant"], "participant"), "muted": fields["muted"]}
+
+
+def _participant_kick(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+    """{participant}. Requires the op's fields."""
+    _expect(fields, {"participant"})
+    return {"participant": identifier(fields["participant"], "participant")}
+
+
+_PARSERS: dict[OpKind, Callable[[Mapping[str, Any], RoomLimits], dict[str, Any]]] = {
+    OpKind.ANNOTATION_CREATE: _annotation_create,
+    OpKind.ANNOTATION_UPDATE: _annotation_update,
+    OpKind.ANNOTATION_DELETE: _annotation_delete,
+    OpKind.CLIP_SET: _clip_set,
+    OpKind.CLIP_CLEAR: _clip_clear,
+    OpKind.MODEL_TRANSFORM: _model_transform,
+    OpKind.POINTER_HIGHLIGHT: _pointer_highlight,
+    OpKind.ROOM_LOCK: _no_fields,
+    OpKind.ROOM_UNLOCK: _no_fields,
+    OpKind.PARTICIPANT_ROLE: _participant_role,
+    OpKind.PARTICIPANT_MUTE: _participant_mute,
+    OpKind.PARTICIPANT_KICK: _participant_kick,
+    OpKind.FOLLOW_START: _no_fields,
+    OpKind.FOLLOW_STOP: _no_fields,
+}

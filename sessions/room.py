@@ -1,0 +1,265 @@
+"""A room: the authority that turns ops into events, in one total order, durably.
+
+`Room.apply(message, participant, at)` validates the op (schema, bounds), checks the sender's permission
+(sessions.roles), checks it against the state (exists, version, limits), gives it the room's next seq, builds
+the Event, appends it to the log (committed) and applies it to the state; then it returns the event, which
+the server acks and broadcasts. Any refusal is an OpError and changes nothing.
+
+Joins and leaves are events too (authored by "server"). Participant ids are pseudonyms chosen by the server
+(e.g. a keyed hash of the invite); the room never sees a token. A returning participant keeps the role the
+log gave them (a promotion or demotion outlives a reconnect), and a kicked participant cannot rejoin.
+
+Times: `at` is the server's wall clock in ms since the Unix epoch. The room never lets `at` go backwards
+(it uses the previous event's time if the clock steps back), so replays keep their order in time.
+
+A Room is not thread-safe: call it from one thread (the event loop), or serialise calls per room.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sessions.events import SERVER, Event, ServerKind
+from sessions.limits import RoomLimits
+from sessions.log import EventLog, LogCorruptError, LogError
+from sessions.ops import ErrorCode, OpError, OpKind, identifier, invalid, parse_op, text
+from sessions.roles import Role, may
+from sessions.state import Participant, RoomState, StateError
+
+__all__ = ["Room", "RoomInfo", "RoomLimits", "RoomMode"]
+
+
+class RoomMode(StrEnum):
+    """A consult (a remote colleague on a real case) or a training room (de-identified data only)."""
+
+    CONSULT = "consult"
+    TRAINING = "training"
+
+
+@dataclass(frozen=True)
+class RoomInfo:
+    """What a room is about: recorded by its first event (room.open). Ids are pseudonymous."""
+
+    id: str
+    mode: RoomMode
+    title: str = ""
+    study: str = ""
+    meshes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        identifier(self.id, "room id")
+        object.__setattr__(self, "mode", RoomMode(self.mode))
+        text(self.title, "title", 200)
+        if self.study:
+            identifier(self.study, "study")
+        object.__setattr__(self, "meshes", tuple(identifier(m, "mesh") for m in self.meshes))
+
+    def to_json(self) -> dict[str, Any]:
+        """The room.open event data (the id is the event's room)."""
+        return {"mode": self.mode.value, "title": self.title, "study": self.study,
+                "meshes": list(self.meshes)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RoomInfo:
+        """The info of a state's `room` dict. Requires {id, mode, title, study, meshes}."""
+        return cls(data["id"], RoomMode(data["mode"]), data["title"], data["study"], tuple(data["meshes"]))
+
+
+class Room:
+    """One room: its state, its log, its limits. Make one with `Room.create` or `Room.open`."""
+
+    def __init__(self, log: EventLog, state: RoomState, limits: RoomLimits, last_at: int):
+        """Requires `state` to be the replay of `log`; use `create` or `open`."""
+        self.log = log
+        self.state = state
+        self.limits = limits
+        self._last_at = last_at
+
+    @classmethod
+    def create(cls, info: RoomInfo, log: EventLog, at: int, limits: RoomLimits | None = None) -> Room:
+        """A new room whose first event is room.open. Requires an empty log for `info.id`."""
+        if log.room != info.id or log.size != 0:
+            raise LogError(f"room {info.id} needs an empty log of its own "
+                           f"(got the log of {log.room!r} with {log.size} events)")
+        room = cls(log, RoomState(), limits or RoomLimits(), 0)
+        room._append(SERVER, ServerKind.ROOM_OPEN, info.to_json(), at)
+        return room
+
+    @classmethod
+    def open(cls, log: EventLog, limits: RoomLimits | None = None) -> Room:
+        """The room rebuilt by replaying its log (after a restart). Requires a log starting with room.open."""
+        state, last_at = RoomState(), 0
+        for event in log.verified_events():
+            if event.seq == 1 and event.kind != ServerKind.ROOM_OPEN:
+                raise LogCorruptError(f"room {log.room}: the log starts with {event.kind}, not room.open")
+            try:
+                state.apply(event)
+            except StateError as error:
+                raise LogCorruptError(f"room {log.room}: {error}") from error
+            last_at = event.at
+        if state.seq == 0:
+            raise LogError(f"room {log.room} has no events")
+        return cls(log, state, limits or RoomLimits(), last_at)
+
+    # ---- what the room is --------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The room id (pseudonymous)."""
+        return self.log.room
+
+    @property
+    def info(self) -> RoomInfo:
+        """What the room is about."""
+        return RoomInfo.from_json(self.state.room)
+
+    @property
+    def mode(self) -> RoomMode:
+        """Consult or training."""
+        return RoomMode(self.state.room["mode"])
+
+    @property
+    def seq(self) -> int:
+        """The seq of the last event."""
+        return self.state.seq
+
+    @property
+    def head(self) -> str:
+        """The Merkle root of the log, hex."""
+        return self.log.head
+
+    @property
+    def closed(self) -> bool:
+        """True once room.close is logged."""
+        return self.state.closed
+
+    def participant(self, pid: str) -> Participant | None:
+        """The participant `pid` (present or not), or None. Requires nothing."""
+        return self.state.participant(pid)
+
+    def present(self) -> list[Participant]:
+        """Participants in the room now, in join order. Requires nothing."""
+        return self.state.present()
+
+    # ---- presence ----------------------------------------------------------------------------------
+
+    def join(self, pid: str, name: str, role: Role, at: int) -> Event | None:
+        """Log pid's arrival; None if already present. Requires a pseudonym, a name, the invite's role.
+
+        A known participant keeps the role the log gave them, not the invite's. Refuses (OpError) a closed
+        room, a kicked participant, and a full room.
+        """
+        identifier(pid, "participant")
+        if pid == SERVER:
+            raise invalid(f"{SERVER!r} is not a participant id")
+        name = text(name, "name", self.limits.max_name_length).strip()
+        if not name:
+            raise invalid("a display name is required")
+        self._check_open()
+        known = self.state.participant(pid)
+        if known is not None and known.kicked:
+            raise OpError(ErrorCode.FORBIDDEN, "you were removed from this room")
+        if known is not None and known.present:
+            return None
+        if len(self.state.present()) >= self.limits.max_participants:
+            raise OpError(ErrorCode.LIMIT, f"the room is full ({self.limits.max_participants} participants)")
+        role = known.role if known is not None else Role(role)
+        data = {"participant": pid, "name": name, "role": role.value}
+        return self._append(SERVER, ServerKind.PARTICIPANT_JOIN, data, at)
+
+    def leave(self, pid: str, at: int, reason: str = "left") -> Event | None:
+        """Log pid's departure; None if they are not present (already left, kicked, or the room closed).
+
+        Requires `reason` to be a short word such as "left", "disconnected" or "timeout".
+        """
+        participant = self.state.participant(pid)
+        if participant is None or not participant.present or self.closed:
+            return None
+        data = {"participant": pid, "reason": text(reason, "reason", 64)}
+        return self._append(SERVER, ServerKind.PARTICIPANT_LEAVE, data, at)
+
+    def close(self, at: int) -> Event:
+        """Log room.close: everyone leaves and later ops and joins are refused. Requires an open room."""
+        self._check_open()
+        return self._append(SERVER, ServerKind.ROOM_CLOSE, {}, at)
+
+    # ---- ops ---------------------------------------------------------------------------------------
+
+    def apply(self, message: Any, pid: str, at: int) -> Event:
+        """The event of client op `message` from participant `pid`, durably logged and applied.
+
+        Requires nothing of `message` (it is untrusted); raises OpError and changes nothing on refusal.
+        """
+        participant = self._sender(pid)
+        op = parse_op(message, self.limits)
+        reason = may(participant.role, op.kind, own=self._owns(pid, op.kind, op.data),
+                     locked=self.state.locked, muted=participant.muted)
+        if reason is not None:
+            raise OpError(ErrorCode.FORBIDDEN, reason)
+        data = self.state.prepare(op, pid, self.seq + 1, self.limits)
+        return self._append(pid, op.kind, data, at)
+
+    def _sender(self, pid: str) -> Participant:
+        """The present participant `pid`, or a forbidden OpError. Requires nothing."""
+        self._check_open()
+        participant = self.state.participant(pid)
+        if participant is not None and participant.kicked:
+            raise OpError(ErrorCode.FORBIDDEN, "you were removed from this room")
+        if participant is None or not participant.present:
+            raise OpError(ErrorCode.FORBIDDEN, "you are not in this room")
+        return participant
+
+    def _owns(self, pid: str, kind: OpKind, data: Mapping[str, Any]) -> bool:
+        """False only if the op edits an existing annotation someone else made. Requires a parsed op."""
+        if kind not in (OpKind.ANNOTATION_UPDATE, OpKind.ANNOTATION_DELETE):
+            return True
+        annotation = self.state.annotations.get(data["id"])
+        return annotation is None or annotation.author == pid
+
+    def _check_open(self) -> None:
+        """Refuse anything on a closed room. Requires nothing."""
+        if self.state.closed:
+            raise OpError(ErrorCode.FORBIDDEN, "the room is closed")
+
+    def _append(self, author: str, kind: str, data: Mapping[str, Any], at: int) -> Event:
+        """Stamp, log (durably) and apply the next event. Requires data already checked."""
+        if isinstance(at, bool) or not isinstance(at, int) or at < 0:
+            raise ValueError(f"at must be a non-negative int of ms since the epoch, got {at!r}")
+        at = max(at, self._last_at)
+        event = Event.create(self.id, self.seq + 1, at, author, str(kind), data)
+        self.log.append(event)
+        self.state.apply(event)
+        self._last_at = at
+        return event
+
+    # ---- reading -----------------------------------------------------------------------------------
+
+    def snapshot_for(self, pid: str) -> dict[str, Any]:
+        """The `snapshot` message for `pid`: {room, you, participants, state, seq, head}. Requires nothing."""
+        participant = self.state.participant(pid)
+        return {
+            **self.state.snapshot(),
+            "you": participant.to_json() if participant is not None else None,
+            "head": self.head,
+        }
+
+    def events_since(self, seq: int, until: int | None = None) -> list[Event]:
+        """Events with seq < event.seq <= until (until None: the last). Requires 0 <= seq."""
+        if seq < 0:
+            raise ValueError(f"seq must be >= 0, got {seq}")
+        return list(self.log.events(seq, until))
+
+    def catch_up(self, last_seq: int) -> list[Event] | None:
+        """The events a client holding up to `last_seq` missed, or None if it needs a fresh snapshot.
+
+        Requires nothing: a negative or future `last_seq` (the client is confused) also gets None, and so
+        does a client more than `limits.max_resume_events` behind.
+        """
+        if isinstance(last_seq, bool) or not isinstance(last_seq, int) or not 0 <= last_seq <= self.seq:
+            return None
+        if self.seq - last_seq > self.limits.max_resume_events:
+            return None
+        return self.events_since(last_seq)

@@ -1,0 +1,482 @@
+"""The state of a room: participants, annotations, clip planes, model transform, lock and follow-me.
+
+Two halves, so that live ops and log replay can never disagree:
+
+- `prepare(op, author, seq, limits)` checks an op against the current state (the object exists, the version
+  is not stale, a room limit is not reached) and returns the event data, with server-computed values
+  (ids, a measurement's length). It changes nothing; it raises OpError.
+- `apply(event)` changes the state, deterministically, from the event alone. It is used live (after the event
+  is durable) and to replay a log after a restart, so the same events always give the same snapshot.
+
+Versions. Every object records the seq of the event that last changed it (`version`) and, per field, the seq
+that last changed that field (`versions`). Last writer wins per (object, field); an op that carries
+`version` v is refused as stale (with the current version, so the client can rebase) when a field it touches
+changed after v. Fields it does not touch may have changed: concurrent edits of different fields merge.
+
+The state shares values with the events it applied and never mutates them; snapshots are deep copies.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sessions.events import Event, ServerKind
+from sessions.limits import RoomLimits
+from sessions.ops import ANNOTATION_FIELDS, AnnotationType, ErrorCode, Op, OpError, OpKind, invalid
+from sessions.roles import Role
+
+
+class StateError(Exception):
+    """An event cannot apply to the state: the log is out of order or corrupt."""
+
+
+@dataclass(frozen=True)
+class Participant:
+    """Someone invited to the room. `present` follows join/leave; `kicked` participants cannot rejoin."""
+
+    id: str
+    name: str
+    role: Role
+    muted: bool = False
+    present: bool = False
+    kicked: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The participant as in a snapshot."""
+        return {"id": self.id, "name": self.name, "role": self.role.value, "muted": self.muted,
+                "present": self.present, "kicked": self.kicked}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Participant:
+        """The participant of a snapshot entry. Requires a `to_json` dict."""
+        return cls(data["id"], data["name"], Role(data["role"]), data["muted"], data["present"],
+                   data["kicked"])
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """A mark on the patient. `fields` holds the type's fields (LPS mm positions, label, ...)."""
+
+    id: str
+    type: AnnotationType
+    author: str
+    layer: str
+    fields: dict[str, Any]
+    version: int
+    versions: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        """The annotation as in a snapshot: {id, type, author, layer, ...fields, version, versions}."""
+        return {"id": self.id, "type": self.type.value, "author": self.author, "layer": self.layer,
+                **copy.deepcopy(self.fields), "version": self.version, "versions": dict(self.versions)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Annotation:
+        """The annotation of a snapshot entry. Requires a `to_json` dict."""
+        meta = {"id", "type", "author", "layer", "version", "versions"}
+        fields = {key: copy.deepcopy(value) for key, value in data.items() if key not in meta}
+        return cls(data["id"], AnnotationType(data["type"]), data["author"], data["layer"], fields,
+                   data["version"], dict(data["versions"]))
+
+
+@dataclass(frozen=True)
+class ClipPlane:
+    """A clip plane normal . x + constant = 0 in model space (glTF metres); the normal's side stays."""
+
+    id: str
+    normal: tuple[float, float, float]
+    constant: float
+    author: str
+    version: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The plane as in a snapshot."""
+        return {"id": self.id, "normal": list(self.normal), "constant": self.constant,
+                "author": self.author, "version": self.version}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ClipPlane:
+        """The plane of a snapshot entry. Requires a `to_json` dict."""
+        return cls(data["id"], tuple(data["normal"]), data["constant"], data["author"], data["version"])
+
+
+@dataclass(frozen=True)
+class ModelTransform:
+    """Where the model (the GLB's frame) sits in the room: position (m), quaternion [x,y,z,w], scale."""
+
+    position: tuple[float, ...] = (0.0, 0.0, 0.0)
+    quaternion: tuple[float, ...] = (0.0, 0.0, 0.0, 1.0)
+    scale: float = 1.0
+    version: int = 0
+    versions: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The transform as in a snapshot."""
+        return {"position": list(self.position), "quaternion": list(self.quaternion), "scale": self.scale,
+                "version": self.version, "versions": dict(self.versions)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModelTransform:
+        """The transform of a snapshot entry. Requires a `to_json` dict."""
+        return cls(tuple(data["position"]), tuple(data["quaternion"]), data["scale"], data["version"],
+                   dict(data["versions"]))
+
+
+def measure_mm(a: list[float], b: list[float]) -> float:
+    """The distance between two LPS points in mm, rounded to 1e-6 mm. Requires two 3-vectors."""
+    return round(math.dist(a, b), 6)
+
+
+class RoomState:
+    """Everything a room's log implies, built by applying its events in order (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.room: dict[str, Any] = {}  # {id, **room.open data}: {id, mode, title, study, meshes}
+        self.closed = False
+        self.participants: dict[str, Participant] = {}
+        self.annotations: dict[str, Annotation] = {}
+        self.clips: dict[str, ClipPlane] = {}
+        self.model = ModelTransform()
+        self.locked = False
+        self.follow: str | None = None  # the participant everyone follows, if any
+
+    # ---- queries -----------------------------------------------------------------------------------
+
+    def participant(self, pid: str) -> Participant | None:
+        """The participant `pid`, or None. Requires nothing."""
+        return self.participants.get(pid)
+
+    def present(self) -> list[Participant]:
+        """Participants currently in the room, in join order. Requires nothing."""
+        return [p for p in self.participants.values() if p.present]
+
+    # ---- prepare: check an op, return the event data ------------------------------------------------
+
+    def prepare(self, op: Op, author: str, seq: int, limits: RoomLimits) -> dict[str, Any]:
+        """The data of the event that `op` by `author` becomes at `seq`, or OpError. Changes nothing.
+
+        Requires a parsed op whose permission the room has already checked.
+        """
+        return _PREPARE[op.kind](self, op.data, author, seq, limits)
+
+    def _prepare_annotation_create(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+        """A new annotation in the author's layer. Requires a parsed annotation.create."""
+        if len(self.annotations) >= limits.max_annotations:
+            raise OpError(ErrorCode.LIMIT,
+                          f"the room has the maximum of {limits.max_annotations} annotations")
+        result = {"id": f"a{seq}", "layer": author, **data}
+        if data["type"] == AnnotationType.MEASUREMENT:
+            result["length_mm"] = measure_mm(data["a"], data["b"])
+        return result
+
+    def _prepare_annotation_update(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+        """The changed fields (and a recomputed length). Requires a parsed annotation.update."""
+        annotation = self._annotation(data["id"])
+        changed = {key: value for key, value in data.items() if key not in ("id", "version")}
+        allowed = ANNOTATION_FIELDS[annotation.type]
+        for name, value in changed.items():
+            if name not in allowed:
+                raise invalid(f"a {annotation.type.value} annotation has no field {name!r}")
+            if value is None and allowed[name]:
+                raise invalid(f"{name} of a {annotation.type.value} annotation cannot be removed")
+        _check_version(data, annotation.version, annotation.versions, changed, f"annotation {annotation.id}")
+        result = {"id": annotation.id, **changed}
+        if annotation.type == AnnotationType.MEASUREMENT and ("a" in changed or "b" in changed):
+            a = changed.get("a", annotation.fields["a"])
+            b = changed.get("b", annotation.fields["b"])
+            result["length_mm"] = measure_mm(a, b)
+        return result
+
+    def _prepare_annotation_delete(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+        """{id}. Requires a parsed annotation.delete."""
+        annotation = self._annotation(data["id"])
+        _check_version(data, annotation.version, {}, {}, f"annotation {annotation.id}")
+        return {"id": annotation.id}
+
+    def _prepare_clip_set(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+        """{id, normal, constant}: a new plane, or a replaced one. Requires a parsed clip.set."""
+        plane = {"normal": data["normal"], "constant": data["constant"]}
+        if "id" in data:
+            clip = self._clip(data["id"])
+            _check_version(data, clip.version, {}, {}, f"clip plane {clip.id}")
+            return {"id": clip.id, **plane}
+        if len(self.clips) >= limits.max_clip_planes:
+            raise OpError(ErrorCode.LIMIT,
+                          f"the room has the maximum of {limits.max_clip_planes} clip planes")
+        return {"id": f"c{seq}", **plane}
+
+    def _prepare_clip_clear(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+        """{id} of one existing plane, or {} for all. Requires a parsed clip.clear."""
+        return {"id": self._clip(data["id"]).id} if "id" in data else {}
+
+    def _prepare_model_transform(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+        """The changed transform fields. Requires a parsed model.transform."""
+        changed = {key: value for key, value in data.items() if key != "version"}
+        _check_version(data, self.model.version, self.model.versions, changed, "the model transform")
+        return changed
+
+    def _prepare_as_is(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+        """The op's data unchanged (pointer, lock, follow). Requires a parsed op."""
+        return dict(data)
+
+    def _prepare_participant_role(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+        """{participant, role}. Requires a parsed participant.role."""
+        self._target(data["participant"], author, "change your own role")
+        return dict(data)
+
+    def _prepare_participant_mute(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+        """{participant, muted}. Requires a parsed participant.mute."""
+        target = self._target(data["participant"], author, "mute yourself")
+        if target.role is Role.INSTRUCTOR:
+            raise OpError(ErrorCode.FORBIDDEN, "instructors cannot be muted")
+        return dict(data)
+
+    def _prepare_participant_kick(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+        """{participant}. Requires a parsed participant.kick."""
+        target = self._target(data["participant"], author, "remove yourself")
+        if target.role is Role.INSTRUCTOR:
+            raise OpError(ErrorCode.FORBIDDEN, "instructors cannot be removed; change their role first")
+        return dict(data)
+
+    def _annotation(self, annotation_id: str) -> Annotation:
+        """The annotation `annotation_id`, or a not_found OpError. Requires nothing."""
+        annotation = self.annotations.get(annotation_id)
+        if annotation is None:
+            raise OpError(ErrorCode.NOT_FOUND, f"no annotation {annotation_id!r}")
+        return annotation
+
+    def _clip(self, clip_id: str) -> ClipPlane:
+        """The clip plane `clip_id`, or a not_found OpError. Requires nothing."""
+        clip = self.clips.get(clip_id)
+        if clip is None:
+            raise OpError(ErrorCode.NOT_FOUND, f"no clip plane {clip_id!r}")
+        return clip
+
+    def _target(self, pid: str, author: str, self_action: str) -> Participant:
+        """The participant an op targets: known, not kicked, not the author. Requires nothing."""
+        target = self.participants.get(pid)
+        if target is None or target.kicked:
+            raise OpError(ErrorCode.NOT_FOUND, f"no participant {pid!r} in the room")
+        if pid == author:
+            raise invalid(f"you cannot {self_action}")
+        return target
+
+    # ---- apply: the deterministic change -----------------------------------------------------------
+
+    def apply(self, event: Event) -> None:
+        """Apply the next event. Requires event.seq == self.seq + 1 and data made by prepare (or the room)."""
+        if event.seq != self.seq + 1:
+            raise StateError(f"event seq {event.seq} does not follow state seq {self.seq}")
+        handler = _APPLY.get(event.kind)
+        if handler is None:
+            raise StateError(f"event {event.seq}: unknown kind {event.kind!r}")
+        try:
+            handler(self, event)
+        except (KeyError, TypeError, ValueError) as error:
+            raise StateError(f"event {event.seq} ({event.kind}) cannot apply: {error!r}") from error
+        self.seq = event.seq
+
+    def _apply_room_open(self, event: Event) -> None:
+        """Record the room's id and description. Requires the first event."""
+        self.room = {"id": event.room, **copy.deepcopy(event.data)}
+
+    def _apply_room_close(self, event: Event) -> None:
+        """Close the room: everyone leaves, follow-me ends."""
+        self.closed = True
+        self.follow = None
+        for pid, participant in self.participants.items():
+            self.participants[pid] = replace(participant, present=False)
+
+    def _apply_participant_join(self, event: Event) -> None:
+        """Add or return a participant, with the role the room decided."""
+        data = event.data
+        known = self.participants.get(data["participant"])
+        role = Role(data["role"])
+        if known is None:
+            self.participants[data["participant"]] = Participant(data["participant"], data["name"], role,
+                                                                 present=True)
+        else:
+            self.participants[known.id] = replace(known, name=data["name"], role=role, present=True)
+
+    def _apply_participant_leave(self, event: Event) -> None:
+        """Mark a participant absent; a leaving leader ends follow-me."""
+        self._absent(event.data["participant"])
+
+    def _apply_annotation_create(self, event: Event) -> None:
+        """Add the annotation, every field at this seq."""
+        data = event.data
+        fields = {key: value for key, value in data.items() if key not in ("id", "type", "layer")}
+        self.annotations[data["id"]] = Annotation(
+            data["id"], AnnotationType(data["type"]), event.author, data["layer"], fields,
+            event.seq, dict.fromkeys(fields, event.seq),
+        )
+
+    def _apply_annotation_update(self, event: Event) -> None:
+        """Overwrite the changed fields (a null position removes it)."""
+        annotation = self.annotations[event.data["id"]]
+        changed = {key: value for key, value in event.data.items() if key != "id"}
+        fields = {**annotation.fields, **changed}
+        fields = {key: value for key, value in fields.items() if value is not None}
+        versions = {**annotation.versions, **dict.fromkeys(changed, event.seq)}
+        self.annotations[annotation.id] = replace(annotation, fields=fields, version=event.seq,
+                                                  versions=versions)
+
+    def _apply_annotation_delete(self, event: Event) -> None:
+        """Remove the annotation."""
+        del self.annotations[event.data["id"]]
+
+    def _apply_clip_set(self, event: Event) -> None:
+        """Add or replace the plane."""
+        data = event.data
+        self.clips[data["id"]] = ClipPlane(data["id"], tuple(data["normal"]), data["constant"], event.author,
+                                           event.seq)
+
+    def _apply_clip_clear(self, event: Event) -> None:
+        """Remove one plane, or all."""
+        if "id" in event.data:
+            del self.clips[event.data["id"]]
+        else:
+            self.clips.clear()
+
+    def _apply_model_transform(self, event: Event) -> None:
+        """Overwrite the changed transform fields."""
+        data = event.data
+        model = self.model
+        self.model = ModelTransform(
+            tuple(data.get("position", model.position)), tuple(data.get("quaternion", model.quaternion)),
+            data.get("scale", model.scale), event.seq, {**model.versions, **dict.fromkeys(data, event.seq)},
+        )
+
+    def _apply_nothing(self, event: Event) -> None:
+        """A pointer highlight is history, not state."""
+
+    def _apply_lock(self, event: Event) -> None:
+        """Lock or unlock the model."""
+        self.locked = event.kind == OpKind.ROOM_LOCK
+
+    def _apply_participant_role(self, event: Event) -> None:
+        """Change a role; an instructor is never muted, and only an instructor leads follow-me."""
+        target = self.participants[event.data["participant"]]
+        role = Role(event.data["role"])
+        muted = target.muted and role is not Role.INSTRUCTOR
+        self.participants[target.id] = replace(target, role=role, muted=muted)
+        if self.follow == target.id and role is not Role.INSTRUCTOR:
+            self.follow = None
+
+    def _apply_participant_mute(self, event: Event) -> None:
+        """Mute or unmute a participant's tools."""
+        target = self.participants[event.data["participant"]]
+        self.participants[target.id] = replace(target, muted=event.data["muted"])
+
+    def _apply_participant_kick(self, event: Event) -> None:
+        """Remove a participant for good."""
+        target = self.participants[event.data["participant"]]
+        self.participants[target.id] = replace(target, kicked=True)
+        self._absent(target.id)
+
+    def _apply_follow(self, event: Event) -> None:
+        """Start (the author leads) or stop follow-me."""
+        self.follow = event.author if event.kind == OpKind.FOLLOW_START else None
+
+    def _absent(self, pid: str) -> None:
+        """Mark `pid` absent and end follow-me if they led it. Requires a known participant."""
+        self.participants[pid] = replace(self.participants[pid], present=False)
+        if self.follow == pid:
+            self.follow = None
+
+    # ---- snapshots ---------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state as plain JSON-able data: {room, participants, state, seq}. A fresh copy."""
+        return {
+            "room": {**copy.deepcopy(self.room), "closed": self.closed},
+            "participants": {pid: p.to_json() for pid, p in self.participants.items()},
+            "state": {
+                "annotations": {aid: a.to_json() for aid, a in self.annotations.items()},
+                "clips": {cid: c.to_json() for cid, c in self.clips.items()},
+                "model": self.model.to_json(),
+                "locks": {"model": self.locked},
+                "follow": self.follow,
+            },
+            "seq": self.seq,
+        }
+
+    @classmethod
+    def from_snapshot(cls, snapshot: Mapping[str, Any]) -> RoomState:
+        """The state a snapshot describes (extra keys such as `you` and `head` are ignored).
+
+        Requires a snapshot made by `snapshot()` or `Room.snapshot_for`.
+        """
+        state = cls()
+        room = dict(snapshot["room"])
+        state.closed = room.pop("closed")
+        state.room = copy.deepcopy(room)
+        state.participants = {pid: Participant.from_json(p) for pid, p in snapshot["participants"].items()}
+        body = snapshot["state"]
+        state.annotations = {aid: Annotation.from_json(a) for aid, a in body["annotations"].items()}
+        state.clips = {cid: ClipPlane.from_json(c) for cid, c in body["clips"].items()}
+        state.model = ModelTransform.from_json(body["model"])
+        state.locked = body["locks"]["model"]
+        state.follow = body["follow"]
+        state.seq = snapshot["seq"]
+        return state
+
+
+def _check_version(data: Mapping[str, Any], version: int, versions: Mapping[str, int],
+                   changed: Mapping[str, Any], what: str) -> None:
+    """Refuse an op whose `version` is older than a field it changes (or the object, if `changed` is empty).
+
+    Requires the object's `version` and per-field `versions`; an op without `version` always passes.
+    """
+    if "version" not in data:
+        return
+    seen = data["version"]
+    touched = [versions.get(name, 0) for name in changed] if changed else [version]
+    if any(changed_at > seen for changed_at in touched):
+        raise OpError(ErrorCode.STALE_VERSION,
+                      f"{what} changed after version {seen}; it is now at version {version}", version)
+
+
+_Prepare = Callable[[RoomState, dict, str, int, RoomLimits], dict]
+_PREPARE: dict[OpKind, _Prepare] = {
+    OpKind.ANNOTATION_CREATE: RoomState._prepare_annotation_create,
+    OpKind.ANNOTATION_UPDATE: RoomState._prepare_annotation_update,
+    OpKind.ANNOTATION_DELETE: RoomState._prepare_annotation_delete,
+    OpKind.CLIP_SET: RoomState._prepare_clip_set,
+    OpKind.CLIP_CLEAR: RoomState._prepare_clip_clear,
+    OpKind.MODEL_TRANSFORM: RoomState._prepare_model_transform,
+    OpKind.POINTER_HIGHLIGHT: RoomState._prepare_as_is,
+    OpKind.ROOM_LOCK: RoomState._prepare_as_is,
+    OpKind.ROOM_UNLOCK: RoomState._prepare_as_is,
+    OpKind.PARTICIPANT_ROLE: RoomState._prepare_participant_role,
+    OpKind.PARTICIPANT_MUTE: RoomState._prepare_participant_mute,
+    OpKind.PARTICIPANT_KICK: RoomState._prepare_participant_kick,
+    OpKind.FOLLOW_START: RoomState._prepare_as_is,
+    OpKind.FOLLOW_STOP: RoomState._prepare_as_is,
+}
+
+_APPLY: dict[str, Callable[[RoomState, Event], None]] = {
+    ServerKind.ROOM_OPEN: RoomState._apply_room_open,
+    ServerKind.ROOM_CLOSE: RoomState._apply_room_close,
+    ServerKind.PARTICIPANT_JOIN: RoomState._apply_participant_join,
+    ServerKind.PARTICIPANT_LEAVE: RoomState._apply_participant_leave,
+    OpKind.ANNOTATION_CREATE: RoomState._apply_annotation_create,
+    OpKind.ANNOTATION_UPDATE: RoomState._apply_annotation_update,
+    OpKind.ANNOTATION_DELETE: RoomState._apply_annotation_delete,
+    OpKind.CLIP_SET: RoomState._apply_clip_set,
+    OpKind.CLIP_CLEAR: RoomState._apply_clip_clear,
+    OpKind.MODEL_TRANSFORM: RoomState._apply_model_transform,
+    OpKind.POINTER_HIGHLIGHT: RoomState._apply_nothing,
+    OpKind.ROOM_LOCK: RoomState._apply_lock,
+    OpKind.ROOM_UNLOCK: RoomState._apply_lock,
+    OpKind.PARTICIPANT_ROLE: RoomState._apply_participant_role,
+    OpKind.PARTICIPANT_MUTE: RoomState._apply_participant_mute,
+    OpKind.PARTICIPANT_KICK: RoomState._apply_participant_kick,
+    OpKind.FOLLOW_START: RoomState._apply_follow,
+    OpKind.FOLLOW_STOP: RoomState._apply_follow,
+}

@@ -1,0 +1,47 @@
+"""Helpers for the session-hub tests: a room with participants, in memory or on SQLite, and a clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sessions.limits import RoomLimits
+from sessions.log import EventLog, LogStore, MemoryLogStore, SqliteLogStore
+from sessions.roles import Role
+from sessions.room import Room, RoomInfo, RoomMode
+
+ROOM = "room-1"
+T0 = 1_700_000_000_000  # ms since the epoch
+
+
+class Clock:
+    """Server time in ms that advances by one ms per reading."""
+
+    def __init__(self, start: int = T0):
+        self.now = start
+
+    def __call__(self) -> int:
+        self.now += 1
+        return self.now
+
+
+def new_room(people: dict[str, Role], *, store: LogStore | None = None, limits: RoomLimits | None = None,
+             mode: RoomMode = RoomMode.TRAINING, clock: Clock | None = None) -> Room:
+    """A room (id ROOM) in which each pid of `people` has joined with its role, in order."""
+    clock = clock or Clock()
+    log = EventLog(store or MemoryLogStore(), ROOM)
+    room = Room.create(RoomInfo(ROOM, mode, "Temporal bone", "study-1", ("mesh-bone", "mesh-skin")), log,
+                       clock(), limits)
+    for pid, role in people.items():
+        room.join(pid, f"Name of {pid}", role, clock())
+    return room
+
+
+def sqlite_store(directory: Path) -> SqliteLogStore:
+    """A SQLite log store in `directory` (NORMAL durability keeps the tests fast)."""
+    return SqliteLogStore(directory / "rooms.sqlite", synchronous="NORMAL")
+
+
+def point(x: float = 1.0, label: str = "") -> dict:
+    """An annotation.create op for a point."""
+    op = {"kind": "annotation.create", "type": "point", "position": [x, 2.0, 3.0]}
+    return {**op, "label": label} if label else op

@@ -1,0 +1,211 @@
+"""EventLog: durable order, the Merkle head, restart from SQLite, tamper detection, wire form, replay."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+
+import pytest
+from rooms import ROOM, Clock, new_room, point, sqlite_store
+
+from sessions.events import Event, EventError
+from sessions.log import EventLog, LogCorruptError, LogError, MemoryLogStore, SqliteLogStore
+from sessions.merkle import leaf_hash, verify_consistency, verify_inclusion
+from sessions.ops import OpError
+from sessions.replay import schedule, state_at
+from sessions.roles import Role
+from sessions.room import Room, RoomInfo, RoomMode
+
+PEOPLE = {"ines": Role.INSTRUCTOR, "sam": Role.SURGEON, "stu": Role.STUDENT}
+
+
+def _rfc6962_root(leaves: list[bytes]) -> bytes:
+    """The RFC 6962 Merkle Tree Hash, written out recursively (an independent reference)."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return hashlib.sha256(b"\x00" + leaves[0]).digest()
+    split = 1 << ((len(leaves) - 1).bit_length() - 1)
+    return hashlib.sha256(b"\x01" + _rfc6962_root(leaves[:split]) + _rfc6962_root(leaves[split:])).digest()
+
+
+def _fill(room: Room, clock: Clock, count: int) -> None:
+    """`count` mixed ops by the people of PEOPLE."""
+    for i in range(count):
+        created = room.apply(point(float(i), label=f"p{i}"), "stu", clock())
+        if i % 3 == 0:
+            room.apply({"kind": "model.transform", "position": [0, 1, i / 100]}, "sam", clock())
+        if i % 7 == 0:
+            update = {"kind": "annotation.update", "id": created.data["id"], "label": "seen"}
+            room.apply(update, "ines", clock())
+
+
+def test_head_is_the_rfc6962_root_of_the_leaf_bytes():
+    clock = Clock()
+    room = new_room(PEOPLE, clock=clock)
+    _fill(room, clock, 20)
+    events = room.events_since(0)
+    assert [e.seq for e in events] == list(range(1, room.seq + 1))
+    assert room.head == _rfc6962_root([e.leaf() for e in events]).hex()
+    assert all(e.hash == leaf_hash(e.leaf()).hex() for e in events)
+
+
+def test_restart_from_sqlite_restores_identical_state_and_head(tmp_path):
+    clock = Clock()
+    store = sqlite_store(tmp_path)
+    room = new_room(PEOPLE, store=store, clock=clock)
+    _fill(room, clock, 30)
+    room.apply({"kind": "participant.mute", "participant": "stu", "muted": True}, "ines", clock())
+    room.apply({"kind": "room.lock"}, "ines", clock())
+    before = (room.state.snapshot(), room.head, room.seq, [e.hash for e in room.events_since(0)])
+    store.close()
+
+    store = sqlite_store(tmp_path)  # a new process would do exactly this
+    assert store.rooms() == [ROOM]
+    reopened = Room.open(EventLog(store, ROOM))
+    assert (reopened.state.snapshot(), reopened.head, reopened.seq,
+            [e.hash for e in reopened.events_since(0)]) == before
+    # It carries on where it stopped, with the same rules (stu is still muted, the model still locked).
+    with pytest.raises(OpError):
+        reopened.apply(point(), "stu", clock())
+    event = reopened.apply(point(), "sam", clock())
+    assert event.seq == before[2] + 1
+    store.close()
+
+
+def test_sqlite_and_memory_stores_agree(tmp_path):
+    heads = []
+    for store in (MemoryLogStore(), sqlite_store(tmp_path)):
+        clock = Clock()
+        room = new_room(PEOPLE, store=store, clock=clock)
+        _fill(room, clock, 15)
+        heads.append((room.head, room.state.snapshot()))
+    assert heads[0] == heads[1]
+
+
+def test_proofs_from_the_room_log_verify(tmp_path):
+    clock = Clock()
+    room = new_room(PEOPLE, store=sqlite_store(tmp_path), clock=clock)
+    _fill(room, clock, 10)
+    merkle, size = room.log.merkle, room.seq
+    root = bytes.fromhex(room.head)
+    for event in room.events_since(0):
+        proof = merkle.inclusion_proof(event.seq - 1, size)
+        verify_inclusion(bytes.fromhex(event.hash), event.seq - 1, size, proof, root)
+    verify_consistency(5, size, merkle.consistency_proof(5, size), merkle.root(5), root)
+
+
+def test_rooms_share_a_database_without_mixing(tmp_path):
+    store = sqlite_store(tmp_path)
+    one = new_room(PEOPLE, store=store)
+    other_log = EventLog(store, "room-2")
+    two = Room.create(RoomInfo("room-2", RoomMode.CONSULT), other_log, 1)
+    two.join("sam", "Sam", Role.SURGEON, 2)
+    one.apply(point(), "sam", 3)
+    assert store.rooms() == [ROOM, "room-2"]
+    assert (one.seq, two.seq) == (5, 2)
+    assert Room.open(EventLog(store, "room-2")).head == two.head != one.head
+    with pytest.raises(LogError):
+        Room.create(RoomInfo(ROOM, RoomMode.CONSULT), EventLog(store, ROOM), 4)  # not empty
+
+
+def test_appends_out_of_order_or_to_another_room_are_refused():
+    log = EventLog(MemoryLogStore(), ROOM)
+    first = Event.create(ROOM, 1, 0, "server", "room.open", {})
+    with pytest.raises(LogError):
+        log.append(Event.create(ROOM, 2, 0, "server", "room.close", {}))
+    with pytest.raises(LogError):
+        log.append(Event.create("elsewhere", 1, 0, "server", "room.open", {}))
+    log.append(first)
+    with pytest.raises(LogError):
+        log.append(first)
+    assert log.size == 1
+
+
+class _FailingCommit(SqliteLogStore):
+    """A store whose next commit fails, as a full disk would."""
+
+    fail = False
+
+    def commit(self) -> None:
+        if self.fail:
+            self.fail = False
+            raise sqlite3.OperationalError("database or disk is full")
+        super().commit()
+
+
+def test_a_failed_commit_leaves_no_trace_and_the_log_carries_on(tmp_path):
+    store = _FailingCommit(tmp_path / "rooms.sqlite", synchronous="NORMAL")
+    room = new_room(PEOPLE, store=store)
+    seq, head, snapshot = room.seq, room.head, room.state.snapshot()
+    store.fail = True
+    with pytest.raises(sqlite3.OperationalError):
+        room.apply(point(), "sam", 5)
+    assert (room.seq, room.head, room.state.snapshot()) == (seq, head, snapshot)
+    assert room.log.size == store.last_seq(ROOM) == seq
+    event = room.apply(point(), "sam", 6)
+    assert event.seq == seq + 1
+    assert Room.open(EventLog(store, ROOM)).head == room.head
+
+
+@pytest.mark.parametrize("tamper", [
+    "UPDATE room_events SET leaf = CAST(replace(leaf, 'p3', 'p4') AS BLOB) WHERE seq = 10",
+    "UPDATE room_events SET leaf = replace(leaf, 'p3', 'p4') WHERE seq = 10",  # becomes TEXT
+    "DELETE FROM room_events WHERE seq = 7",
+    "DELETE FROM room_events WHERE seq = (SELECT MAX(seq) FROM room_events)",
+    "UPDATE room_events SET seq = seq + 100 WHERE seq = (SELECT MAX(seq) FROM room_events)",
+    "UPDATE merkle_nodes SET hash = zeroblob(32) WHERE hash = :largest_subtree_root",
+    "DELETE FROM merkle_nodes WHERE hash = :largest_subtree_root",
+])
+def test_an_altered_database_is_detected_on_reopen(tmp_path, tamper):
+    clock = Clock()
+    store = sqlite_store(tmp_path)
+    room = new_room(PEOPLE, store=store, clock=clock)
+    _fill(room, clock, 10)
+    # The root of the largest perfect subtree is a stored node that the current root is built from.
+    largest = room.log.merkle.root(1 << (room.seq.bit_length() - 1))
+    store.conn.execute(tamper, {"largest_subtree_root": largest})
+    store.conn.commit()
+    with pytest.raises(LogCorruptError):
+        Room.open(EventLog(store, ROOM))
+
+
+def test_events_round_trip_through_the_wire_and_a_forged_hash_is_caught():
+    room = new_room(PEOPLE)
+    event = room.apply(point(label="apex"), "stu", 1)
+    wire = event.to_wire()
+    assert set(wire) == {"seq", "hash", "at", "author", "kind", "data"}
+    assert Event.from_wire(ROOM, wire) == event
+    for forged in ({**wire, "author": "ines"}, {**wire, "data": {**wire["data"], "label": "x"}},
+                   {**wire, "hash": "00" * 32}):
+        with pytest.raises(EventError):
+            Event.from_wire(ROOM, forged)
+    with pytest.raises(EventError):
+        Event.from_wire("room-2", wire)  # the room is part of the leaf
+
+
+def test_replay_schedule_follows_server_time_at_any_speed():
+    clock = Clock()
+    room = new_room(PEOPLE, clock=clock)
+    base = clock.now
+    for offset in (1000, 1500, 61500, 62000):
+        room.apply(point(), "sam", base + offset)
+    events = room.events_since(room.seq - 4)
+    assert [d for d, _ in schedule(events)] == [0.0, 0.5, 60.0, 0.5]
+    assert [d for d, _ in schedule(events, speed=4)] == [0.0, 0.125, 15.0, 0.125]
+    assert [d for d, _ in schedule(events, speed=2, max_gap=3)] == [0.0, 0.25, 3.0, 0.25]
+    assert [e.seq for _, e in schedule(events)] == [e.seq for e in events]
+    with pytest.raises(ValueError):
+        list(schedule(events, speed=0))
+    with pytest.raises(ValueError):
+        list(schedule(events[::-1]))
+
+
+def test_replay_seeks_to_any_seq():
+    clock = Clock()
+    room = new_room(PEOPLE, clock=clock)
+    first = room.apply(point(), "sam", clock())
+    room.apply({"kind": "annotation.delete", "id": first.data["id"]}, "sam", clock())
+    events = room.events_since(0)
+    assert first.data["id"] in state_at(events, first.seq).annotations
+    assert state_at(events, room.seq).snapshot() == room.state.snapshot()
