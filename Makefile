@@ -7,7 +7,6 @@ PYPROJECT_HASH := $(shell sha1sum pyproject.toml | cut -c1-12)
 PY_STAMP := $(VENV)/.installed-$(PYPROJECT_HASH)
 NODE_STAMP := web-client/node_modules/.installed
 SAMPLE := sample_data/phantom
-SAMPLE_GLB := sample_data/phantom.glb
 
 .PHONY: run test install lint bench sample clean
 
@@ -27,10 +26,7 @@ sample: $(PY_STAMP)
 	$(PY) sample_data/phantom.py $(SAMPLE)
 
 run: install sample
-	$(VENV)/bin/theatrum reconstruct $(SAMPLE) --preset bone --preset skin --out $(SAMPLE_GLB)
-	@echo
-	@echo "The sample study's meshes are in $(abspath $(SAMPLE_GLB)) (glTF binary, metres, +Y up)."
-	@echo "Open it in any glTF viewer, e.g. drag it onto a three.js editor."
+	$(VENV)/bin/theatrum serve --import $(SAMPLE)
 
 lint: $(PY_STAMP)
 	$(VENV)/bin/ruff check .
@@ -44,4 +40,4 @@ bench: install
 	$(PY) bench/ledger.py
 
 clean:
-	rm -rf $(VENV) web-client/node_modules $(SAMPLE) $(SAMPLE_GLB) bench/out .pytest_cache .ruff_cache
+	rm -rf $(VENV) web-client/node_modules $(SAMPLE) bench/out .pytest_cache .ruff_cache

@@ -193,9 +193,7 @@ def closest_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndar
     return out
 
 
-def distances_to_mesh(
-    points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, near: int = 4
-) -> np.ndarray:
+def distances_to_mesh(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, near: int = 4) -> np.ndarray:
     """Distance from each point to the mesh: exact over the faces around its ``near`` nearest vertices."""
     tree = cKDTree(vertices)
     _, nearest = tree.query(points, k=near)
@@ -209,9 +207,7 @@ def distances_to_mesh(
         for slot in range(int(valence.max())):
             has = valence > slot
             face = faces[owner[starts[vertex[has]] + slot]]
-            q = closest_on_triangles(
-                points[has], vertices[face[:, 0]], vertices[face[:, 1]], vertices[face[:, 2]]
-            )
+            q = closest_on_triangles(points[has], vertices[face[:, 0]], vertices[face[:, 1]], vertices[face[:, 2]])
             best[has] = np.minimum(best[has], np.linalg.norm(points[has] - q, axis=1))
     return best
 
@@ -229,9 +225,7 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, count: int, seed: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", type=int, nargs=3, default=[300, 512, 512], metavar=("K", "J", "I"))
     parser.add_argument("--budget", type=int, default=300_000)
     parser.add_argument("--ref-a", action="store_true", help="also time reference A (slow)")

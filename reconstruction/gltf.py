@@ -40,12 +40,8 @@ from .presets import CT_PRESETS, MR_PRESETS, Preset, presets_for
 from .volume import Volume
 
 LPS_TO_GLTF_ROTATION = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
-LPS_TO_GLTF = np.block(
-    [[0.001 * LPS_TO_GLTF_ROTATION, np.zeros((3, 1))], [np.zeros((1, 3)), np.ones((1, 1))]]
-)
-GLTF_TO_LPS = np.block(
-    [[1000.0 * LPS_TO_GLTF_ROTATION.T, np.zeros((3, 1))], [np.zeros((1, 3)), np.ones((1, 1))]]
-)
+LPS_TO_GLTF = np.block([[0.001 * LPS_TO_GLTF_ROTATION, np.zeros((3, 1))], [np.zeros((1, 3)), np.ones((1, 1))]])
+GLTF_TO_LPS = np.block([[1000.0 * LPS_TO_GLTF_ROTATION.T, np.zeros((3, 1))], [np.zeros((1, 3)), np.ones((1, 1))]])
 
 _GLB_MAGIC = 0x46546C67  # "glTF"
 _CHUNK_JSON = 0x4E4F534A  # "JSON"
@@ -233,9 +229,7 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 
 def _buffer_view(doc: dict, binary: _Binary, values: np.ndarray, target: int) -> int:
     offset = binary.append(np.ascontiguousarray(values).astype(values.dtype.newbyteorder("<"), copy=False))
-    doc["bufferViews"].append(
-        {"buffer": 0, "byteOffset": offset, "byteLength": values.nbytes, "target": target}
-    )
+    doc["bufferViews"].append({"buffer": 0, "byteOffset": offset, "byteLength": values.nbytes, "target": target})
     return len(doc["bufferViews"]) - 1
 
 

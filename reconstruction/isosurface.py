@@ -66,9 +66,7 @@ class SamplingGrid:
         _, bj, bi = self.blocks
         lo = (self.start[0] + b0 * fk, self.start[1], self.start[2])
         hi = (self.start[0] + b1 * fk, self.start[1] + bj * fj, self.start[2] + bi * fi)
-        src = self.voxels[
-            tuple(slice(a, min(b, n)) for a, b, n in zip(lo, hi, self.voxels.shape, strict=True))
-        ]
+        src = self.voxels[tuple(slice(a, min(b, n)) for a, b, n in zip(lo, hi, self.voxels.shape, strict=True))]
         short = [(0, b - min(b, n)) for b, n in zip(hi, self.voxels.shape, strict=True)]
         if any(after for _, after in short):
             src = np.pad(src, short, mode="edge")
@@ -169,9 +167,7 @@ def _fork_pool(workers: int, grid: SamplingGrid) -> Executor:
     return ProcessPoolExecutor(workers, mp_context=context, initializer=_adopt_grid, initargs=(grid,))
 
 
-def _weld(
-    parts: list[tuple[np.ndarray, np.ndarray]], bounds: list[tuple[int, int]]
-) -> tuple[np.ndarray, np.ndarray]:
+def _weld(parts: list[tuple[np.ndarray, np.ndarray]], bounds: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
     """Join slab meshes into one, merging each slab's first-plane vertices with the previous slab's
     last-plane ones."""
     vertices, faces = [], []

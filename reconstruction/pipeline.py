@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .assembly import assemble_volume
+from .errors import NoVolumeError
 from .gltf import write_glb
 from .mesh import Mesh
 from .presets import preset_names_for
@@ -78,6 +79,25 @@ class _Clock:
         self._t = now
 
 
+class _DecimationTimer:
+    """Passes progress through and times the "decimating" stage, which runs inside surface extraction."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.seconds = 0.0
+        self._start: float | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage == "decimating":
+            now = time.perf_counter()
+            if done == 0:
+                self._start = now
+            elif done >= total and self._start is not None:
+                self.seconds += now - self._start
+                self._start = None
+        self.progress(stage, done, total)
+
+
 def load_volume(
     inputs: Sequence[str | Path],
     *,
@@ -89,7 +109,12 @@ def load_volume(
     progress = progress or no_progress
     clock = _Clock()
     scan = find_series(inputs, progress=progress)
-    series = pick_series(scan, series_uid)
+    try:
+        series = pick_series(scan, series_uid)
+    except NoVolumeError as e:
+        if e.source != "inputs":
+            raise
+        raise NoVolumeError(", ".join(str(p) for p in inputs), e.problem) from None
     clock.lap("reading")
     volume = assemble_volume(series, allow_gaps=allow_gaps, progress=progress)
     clock.lap("decoding")
@@ -121,15 +146,15 @@ def reconstruct(
     names = list(presets) if presets else preset_names_for(volume.modality)
     meshes = []
     t0 = time.perf_counter()
+    timed = _DecimationTimer(progress)
     for n, name in enumerate(names):
         progress("meshing", n, len(names))
         meshes.append(
-            extract_surface(
-                volume, name, threshold=threshold, target_triangles=target_triangles, progress=progress
-            )
+            extract_surface(volume, name, threshold=threshold, target_triangles=target_triangles, progress=timed)
         )
     progress("meshing", len(names), len(names))
-    seconds["meshing"] = time.perf_counter() - t0
+    seconds["meshing"] = time.perf_counter() - t0 - timed.seconds
+    seconds["decimating"] = timed.seconds
     t0 = time.perf_counter()
     progress("writing", 0, 1)
     extras = {"title": title} if title else {}

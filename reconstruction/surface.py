@@ -4,16 +4,17 @@ The steps, and why they are there:
 
 1. One threaded pass over the voxels finds the bounding box of the voxels above the level and counts, on every
    fourth slice, the voxel edges the iso-surface crosses: that predicts the full-resolution triangle count.
-2. When that count is above the budget, marching cubes runs on block sums (a box filter: anti-aliased
-   downsampling) with the smallest integer block factors whose sample spacing brings the count within the
-   budget, never coarser than ``MAX_SAMPLE_SPACING_MM``. The iso-surface of the box-filtered image at the same
-   level stays within a fraction of a millimetre of the full-resolution one, and costs a quarter to an eighth
-   of the marching and none of the decimation of millions of triangles.
-3. Marching cubes runs in index space on z-slabs in parallel processes (``isosurface``); every vertex is then
-   mapped through ``Volume.index_to_lps``: exact for gantry tilt and uneven slice spacing.
-4. Faces are wound counter-clockwise seen from outside the tissue in LPS, whatever the stack's handedness.
-5. Optionally only the largest connected surfaces are kept; Taubin smoothing; quadric decimation to the budget
-   when still above it; area-weighted vertex normals.
+2. When that count is far above the budget, marching cubes samples block sums (a box filter: anti-aliased
+   downsampling) with the finest integer block factors predicted to give at most twice the budget, but with
+   samples never more than ``MAX_SAMPLE_SPACING_MM`` apart. Marching millions of voxels and decimating
+   millions of triangles is what makes a naive pipeline slow; this does a quarter to an eighth of that work.
+3. Marching cubes runs in index space on z-slabs in parallel processes (``isosurface``).
+4. Faces are wound counter-clockwise seen from outside the tissue in LPS, whatever the stack's handedness;
+   optionally only the largest connected surfaces are kept; Taubin smoothing (``smoothing``).
+5. After downsampling, every vertex is projected onto the full-resolution iso-surface (``refine``): the box
+   filter moves low-contrast edges by a fraction of a block, the projection takes that back.
+6. Every vertex is mapped through ``Volume.index_to_lps``: exact for gantry tilt and uneven slice spacing.
+7. Quadric decimation to the budget when still above it (``decimate``); area-weighted vertex normals.
 """
 
 from __future__ import annotations
@@ -117,12 +118,13 @@ def extract_surface(
     adjacency = edge_adjacency(faces, len(kji))
     if keep is not None:
         kji, faces, adjacency, on_edge = largest_surfaces(kji, faces, adjacency, keep, on_edge)
-    # Smoothing in index space equals smoothing in LPS: the umbrella operator commutes with the affine map.
+    # Smoothing in index space is smoothing in LPS: the umbrella operator commutes with affine maps, and
+    # index -> LPS is affine (piecewise affine when the slice spacing varies).
     if smooth:
         kji = taubin(kji, adjacency, fixed=on_edge)
     del adjacency
     if factors != (1, 1, 1):
-        reach = 2.0 * max(f * s for f, s in zip(factors, volume.spacing_mm, strict=True))
+        reach = max(f * s for f, s in zip(factors, volume.spacing_mm, strict=True))
         kji = project_onto_isosurface(volume, kji, level, max_step_mm=reach, fixed=on_edge)
     vertices = volume.index_to_lps(kji)
     del kji
@@ -207,9 +209,7 @@ def _extent(flags: np.ndarray) -> tuple[int, int]:
     return int(where[0]), int(where[-1]) + 1
 
 
-def block_factors(
-    spacing_mm: tuple[float, float, float], scan: Scan, target_triangles: int
-) -> tuple[int, int, int]:
+def block_factors(spacing_mm: tuple[float, float, float], scan: Scan, target_triangles: int) -> tuple[int, int, int]:
     """Block factors (k, j, i) for sampling: the finest near-isotropic sampling predicted to give at most
     DECIMATION_HEADROOM times the budget, but no coarser than MAX_SAMPLE_SPACING_MM along an axis that starts
     finer (decimation takes the rest). Requires positive spacings."""

@@ -132,7 +132,7 @@ async def _startup(app: web.Application) -> None:
 
 
 async def _shutdown(app: web.Application) -> None:
-    app["hub"].shutdown()  # sockets closing from here on are the server stopping, not participants leaving
+    await app["hub"].shutdown()  # close the sockets; no leaves are logged, clients reconnect to the next server
 
 
 async def _cleanup(app: web.Application) -> None:

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; THEATRUM_HOST)")
     p.add_argument("--port", type=int, default=None, help="port (default 8080; THEATRUM_PORT)")
     p.add_argument("--data", type=Path, default=None, help="data folder (default ./data; THEATRUM_DATA)")
+    p.add_argument("--import", dest="imports", action="append", metavar="PATH",
+                   help="import this study at start and build its default meshes (repeatable; THEATRUM_IMPORTS)")
     p.set_defaults(func=cmd_serve)
     return parser
 
@@ -133,14 +135,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from .app import build_app
+    from .autoimport import import_on_start
     from .config import SettingsError, from_environment
 
     try:
-        settings = from_environment(host=args.host, port=args.port, data=args.data)
+        settings = from_environment(host=args.host, port=args.port, data=args.data,
+                                    imports=tuple(args.imports) if args.imports else None)
     except SettingsError as e:
         raise UsageError(str(e)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(_one_line_for_bad_requests)
     try:
         app = build_app(settings)
     except OSError as e:
@@ -154,12 +159,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"    {url}/?token={token}", flush=True)
 
     app.on_startup.append(announce)
+    app.on_startup.append(import_on_start)
     try:
         web.run_app(app, host=settings.host, port=settings.port, print=None, handle_signals=True,
                     shutdown_timeout=5)
     except OSError as e:
         raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}") from None
     return EXIT_OK
+
+
+def _one_line_for_bad_requests(record) -> bool:
+    """aiohttp logs a malformed request from a client with a traceback; one line says it all."""
+    from aiohttp.http_exceptions import BadHttpMessage
+
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, BadHttpMessage):
+        record.msg, record.args, record.exc_info = "malformed HTTP request: %s", (exc.message,), None
+        record.levelname, record.levelno = "WARNING", 30
+    return True
 
 
 def _series_uid(args: argparse.Namespace) -> str | None:
@@ -186,6 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed early (e.g. piped into head): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as e:  # an internal failure: say so plainly, the traceback only on request
         if os.environ.get("THEATRUM_DEBUG"):
             traceback.print_exc()

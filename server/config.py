@@ -34,6 +34,8 @@ class Settings:
     pacs_url: str = ""
     pacs_user: str = ""
     pacs_password: str = ""
+    # Studies imported when the server starts (comma-separated paths), with their default meshes built.
+    imports: tuple[str, ...] = ()
     web_client: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "web-client")
     # Rooms: invite lifetime (s); roles that get a typed room code; code redemptions per minute per address.
     invite_ttl: int = 86_400

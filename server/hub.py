@@ -170,9 +170,13 @@ class Hub:
         if self.settings.pose_tick_hz > 0:
             self._ticker = asyncio.create_task(self._tick_loop(1.0 / self.settings.pose_tick_hz))
 
-    def shutdown(self) -> None:
-        """From now on, disconnects are the server stopping: log no leaves (clients will come back)."""
+    async def shutdown(self) -> None:
+        """The server is stopping: log no leaves from now on (clients will come back), and close every
+        engine.io connection so that the web server stops at once (clients see a transport close, and
+        reconnect to the next server)."""
         self.closing = True
+        if self.sio.eio.sockets:
+            await self.sio.eio.disconnect()
 
     async def stop(self) -> None:
         """Stop the tick and every replay, and close the database."""
@@ -189,7 +193,8 @@ class Hub:
 
     def create_room(self, mode: RoomMode, title: str, study: str, meshes: list[str],
                     names: Mapping[Role, str]) -> LiveRoom:
-        """Create a room (room.open logged), its role invites and codes. Requires a checked study and meshes.
+        """Create a room (room.open logged), its role invites, and codes in a training room. Requires a checked
+        study and meshes.
 
         Raises OpError (invalid) for a bad title or id.
         """
@@ -200,7 +205,7 @@ class Hub:
                             {role.value: names[role] for role in Role})
         try:
             self.db.stage_room(record)
-            for role in self.code_roles:
+            for role in self.code_roles if mode is RoomMode.TRAINING else ():
                 code = new_room_code(lambda c: self.db.code_taken(c, now))
                 self.db.stage_code(RoomCode(code, room_id, role, record.invite_exp))
             room = Room.create(info, EventLog(self.db.logs, room_id), at, self.limits)

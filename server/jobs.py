@@ -158,9 +158,11 @@ class JobRunner:
         if self.metrics is not None:
             self.metrics.observe_job(finished - started)
         if run.error is None:
+            log.info("job %s done in %.1f s", job_id, finished - started)
             self.catalog.update_job(job_id, state="done", stage="done", percent=100, finished_at=finished,
                                     mesh_ids=[m["id"] for m in run.meshes])
         else:
+            log.warning("job %s failed: %s", job_id, run.error)
             self.catalog.update_job(job_id, state="failed", error=run.error, finished_at=finished)
         await self._notify(job_id)
 

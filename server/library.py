@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from reconstruction.assembly import assemble_volume
 from reconstruction.errors import (
@@ -49,16 +50,19 @@ async def receive_upload(request: web.Request, folder: Path, limit: int) -> int:
                 f.write(chunk)
 
     if request.content_type.startswith("multipart/"):
-        reader = await request.multipart()
         n = 0
-        async for part in reader:
-            if not isinstance(part, BodyPartReader):
-                continue  # a nested multipart: not something a DICOM upload sends
-            if part.filename is None and part.name not in ("file", "files", "zip"):
-                await part.release()
-                continue
-            n += 1
-            await save(part.read_chunk, folder / f"part-{n:06d}")
+        try:
+            reader = await request.multipart()
+            async for part in reader:
+                if not isinstance(part, BodyPartReader):
+                    continue  # a nested multipart: not something a DICOM upload sends
+                if part.filename is None and part.name not in ("file", "files", "zip"):
+                    await part.release()
+                    continue
+                n += 1
+                await save(part.read_chunk, folder / f"part-{n:06d}")
+        except (ValueError, AssertionError, HttpProcessingError) as e:
+            raise ApiError(400, "malformed_multipart", f"the multipart body cannot be parsed: {e}") from None
         if n == 0:
             raise ApiError(400, "empty_upload", "the multipart body holds no file parts")
     else:

@@ -170,12 +170,13 @@ def best_series(series: list[dict]) -> dict | None:
     return sorted(series, key=lambda s: (s["modality"] != "CT", -s["slices"], s["spacing_mm"][1]))[0]
 
 
-async def request_meshes(request: web.Request) -> web.Response:
-    app = request.app
+def ensure_meshes(app: web.Application, study_id: str, body: dict) -> tuple[str, dict]:
+    """Answer a mesh request from the cache, or join or queue the job that builds it.
+
+    Returns ("meshes", {"meshes": [...]}) or ("job", {"job": {...}}); raises ApiError on bad input.
+    """
     catalog = app["catalog"]
-    study_id = request.match_info["study_id"]
     _study_or_404(app, study_id)
-    body = await read_json(request)
     all_series = catalog.series_of(study_id)
     series_id = body.get("series")
     if series_id is not None and not isinstance(series_id, str):
@@ -188,19 +189,26 @@ async def request_meshes(request: web.Request) -> web.Response:
     mesh_ids = {p: mesh_id_for(series["input_hash"], p, params) for p in params["presets"]}
     existing = [catalog.mesh(mid) for mid in mesh_ids.values()]
     if all(existing):
-        return web.json_response({"meshes": [mesh_view(m) for m in existing]}, status=200)
+        return "meshes", {"meshes": [mesh_view(m) for m in existing]}
     cache_key = hashlib.sha256(json.dumps(sorted(mesh_ids.values())).encode()).hexdigest()
     for job in catalog.jobs_in(("queued", "running")):
         if job["cache_key"] == cache_key:
-            return web.json_response({"job": job_view(job)}, status=202, headers={"Location": f"/api/jobs/{job['id']}"})
+            return "job", {"job": job_view(job)}
     job = {"id": new_job_id(), "study_id": study_id, "series_id": series["id"],
            "params": {**params, "mesh_ids": mesh_ids}, "cache_key": cache_key}
     try:
         app["jobs"].submit(job)
     except QueueFullError as e:
         raise ApiError(429, "queue_full", str(e), {"Retry-After": "10"}) from None
-    return web.json_response({"job": job_view(catalog.job(job["id"]))}, status=202,
-                             headers={"Location": f"/api/jobs/{job['id']}"})
+    return "job", {"job": job_view(catalog.job(job["id"]))}
+
+
+async def request_meshes(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    kind, result = ensure_meshes(request.app, request.match_info["study_id"], body)
+    if kind == "meshes":
+        return web.json_response(result, status=200)
+    return web.json_response(result, status=202, headers={"Location": f"/api/jobs/{result['job']['id']}"})
 
 
 async def list_meshes(request: web.Request) -> web.Response:

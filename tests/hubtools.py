@@ -28,7 +28,7 @@ GLB = b"glTF\x02\x00\x00\x00" + b"\x00" * 64  # only served back, never parsed
 
 def settings(data: Path, **overrides: Any) -> Settings:
     """Test settings: no automatic pose tick (tests call hub.tick), fast limits unless overridden."""
-    return Settings(data=data, workers=1, pose_tick_hz=0, **overrides)
+    return Settings(data=data, workers=1, **{"pose_tick_hz": 0.0, **overrides})
 
 
 def seed_catalog(app) -> None:
@@ -53,7 +53,7 @@ async def start(aiohttp_server, data: Path, **overrides: Any):
     """A running server on a free loopback port with a seeded catalog: (server, app, base URL)."""
     app = build_app(settings(data, **overrides))
     seed_catalog(app)
-    server = await aiohttp_server(app)
+    server = await aiohttp_server(app, shutdown_timeout=0.5)  # the python client closes slowly
     return server, app, str(server.make_url("")).rstrip("/")
 
 

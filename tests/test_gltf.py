@@ -169,9 +169,7 @@ def test_index_width_follows_the_vertex_count():
 
 
 def test_an_empty_mesh_is_a_node_without_geometry():
-    empty = Mesh(
-        "vessels", 150.5, np.empty((0, 3), np.float32), np.empty((0, 3), np.uint32), np.empty((0, 3))
-    )
+    empty = Mesh("vessels", 150.5, np.empty((0, 3), np.float32), np.empty((0, 3), np.uint32), np.empty((0, 3)))
     doc, _ = parse_glb(glb_bytes([tetrahedron(), empty]))
     assert doc["nodes"][1] == {
         "name": "vessels",
@@ -183,9 +181,7 @@ def test_an_empty_mesh_is_a_node_without_geometry():
 def test_write_glb_is_atomic(tmp_path):
     out = tmp_path / "study.glb"
     size = write_glb(out, [tetrahedron()], extras={"title": "t"})
-    assert size == out.stat().st_size and out.read_bytes() == glb_bytes(
-        [tetrahedron()], extras={"title": "t"}
-    )
+    assert size == out.stat().st_size and out.read_bytes() == glb_bytes([tetrahedron()], extras={"title": "t"})
     with pytest.raises(TypeError):
         write_glb(out, [tetrahedron()], extras={"title": object()})  # not JSON: fails before any write
     assert out.stat().st_size == size
@@ -205,14 +201,10 @@ def test_khronos_validator_reports_no_errors(tmp_path):
         pixel_hash="sha256:00",
     )
     meshes = [extract_surface(sphere, "bone"), extract_surface(sphere, "skin", target_triangles=500)]
-    empty = Mesh(
-        "vessels", 150.5, np.empty((0, 3), np.float32), np.empty((0, 3), np.uint32), np.empty((0, 3))
-    )
+    empty = Mesh("vessels", 150.5, np.empty((0, 3), np.float32), np.empty((0, 3), np.uint32), np.empty((0, 3)))
     path = tmp_path / "sphere.glb"
     write_glb(path, [*meshes, empty], volume=sphere, extras={"title": "validator"})
-    run = subprocess.run(
-        ["node", str(VALIDATOR_SCRIPT), str(path)], capture_output=True, text=True, timeout=120
-    )
+    run = subprocess.run(["node", str(VALIDATOR_SCRIPT), str(path)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
     issues = report["issues"]

@@ -485,8 +485,8 @@ async def test_after_a_restart_rooms_come_back_with_the_same_state_and_head(aioh
     await until(lambda: again.seq == seq + 1, "sam's leave")
     await second.hub.tick()  # the grace is over for nobody else
     assert again.seq == seq + 1
-    assert [r["id"] for r in (await (await second.http.get("/api/rooms", headers=admin(second.app))).json())
-            ["rooms"]] == [first.id]
+    listed = await (await second.http.get("/api/rooms", headers=admin(second.app))).json()
+    assert first.id in [room["id"] for room in listed["rooms"]]
     await second.close()
 
 

@@ -9,6 +9,7 @@ from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 
 from reconstruction import isosurface, surface
+from reconstruction.decimate import split_pinched_edges
 from reconstruction.errors import SurfaceError
 from reconstruction.isosurface import marching_cubes_slabs
 from reconstruction.presets import CT_PRESETS, MR_PRESETS, Preset, level_for, preset_names_for
@@ -38,9 +39,7 @@ def voxel_centres(geometry: Volume) -> np.ndarray:
     return geometry.index_to_lps(index.reshape(-1, 3)).reshape((*geometry.shape, 3))
 
 
-def with_voxels(
-    geometry: Volume, signed_distance: np.ndarray, dtype=np.int16, ramp_mm: float = 1.5
-) -> Volume:
+def with_voxels(geometry: Volume, signed_distance: np.ndarray, dtype=np.int16, ramp_mm: float = 1.5) -> Volume:
     """Voxels 1000 inside, 0 outside, a linear partial-volume ramp of 2 * ramp_mm across the surface (500 on
     it)."""
     values = 1000.0 * np.clip(0.5 - signed_distance / (2.0 * ramp_mm), 0.0, 1.0)
@@ -76,9 +75,7 @@ def assert_closed_and_outward(mesh, centre) -> None:
     assert t.is_watertight, "mesh has open edges"
     assert t.is_winding_consistent
     assert t.volume > 0, "faces wound inward"
-    outward = (mesh.vertices - np.asarray(centre)) / np.linalg.norm(
-        mesh.vertices - np.asarray(centre), axis=1
-    )[:, None]
+    outward = (mesh.vertices - np.asarray(centre)) / np.linalg.norm(mesh.vertices - np.asarray(centre), axis=1)[:, None]
     np.testing.assert_allclose(np.linalg.norm(mesh.normals, axis=1), 1.0, atol=1e-5)
     assert np.einsum("ij,ij->i", mesh.normals, outward).min() > 0.5
 
@@ -115,9 +112,7 @@ def test_taubin_smoothing_removes_noise_without_shrinking(sphere):
     adjacency = edge_adjacency(mesh.faces.astype(np.int64), len(noisy))
     smoothed = taubin(noisy, adjacency)
     laplacian = taubin(noisy, adjacency, mu=0.0)  # plain Laplacian smoothing, for contrast: it shrinks
-    radius = {
-        name: np.linalg.norm(v - centre, axis=1) for name, v in [("noisy", noisy), ("taubin", smoothed)]
-    }
+    radius = {name: np.linalg.norm(v - centre, axis=1) for name, v in [("noisy", noisy), ("taubin", smoothed)]}
     assert radius["taubin"].std() < 0.5 * radius["noisy"].std()
     assert radius["taubin"].mean() == pytest.approx(SPHERE_RADIUS, abs=0.02)
     assert np.linalg.norm(laplacian - centre, axis=1).mean() < SPHERE_RADIUS - 0.05
@@ -140,9 +135,7 @@ def tilted_uneven_positions(n: int, row, col, tilt_deg: float, along_normal: flo
     rng = np.random.default_rng(7)
     z = np.concatenate([[0.0], np.cumsum(rng.uniform(0.6, 1.8, n - 1))])
     normal = np.cross(row, col)
-    offset = along_normal * z[:, None] * normal + (z * np.tan(np.radians(tilt_deg)))[:, None] * np.asarray(
-        col
-    )
+    offset = along_normal * z[:, None] * normal + (z * np.tan(np.radians(tilt_deg)))[:, None] * np.asarray(col)
     return offset + np.array([-30.0, -40.0, -15.0])
 
 
@@ -225,8 +218,7 @@ def lps_to_index(geometry: Volume, points: np.ndarray) -> np.ndarray:
     for _ in range(5):
         kji[:, 0] = np.interp(
             points @ normal
-            - (geometry.index_to_lps(kji) - geometry.index_to_lps(np.c_[kji[:, 0], np.zeros((len(kji), 2))]))
-            @ normal,
+            - (geometry.index_to_lps(kji) - geometry.index_to_lps(np.c_[kji[:, 0], np.zeros((len(kji), 2))])) @ normal,
             heights,
             np.arange(len(heights)),
         )
@@ -243,9 +235,7 @@ def skull_like(shape=(96, 128, 128), spacing=(1.0, 0.7, 0.7)) -> Volume:
     geometry = axial(shape, spacing[0], spacing[1:])
     p = voxel_centres(geometry) - np.array([45.0, 45.0, 48.0])
     theta = np.arctan2(p[..., 1], p[..., 0])
-    r = np.linalg.norm(p / np.array([1.0, 1.1, 1.2]), axis=-1) + 1.5 * np.sin(5 * theta) * np.cos(
-        p[..., 2] / 9
-    )
+    r = np.linalg.norm(p / np.array([1.0, 1.1, 1.2]), axis=-1) + 1.5 * np.sin(5 * theta) * np.cos(p[..., 2] / 9)
     shell = np.maximum(r - 36.0, 30.0 - r - 2.0 * np.sin(3 * theta))
     blob = np.linalg.norm(p, axis=-1) - 8.0
     bar = np.maximum(np.abs(p[..., 0] + 32) - 3.0, np.abs(p[..., 1] - 30) - 3.0)
@@ -368,6 +358,20 @@ def test_tissue_thinner_than_a_block_is_meshed_at_full_resolution():
     assert np.abs(mesh.vertices[:, 0] - 15.0).max() < 0.5
 
 
+def test_pinched_edges_are_split_into_closed_sheets():
+    # Two closed tetrahedra sharing the edge 0-1: four faces on one edge, as an edge collapse can leave them.
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0, -1, 0], [0, 0, -1]], dtype=np.float64)
+    first = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    second = np.array([[0, 4, 1], [0, 1, 5], [0, 5, 4], [1, 4, 5]])
+    faces = np.concatenate([first, second])
+    assert not trimesh.Trimesh(vertices, faces, process=False).is_watertight
+    split_v, split_f = split_pinched_edges(vertices, faces)
+    t = trimesh.Trimesh(split_v, split_f, process=False)
+    assert t.is_watertight and t.is_winding_consistent
+    assert len(split_v) == 8 and len(t.split(only_watertight=True)) == 2
+    assert t.volume == pytest.approx(2 / 6)
+
+
 # --- levels and errors --------------------------------------------------------------------------------------
 
 
@@ -395,12 +399,8 @@ def test_mr_skin_level_is_otsu_between_background_and_body():
     geometry = axial((30, 40, 40), 2.0, (1.5, 1.5))
     body = sphere_volume(geometry, (30.0, 30.0, 29.0), 18.0)
     rng = np.random.default_rng(3)
-    voxels = (
-        (body.voxels.astype(np.float64) * 0.6 + 40 + rng.normal(0, 10, body.shape)).clip(0).astype(np.uint16)
-    )
-    mr = Volume(
-        voxels, geometry.positions, geometry.row_direction, geometry.column_direction, (1.5, 1.5), "MR", ""
-    )
+    voxels = (body.voxels.astype(np.float64) * 0.6 + 40 + rng.normal(0, 10, body.shape)).clip(0).astype(np.uint16)
+    mr = Volume(voxels, geometry.positions, geometry.row_direction, geometry.column_direction, (1.5, 1.5), "MR", "")
     level = level_for(MR_PRESETS["skin"], mr)
     assert 150 < level < 500 and level % 1 == 0.5
     mesh = extract_surface(mr, "skin", target_triangles=20_000)
