@@ -117,11 +117,12 @@ async def upload_study(request: web.Request) -> web.Response:
         raise ApiError(413, "upload_too_large", f"the upload is {request.content_length} bytes; the limit is {limit}")
     folder = Path(app["tmp"]) / f"upload-{uuid.uuid4().hex}"
     folder.mkdir(parents=True)
+    loop = asyncio.get_running_loop()
     try:
         await library.receive_upload(request, folder, limit)
-        result = await asyncio.get_running_loop().run_in_executor(None, library.import_folder, app, folder)
+        result = await loop.run_in_executor(None, library.import_folder, app, folder)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        await loop.run_in_executor(None, lambda: shutil.rmtree(folder, ignore_errors=True))
     status = 201 if result["instances"]["added"] else 200
     return web.json_response(result, status=status)
 

@@ -9,6 +9,7 @@ sent. ``validate_glb`` runs the Khronos glTF-Validator (tests/tools/validate_glt
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
@@ -147,6 +148,7 @@ class ServerProcess:
                 server.wait_healthy(timeout)
                 return server
             except ServerExited:
+                server.close()
                 if "cannot listen" in server.output() and attempt + 1 < attempts:
                     continue
                 raise
@@ -160,8 +162,10 @@ class ServerProcess:
         data.mkdir(parents=True, exist_ok=True)
         log_path = data.parent / f"{data.name}-server-{port}.log"
         log = open(log_path, "ab")  # noqa: SIM115 (closed in close())
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        full_env.pop("THEATRUM_IMPORTS", None)
+        # Only the settings a test names apply: a developer's THEATRUM_* variables are left out (THEATRUM_DEBUG
+        # is kept, for tracebacks).
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("THEATRUM_") or k == "THEATRUM_DEBUG"}
+        full_env = {**inherited, "PYTHONUNBUFFERED": "1", **(env or {})}
         process = subprocess.Popen(
             [str(THEATRUM), "serve", "--host", "127.0.0.1", "--port", str(port), "--data", str(data)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=data.parent,
@@ -209,25 +213,40 @@ class ServerProcess:
 
     def kill_group(self) -> None:
         """SIGKILL the server and every process of its session (its job workers): a crash, not a shutdown."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait(10)
         self.close()
 
-    def group_alive(self) -> bool:
-        """Is any process of the server's process group still there?"""
-        try:
-            os.killpg(self.process.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+    def group(self) -> list[int]:
+        """Live processes of the server's process group: the server (until it exits) and its workers."""
+        return group_members(self.process.pid)
 
     def close(self) -> None:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``, read from /proc (Linux)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()  # state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def validate_glb(data: bytes, path: Path) -> dict:
