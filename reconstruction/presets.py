@@ -40,7 +40,7 @@ class Preset:
 
     ``level`` is the iso-level in the volume's units when ``method`` is "fixed" (CT HU); otherwise ``method``
     names how the level is derived from the image ("otsu", "multiotsu-upper"). ``keep_largest`` keeps only
-    that many largest connected tissue components (None keeps all of them).
+    that many largest connected surfaces (None keeps all of them).
     """
 
     name: str

@@ -28,31 +28,26 @@ def project_onto_isosurface(
     """Vertices ``kji`` (N, 3 voxel indices) moved onto the ``level`` set of the trilinear image, as far as
     ``max_step_mm`` in all. Vertices flagged ``fixed``, on a flat image, or that would end farther from the level
     than they started, stay where they are. Requires at least two voxels along every axis."""
-    x = np.array(kji, dtype=np.float64)
-    rows = np.arange(len(x)) if fixed is None else np.flatnonzero(~fixed)
-    start = x[rows]
+    start = np.asarray(kji, dtype=np.float64)
     inverse_metric = np.linalg.inv(_metric(volume))
     upper = np.array(volume.shape, dtype=np.float64) - 1
     y = start.copy()
-    start_misfit = None
-    for _ in range(steps):
-        value, gradient = trilinear(volume.voxels, y)
-        misfit = value - level
-        if start_misfit is None:
-            start_misfit = np.abs(misfit)
+    value, gradient = trilinear(volume.voxels, y)
+    start_misfit = np.abs(value - level)
+    for step in range(steps):
+        if step:
+            value, gradient = trilinear(volume.voxels, y)
         # Newton step to the linearised level set, shortest in the physical metric: -f G⁻¹∇f / (∇fᵀ G⁻¹∇f).
         direction = gradient @ inverse_metric
         slope = np.einsum("ij,ij->i", gradient, direction)
-        usable = slope > 1e-12
-        y[usable] -= (misfit[usable] / slope[usable])[:, None] * direction[usable]
+        scale = np.divide(value - level, slope, out=np.zeros_like(slope), where=slope > 1e-12)
+        y -= scale[:, None] * direction
         np.clip(y, 0.0, upper, out=y)
-    if start_misfit is None:
-        return x
     value, _ = trilinear(volume.voxels, y)
-    worse = (np.abs(value - level) > start_misfit) | (_length_mm(y - start, volume) > max_step_mm)
-    y[worse] = start[worse]
-    x[rows] = y
-    return x
+    stay = (np.abs(value - level) > start_misfit) | (_length_mm(y - start, volume) > max_step_mm)
+    if fixed is not None:
+        stay |= fixed
+    return np.where(stay[:, None], start, y)
 
 
 def trilinear(voxels: np.ndarray, kji: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

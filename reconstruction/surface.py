@@ -212,9 +212,13 @@ def _extent(flags: np.ndarray) -> tuple[int, int]:
 def block_factors(spacing_mm: tuple[float, float, float], scan: Scan, target_triangles: int) -> tuple[int, int, int]:
     """Block factors (k, j, i) for sampling: the finest near-isotropic sampling predicted to give at most
     DECIMATION_HEADROOM times the budget, but no coarser than MAX_SAMPLE_SPACING_MM along an axis that starts
-    finer (decimation takes the rest). Requires positive spacings."""
+    finer (decimation takes the rest), or than half the edge of the triangles a small budget affords.
+    Requires positive spacings."""
     spacing = [s if s > 0 else 1.0 for s in spacing_mm]
-    candidates = sorted({s * f for s in spacing for f in range(1, 9) if s * f <= MAX_SAMPLE_SPACING_MM + 1e-6})
+    # Triangle edges scale with the square root of the area each triangle has to cover.
+    afforded = math.prod(spacing) ** (1 / 3) * math.sqrt(max(scan.triangles() / target_triangles, 1.0))
+    coarsest = max(MAX_SAMPLE_SPACING_MM, afforded / 2)
+    candidates = sorted({s * f for s in spacing for f in range(1, 9) if s * f <= coarsest + 1e-6})
     chosen = (1, 1, 1)
     for h in candidates:
         chosen = tuple(max(1, math.floor(h / s + 1e-6)) for s in spacing)  # type: ignore[assignment]

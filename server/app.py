@@ -106,15 +106,29 @@ def build_app(settings: Settings) -> web.Application:
 
 
 def _add_static(app: web.Application, root: Path) -> None:
+    """Serve the web client: index.html at "/", its modules at "/src/", the vendored npm folders at "/vendor/".
+
+    aiohttp's static routes resolve every path inside their folder and refuse ``..`` and (with
+    follow_symlinks=False) symlinks that lead out of it.
+    """
+    # The folders of web-client/node_modules the client's import map points at: three's build and its
+    # examples/jsm (loaders, controls, WebXR helpers, the Draco decoder), socket.io-client's ESM build, and
+    # IWER's module build (loaded only behind the ?xr-emulate test switch). Nothing else.
+    vendor = ("three/build", "three/examples/jsm", "socket.io-client/dist", "iwer/build")
     index = root / "index.html"
     if index.exists():
         async def index_handler(request: web.Request) -> web.FileResponse:
-            return web.FileResponse(index)
+            return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
 
         app.router.add_get("/", index_handler)
         src = root / "src"
         if src.is_dir():
             app.router.add_static("/src/", src, follow_symlinks=False)
+        modules = root / "node_modules"
+        for folder in vendor:
+            path = modules / folder
+            if path.is_dir():
+                app.router.add_static(f"/vendor/{folder}/", path, follow_symlinks=False)
 
 
 async def _startup(app: web.Application) -> None:

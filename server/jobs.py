@@ -135,7 +135,7 @@ class JobRunner:
             return
         spec = self.spec_for(job)
         parent, child = self._ctx.Pipe(duplex=False)
-        process = self._ctx.Process(target=run_job, args=(spec, child), daemon=True, name=f"theatrum-{job_id}")
+        process = self._ctx.Process(target=run_job, args=(spec, child), daemon=False, name=f"theatrum-{job_id}")
         started = time.time()
         self.catalog.update_job(job_id, state="running", stage="starting", percent=0, started_at=started)
         await self._notify(job_id)

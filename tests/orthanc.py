@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import DICOM, require_path, require_tool
 
 ORTHANC = Path("/usr/sbin/Orthanc")

@@ -244,7 +244,7 @@ async def test_bad_or_dead_codes_are_refused(api):
 async def test_redeeming_codes_is_throttled(aiohttp_server, tmp_path):
     import aiohttp
 
-    _, app, url = await start(aiohttp_server, tmp_path / "data", join_rate=2.0)
+    _, _, url = await start(aiohttp_server, tmp_path / "data", join_rate=2.0)
     async with aiohttp.ClientSession(url) as http:
         statuses = [(await http.post("/api/join", json={"code": "00000000", "name": "A"})).status
                     for _ in range(4)]

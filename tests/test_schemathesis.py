@@ -31,12 +31,12 @@ def _get(url: str, token: str) -> dict:
 
 
 @pytest.fixture
-def served(tmp_path, orthanc):  # noqa: F811 (the fixture is imported above)
+def served(tmp_path, orthanc):
     require_path(REGULAR, "the Philips head phantom")
     port = free_port()
     data = tmp_path / "data"
     env = {**os.environ, "THEATRUM_PACS_URL": orthanc.dicomweb_url, "THEATRUM_WORKERS": "1"}
-    log = open(tmp_path / "server.log", "w")
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 (open for the whole life of the server)
     proc = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--data", str(data),
          "--import", str(REGULAR)],

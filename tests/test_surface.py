@@ -9,7 +9,7 @@ from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 
 from reconstruction import isosurface, surface
-from reconstruction.decimate import split_pinched_edges
+from reconstruction.decimate import compact, split_pinched_edges
 from reconstruction.errors import SurfaceError
 from reconstruction.isosurface import marching_cubes_slabs
 from reconstruction.presets import CT_PRESETS, MR_PRESETS, Preset, level_for, preset_names_for
@@ -358,18 +358,49 @@ def test_tissue_thinner_than_a_block_is_meshed_at_full_resolution():
     assert np.abs(mesh.vertices[:, 0] - 15.0).max() < 0.5
 
 
-def test_pinched_edges_are_split_into_closed_sheets():
-    # Two closed tetrahedra sharing the edge 0-1: four faces on one edge, as an edge collapse can leave them.
-    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0, -1, 0], [0, 0, -1]], dtype=np.float64)
-    first = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
-    second = np.array([[0, 4, 1], [0, 1, 5], [0, 5, 4], [1, 4, 5]])
-    faces = np.concatenate([first, second])
+PINCHED = {
+    # Two tetrahedra sharing the edge 0-1: four faces on one edge, as an edge collapse can leave them.
+    "one edge": (
+        [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0, -1, 0], [0, 0, -1]],
+        [[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3], [0, 4, 1], [0, 1, 5], [0, 5, 4], [1, 4, 5]],
+        8,
+    ),
+    # The same, in an order where the first pairing tried joins the wrong faces (it is tried again).
+    "one edge, reordered": (
+        [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0, -1, 0], [0, 0, -1]],
+        [[0, 4, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3], [0, 2, 1], [0, 1, 5], [0, 5, 4], [1, 4, 5]],
+        8,
+    ),
+    # A tetrahedron and a bipyramid sharing all three edges of the triangle 0-1-2 (but not the triangle):
+    # every pinched vertex has two pinched edges.
+    "edge loop": (
+        [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0.3, 0.3, 1], [0.3, 0.3, -1], [0.3, 0.3, -2]],
+        [[0, 2, 1], [0, 1, 3], [1, 2, 3], [2, 0, 3], [4, 1, 0], [4, 2, 1], [4, 0, 2], [5, 0, 1], [5, 1, 2], [5, 2, 0]],
+        9,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(PINCHED))
+def test_pinched_edges_are_split_into_closed_sheets(name):
+    vertices, faces, expected_vertices = PINCHED[name]
+    vertices, faces = np.array(vertices, dtype=np.float64), np.array(faces)
     assert not trimesh.Trimesh(vertices, faces, process=False).is_watertight
     split_v, split_f = split_pinched_edges(vertices, faces)
     t = trimesh.Trimesh(split_v, split_f, process=False)
     assert t.is_watertight and t.is_winding_consistent
-    assert len(split_v) == 8 and len(t.split(only_watertight=True)) == 2
-    assert t.volume == pytest.approx(2 / 6)
+    assert len(split_v) == expected_vertices and len(t.split(only_watertight=True)) == 2
+    np.testing.assert_array_equal(split_v[split_f], vertices[faces])  # the same triangles in space
+
+
+def test_fins_left_by_decimation_are_dropped():
+    # A closed tetrahedron with a fin on its edge 0-1: two faces on the same three vertices, back to back.
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0.5, -1, 0]], dtype=np.float64)
+    tetrahedron = [[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]]
+    faces = np.array([*tetrahedron, [0, 1, 4], [1, 0, 4]])
+    kept_v, kept_f = compact(vertices, faces)
+    t = trimesh.Trimesh(kept_v, kept_f, process=False)
+    assert len(kept_f) == 4 and len(kept_v) == 4 and t.is_watertight and t.volume == pytest.approx(1 / 6)
 
 
 # --- levels and errors --------------------------------------------------------------------------------------

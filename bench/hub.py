@@ -1,0 +1,274 @@
+"""Session hub benchmark: R rooms x N clients on loopback, against a bare python-socketio broadcast server.
+
+    .venv/bin/python bench/hub.py [--duration 20] [--configs 1x30,10x10] [--procs 4]
+
+Each client sends poses at 30 Hz (volatile) and one annotation a second (an op with an ack) and receives
+everything its room broadcasts. The clients are the official JavaScript socket.io-client, run by Node in
+`--procs` separate processes (bench/hub_clients.mjs; `npm ci` in web-client first): what browsers run, and
+light enough that a few processes load the server rather than themselves. The server runs in its own process.
+For each configuration it runs two servers on the same load, one after the other:
+
+- ours: the Theatrum app (server.app.build_app: auth, validation, permissions, the SQLite WAL log committed
+  before each ack and broadcast, the 20 Hz pose tick), on a fresh data folder;
+- bare: a python-socketio AsyncServer with no logic: an op is broadcast to the room and acked, the latest pose
+  of each socket is kept and sent as one batched `poses` frame per room at 20 Hz.
+
+It prints, per server: messages delivered to clients per second (`event`s and `poses` frames), the op
+latency from emit until every member of the room has received the broadcast (p50, p99; clocks are
+time.monotonic, shared by processes on one machine), the server's CPU (its process's user + system time over
+the measured window), and the ratio ours/bare. Targets (issue 4): p99 <= 25 ms at 1x30, CPU <= 1.3x bare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+POSE_HZ = 30.0
+OP_HZ = 1.0
+TICK_HZ = 20.0
+WARMUP = 2.0  # seconds of load before the measured window
+SETTLE = 1.0  # seconds after it, for the last broadcasts to arrive
+CLIENTS = Path(__file__).resolve().parent / "hub_clients.mjs"
+
+
+# ---- servers ---------------------------------------------------------------------------------------------
+
+def serve_ours(port: int, data: Path) -> None:
+    """Run the Theatrum app on `port` with a catalog holding one study and one mesh."""
+    from aiohttp import web
+
+    from server.app import build_app
+    from server.config import Settings
+
+    app = build_app(Settings(data=data, port=port, workers=1, pose_tick_hz=TICK_HZ, room_max_participants=200))
+    catalog = app["catalog"]
+    with catalog.transaction() as db:
+        db.execute("INSERT OR IGNORE INTO studies (id, created_at, description, modalities) "
+                   "VALUES ('st-bench', 0, '', 'CT')")
+    digest = app["store"].put_bytes(b"glTF", ".glb")
+    catalog.add_mesh({"id": "m-bench", "study_id": "st-bench", "series_id": "se-bench", "preset": "bone",
+                      "threshold": 300.5, "triangles": 1, "vertices": 3, "bbox_lps_mm": [[0, 0, 0], [1, 1, 1]],
+                      "artifacts": {"draco": digest}})
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, handle_signals=True)
+
+
+def serve_bare(port: int) -> None:
+    """A python-socketio server with no logic: join by `auth.room`, broadcast ops, batch poses at 20 Hz."""
+    import socketio
+    from aiohttp import web
+
+    sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False)
+    app = web.Application()
+    sio.attach(app)
+    rooms: dict[str, str] = {}
+    latest: dict[str, dict[str, dict]] = {}
+    seq = {"n": 0}
+
+    @sio.event
+    async def connect(sid, environ, auth):
+        rooms[sid] = room = str(auth["room"])
+        latest.setdefault(room, {})
+        await sio.enter_room(sid, room)
+        await sio.emit("snapshot", {"seq": seq["n"]}, to=sid)
+
+    @sio.event
+    async def disconnect(sid, reason=None):
+        rooms.pop(sid, None)
+
+    @sio.on("op")
+    async def op(sid, data):
+        seq["n"] += 1
+        await sio.emit("event", {"seq": seq["n"], "author": sid, "kind": data.get("kind"), "data": data},
+                       room=rooms[sid])
+        return {"ok": True, "seq": seq["n"]}
+
+    @sio.on("pose")
+    async def pose(sid, data):
+        latest[rooms[sid]][sid] = data
+
+    async def tick(_app):
+        async def loop():
+            while True:
+                await asyncio.sleep(1 / TICK_HZ)
+                for room, poses in latest.items():
+                    if poses:
+                        latest[room] = {}
+                        await sio.emit("poses", {"poses": poses, "gone": []}, room=room)
+
+        task = asyncio.create_task(loop())
+        yield
+        task.cancel()
+
+    app.cleanup_ctx.append(tick)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, handle_signals=True)
+
+
+# ---- the run ---------------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_listening(port: int, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"the server did not listen on port {port}")
+
+
+def ours_clients(url: str, data: Path, rooms: int, per_room: int) -> list[list]:
+    """Create the rooms over HTTP as the admin; one personal surgeon invite per client: [(room, auth)]."""
+    import urllib.request
+
+    token = (data / "admin-token").read_text().strip()
+
+    def post(path: str, body: dict) -> dict:
+        request = urllib.request.Request(url + path, json.dumps(body).encode(), method="POST", headers={
+            "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request) as response:
+            return json.loads(response.read())
+
+    out = []
+    for r in range(rooms):
+        room = post("/api/rooms", {"study_id": "st-bench", "mesh_ids": ["m-bench"], "mode": "consult",
+                                   "title": f"bench {r}"})["room"]["id"]
+        for c in range(per_room):
+            invite = post(f"/api/rooms/{room}/invites", {"role": "surgeon", "name": f"Client {r}.{c}"})
+            out.append([r, {"token": invite["token"]}])
+    return out
+
+
+def run(kind: str, rooms: int, per_room: int, duration: float, procs: int) -> dict:
+    """One server, one load: the measured figures."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="bench-hub-") as tmp:
+        data = Path(tmp) / "data"
+        server = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port),
+                                   "--data", str(data)], stdout=subprocess.DEVNULL)
+        try:
+            wait_listening(port)
+            members = (ours_clients(url, data, rooms, per_room) if kind == "ours"
+                       else [[r, {"room": f"room-{r}"}] for r in range(rooms) for _ in range(per_room)])
+            connect_time = 3.0 + 0.05 * len(members)
+            start = time.monotonic() + connect_time
+            stop = start + WARMUP + duration
+            workers = []
+            for p in range(procs):
+                mine = [[i, auth] for i, (_, auth) in enumerate(members) if i % procs == p]
+                spec = {"url": url, "clients": mine, "start": start, "stop": stop, "settle": SETTLE,
+                        "pose_hz": POSE_HZ, "op_hz": OP_HZ}
+                workers.append(subprocess.Popen(["node", str(CLIENTS)], stdin=subprocess.PIPE,
+                                                stdout=subprocess.PIPE, text=True))
+                workers[-1].stdin.write(json.dumps(spec))
+                workers[-1].stdin.close()
+            time.sleep(max(0.0, start + WARMUP - time.monotonic()))
+            cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+            time.sleep(max(0.0, stop - time.monotonic()))
+            cpu1, t1 = cpu_seconds(server.pid), time.monotonic()
+            results = [json.loads(w.stdout.read()) for w in workers]
+            if any(w.wait() != 0 for w in workers):
+                raise RuntimeError("a client process failed")
+        finally:
+            server.terminate()
+            server.wait()
+    return summarise(results, members, start + WARMUP, stop, (cpu1 - cpu0) / (t1 - t0))
+
+
+def summarise(results: list[dict], members: list[list], window_start: float, window_stop: float,
+              cpu: float) -> dict:
+    """Delivered messages/s, op latency percentiles over the measured window, server CPU."""
+    room_of = {i: room for i, (room, _) in enumerate(members)}
+    room_size: dict[int, int] = {}
+    for room in room_of.values():
+        room_size[room] = room_size.get(room, 0) + 1
+    emitted, received = {}, {}
+    counts = {"event": 0, "poses": 0, "ack": 0, "nack": 0}
+    for result in results:
+        emitted.update(result["emitted"])
+        received.update(result["received"])
+        for key in counts:
+            counts[key] += result["counts"][key]
+    arrivals: dict[str, list[float]] = {}
+    for key, at in received.items():
+        label, _ = key.rsplit("|", 1)
+        arrivals.setdefault(label, []).append(at)
+    latencies, lost = [], 0
+    for label, at in emitted.items():
+        if not window_start <= at < window_stop:
+            continue
+        sender = int(label[1:].split("-")[0])
+        got = arrivals.get(label, [])
+        if len(got) < room_size[room_of[sender]]:
+            lost += 1
+            continue
+        latencies.append(max(got) - at)
+    latencies.sort()
+    total = WARMUP + (window_stop - window_start)
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
+
+    return {"delivered_per_s": (counts["event"] + counts["poses"]) / total, "ops": len(latencies), "lost": lost,
+            "p50_ms": pct(0.50), "p99_ms": pct(0.99), "cpu": cpu, "nacks": counts["nack"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per run (default 20)")
+    parser.add_argument("--configs", default="1x30,10x10", help="rooms x clients per room, comma-separated")
+    parser.add_argument("--procs", type=int, default=2, help="client processes (default 2)")
+    parser.add_argument("--serve", choices=("ours", "bare"), help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve == "ours":
+        return serve_ours(args.port, args.data)
+    if args.serve == "bare":
+        return serve_bare(args.port)
+    if not (CLIENTS.parent.parent / "web-client" / "node_modules" / "socket.io-client").is_dir():
+        sys.exit("bench/hub.py needs Node and socket.io-client: run `npm ci` in web-client")
+
+    print(f"session hub on loopback: poses {POSE_HZ:g} Hz + one annotation/s per client, {args.duration:g} s "
+          f"measured after {WARMUP:g} s of warm-up, {args.procs} client processes, {os.cpu_count()} cores")
+    header = (f"{'config':<7} {'server':<6} {'delivered/s':>11} {'ops':>5} {'lost':>4} {'p50 ms':>7} "
+              f"{'p99 ms':>7} {'server CPU':>10}")
+    print(header)
+    print("-" * len(header))
+    for config in args.configs.split(","):
+        rooms, per_room = (int(v) for v in config.lower().split("x"))
+        figures = {kind: run(kind, rooms, per_room, args.duration, args.procs) for kind in ("bare", "ours")}
+        for kind, f in figures.items():
+            print(f"{config:<7} {kind:<6} {f['delivered_per_s']:>11.0f} {f['ops']:>5} {f['lost']:>4} "
+                  f"{f['p50_ms']:>7.1f} {f['p99_ms']:>7.1f} {f['cpu'] * 100:>9.0f}%")
+        ours, bare = figures["ours"], figures["bare"]
+        print(f"{config:<7} {'ratio':<6} {ours['delivered_per_s'] / bare['delivered_per_s']:>11.2f} {'':>5} "
+              f"{'':>4} {ours['p50_ms'] / bare['p50_ms']:>7.2f} {ours['p99_ms'] / bare['p99_ms']:>7.2f} "
+              f"{ours['cpu'] / bare['cpu']:>9.2f}x")
+    return None
+
+
+if __name__ == "__main__":
+    main()

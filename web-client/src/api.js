@@ -1,0 +1,68 @@
+// The HTTP API (docs/openapi.json) with a bearer token: JSON calls, uploads with progress, authorised blobs.
+
+export class ApiError extends Error {
+	constructor(status, code, detail) {
+		super(detail || `HTTP ${status}`);
+		this.status = status;
+		this.code = code;
+	}
+}
+
+export class Api {
+	constructor(token) {
+		this.token = token;
+	}
+
+	headers(extra = {}) {
+		return this.token ? { Authorization: `Bearer ${this.token}`, ...extra } : { ...extra };
+	}
+
+	/** A JSON request; resolves to the parsed body, rejects with ApiError on a non-2xx answer. */
+	async json(method, path, body) {
+		const init = { method, headers: this.headers(body === undefined ? {} : { 'Content-Type': 'application/json' }) };
+		if (body !== undefined) init.body = JSON.stringify(body);
+		const response = await fetch(path, init);
+		const data = await response.json().catch(() => ({}));
+		if (!response.ok) throw new ApiError(response.status, data.error, data.detail);
+		return data;
+	}
+
+	get(path) {
+		return this.json('GET', path);
+	}
+
+	post(path, body = {}) {
+		return this.json('POST', path, body);
+	}
+
+	/** POST files as multipart/form-data; onProgress(sentBytes, totalBytes). Resolves to the JSON answer. */
+	upload(path, files, onProgress) {
+		const form = new FormData();
+		for (const file of files) form.append('file', file, file.name);
+		return new Promise((resolve, reject) => {
+			const xhr = new XMLHttpRequest();
+			xhr.open('POST', path);
+			for (const [name, value] of Object.entries(this.headers())) xhr.setRequestHeader(name, value);
+			xhr.upload.onprogress = (e) => onProgress?.(e.loaded, e.lengthComputable ? e.total : 0);
+			xhr.onerror = () => reject(new ApiError(0, 'network', 'the upload failed (network error)'));
+			xhr.onload = () => {
+				let data = {};
+				try {
+					data = JSON.parse(xhr.responseText);
+				} catch {
+					// not JSON: keep the status
+				}
+				if (xhr.status >= 200 && xhr.status < 300) resolve(data);
+				else reject(new ApiError(xhr.status, data.error, data.detail));
+			};
+			xhr.send(form);
+		});
+	}
+
+	/** An object URL for an authorised binary resource (e.g. a QR code image). */
+	async blobUrl(path) {
+		const response = await fetch(path, { headers: this.headers() });
+		if (!response.ok) throw new ApiError(response.status, 'http', `GET ${path}: HTTP ${response.status}`);
+		return URL.createObjectURL(await response.blob());
+	}
+}

@@ -1,0 +1,272 @@
+// The application: reads the credentials, then composes either the room (an invite) or the lobby (the admin
+// login) from the modules. Nothing here draws or talks to the server itself; it wires the parts together.
+//
+// window.theatrum exposes the parts for the browser tests and for curious developers.
+import { Matrix4, Quaternion, Vector3 } from 'three';
+
+import { AnnotationView } from './annotations.js';
+import { leaveRoom, takeCredentials } from './auth.js';
+import { Avatars } from './avatars.js';
+import { Clipping } from './clipping.js';
+import { DebugOverlay } from './debug.js';
+import { DesktopInput } from './desktop.js';
+import { FollowMe } from './follow.js';
+import { LabelAtlas } from './labels.js';
+import { MeshLoader } from './meshes.js';
+import { Picker } from './picker.js';
+import { RoomConnection } from './room.js';
+import { Stage } from './scene.js';
+import { ClipTool } from './tools/clip.js';
+import { GrabTool } from './tools/grab.js';
+import { MeasureTool } from './tools/measure.js';
+import { PointTool } from './tools/point.js';
+import { Highlights, PointerTool } from './tools/pointer.js';
+import { Preview } from './tools/preview.js';
+import { StrokeTool } from './tools/stroke.js';
+import { Toolbox } from './tools/toolbox.js';
+import { h } from './ui/dom.js';
+import { AnnotationsPanel } from './ui/panel.js';
+import { ParticipantsPanel } from './ui/participants.js';
+import { ProgressBar } from './ui/progress.js';
+import { StatusBar } from './ui/status.js';
+import { Toasts } from './ui/toast.js';
+import { Toolbar } from './ui/toolbar.js';
+import { XRSession } from './xr.js';
+
+const POSE_INTERVAL_MS = 50; // 20 Hz, under the protocol's 30 Hz
+const POSE_KEEPALIVE_MS = 2000; // an unchanged pose is still sent now and then (avatars expire after 10 s)
+
+export async function start(root) {
+	const credentials = takeCredentials();
+	const params = new URLSearchParams(window.location.search);
+	const debug = params.get('debug') === '1';
+	window.theatrum = { view: credentials.view };
+	if (credentials.view === 'room') return startRoom(root, credentials.invite, { debug });
+	const { startLobby, startJoin } = await import('./ui/lobby.js');
+	if (credentials.view === 'lobby') return startLobby(root, credentials.admin);
+	return startJoin(root);
+}
+
+const ViewTool = {
+	id: 'view',
+	title: 'View',
+	kind: null,
+	hint: 'Drag to orbit, the wheel to zoom, right-drag to pan. In a headset: look around, squeeze to grab.',
+};
+
+function startRoom(root, token, { debug }) {
+	document.body.classList.add('room-view');
+	const toasts = new Toasts(document.body);
+	const notify = (text, level) => toasts.say(text, level);
+	const left = h('div', { class: 'left' });
+	const viewport = h('div', { class: 'viewport', id: 'viewport' });
+	const right = h('div', { class: 'right' });
+	const body = h('div', { class: 'room-body' }, left, viewport, right);
+	let xr = null;
+	const status = new StatusBar(root, {
+		onEnterVR: () => (xr.presenting ? xr.exit() : xr.enter()).catch((e) => notify(`VR: ${e.message}`, 'error')),
+		onLeave: () => {
+			room.close();
+			leaveRoom();
+		},
+	});
+	root.append(body);
+	const progress = new ProgressBar(viewport, { id: 'mesh-progress', className: 'overlay' });
+	progress.set(0, 'Connecting');
+
+	const stage = new Stage(viewport);
+	const atlas = new LabelAtlas();
+	const room = new RoomConnection(token);
+	const meshes = new MeshLoader(stage, token);
+	const picker = new Picker(stage, meshes);
+	const preview = new Preview(stage);
+	const avatars = new Avatars(stage, atlas);
+	const clipping = new Clipping(stage);
+	const highlights = new Highlights(stage);
+	let annotations = null; // once the patient frame is known (the first meshes are in)
+
+	const inverse = new Matrix4();
+	const modelQ = new Quaternion();
+	const context = {
+		stage,
+		preview,
+		notify,
+		state: () => room.state,
+		patient: () => meshes.patient,
+		pick: (ray, hit, options) => picker.pick(ray, hit, options),
+		toModel: (world, target) => target.copy(world).applyMatrix4(inverse.copy(stage.modelFrame.matrixWorld).invert()),
+		directionToModel: (direction) => direction.applyQuaternion(stage.modelWorldQuaternion(modelQ).invert()).normalize(),
+		nextLabel: (type) => panel.takeLabel(type, room.state),
+		send: (kind, fields = {}) => room.op(kind, fields).catch((error) => {
+			notify(error.message, 'error');
+			if (kind === 'model.transform' && room.state) stage.setModelTransform(room.state.model);
+			return null;
+		}),
+	};
+	const toolbox = new Toolbox(context);
+	const tools = {
+		point: toolbox.add(new PointTool(context)),
+		measure: toolbox.add(new MeasureTool(context)),
+		stroke: toolbox.add(new StrokeTool(context)),
+		pointer: toolbox.add(new PointerTool(context)),
+		clip: toolbox.add(new ClipTool(context)),
+		grab: toolbox.add(new GrabTool(context)),
+		view: toolbox.add(ViewTool),
+	};
+	const undo = () => {
+		const own = room.state?.newestOwnAnnotation();
+		if (own) context.send('annotation.delete', { id: own.id });
+		else notify('Nothing of yours to undo', 'info');
+	};
+
+	new Toolbar(left, toolbox);
+	const participants = new ParticipantsPanel(right, { send: (kind, fields) => context.send(kind, fields) });
+	const panel = new AnnotationsPanel(right, {
+		onDelete: (id) => context.send('annotation.delete', { id }),
+		onUndo: undo,
+		clipTool: tools.clip,
+		grabTool: tools.grab,
+		toolbox,
+	});
+	const desktop = new DesktopInput(stage, toolbox, { onUndo: undo });
+	xr = new XRSession(stage, toolbox, picker, atlas, { onUndo: undo, notify });
+	const follow = new FollowMe(stage, avatars, desktop);
+	if (debug) new DebugOverlay(document.body, stage);
+	xr.addEventListener('change', () => status.setVR(xr));
+	xr.probe();
+
+	// -- the room's state on screen ------------------------------------------------------------------------
+	let loading = null;
+	const render = (state) => {
+		status.setRoom(state);
+		toolbox.refresh(state);
+		participants.render(state);
+		panel.render(state);
+		clipping.render(state);
+		avatars.refresh(state);
+		follow.setLeader(state);
+		if (!tools.grab.active) stage.setModelTransform(state.model);
+		annotations?.render(state);
+		if (!loading) loading = loadMeshes(state.room.meshes);
+	};
+	const loadMeshes = (ids) => meshes.load(ids, {
+		onProgress: (fraction, words) => progress.set(fraction, words),
+		onCoarse: () => {
+			annotations = new AnnotationView(stage, atlas, meshes.patient);
+			if (room.state) {
+				clipping.render(room.state);
+				annotations.render(room.state);
+			}
+			desktop.frame();
+			window.theatrum.coarse = true;
+		},
+	}).then(() => {
+		setTimeout(() => progress.hide(), 400);
+		window.theatrum.ready = true;
+	}).catch((error) => {
+		progress.set(0, `Could not load the anatomy: ${error.message}`);
+		notify(`Could not load the anatomy: ${error.message}`, 'error');
+	});
+
+	room.addEventListener('status', (e) => {
+		status.setConnection(e.data.status, e.data.detail);
+		if (e.data.status === 'refused') notify(e.data.detail || 'The room refused this invite', 'error');
+	});
+	room.addEventListener('snapshot', (e) => {
+		avatars.me = e.data.state.you?.id ?? null;
+		render(e.data.state);
+	});
+	room.addEventListener('event', (e) => {
+		const { event, state } = e.data;
+		if (event.kind === 'pointer.highlight') highlights.add(event, state);
+		else render(state);
+		if (event.kind === 'participant.kick' && event.data.participant === state.you?.id) notify('You were removed from this room', 'error');
+	});
+	room.addEventListener('poses', (e) => {
+		if (room.state) avatars.receive(e.data, room.state);
+	});
+
+	// -- every frame ---------------------------------------------------------------------------------------
+	const pose = new PoseSender(stage, room, xr);
+	stage.onFrame((time) => {
+		clipping.update();
+		avatars.update(time);
+		highlights.update(time);
+		pose.update(time);
+	});
+	stage.start();
+
+	Object.assign(window.theatrum, { stage, room, meshes, picker, toolbox, tools, avatars, xr, desktop, panel, atlas, ready: false, coarse: false });
+	return window.theatrum;
+}
+
+/** My pose (head, and controllers in a headset) in model space, at most 20 times a second. */
+class PoseSender {
+	constructor(stage, room, xr) {
+		this.stage = stage;
+		this.room = room;
+		this.xr = xr;
+		this.last = 0;
+		this.lastSent = 0;
+		this.inverse = new Matrix4();
+		this.modelQ = new Quaternion();
+		this.p = new Vector3();
+		this.q = new Quaternion();
+		this.s = new Vector3();
+		this.previous = new Float64Array(7).fill(NaN);
+		this.parts = { head: part(), left: part(), right: part() };
+		this.message = { head: this.parts.head };
+	}
+
+	update(time) {
+		if (time - this.last < POSE_INTERVAL_MS || this.room.status !== 'live' || this.stage.bounds.isEmpty()) return;
+		this.last = time;
+		const stage = this.stage;
+		this.inverse.copy(stage.modelFrame.matrixWorld).invert();
+		stage.modelWorldQuaternion(this.modelQ).invert();
+		this.write(this.parts.head, stage.camera.matrixWorld);
+		const head = this.parts.head;
+		const prev = this.previous;
+		const moved = Math.abs(prev[0] - head.position[0]) + Math.abs(prev[1] - head.position[1]) + Math.abs(prev[2] - head.position[2])
+			+ Math.abs(prev[3] - head.quaternion[0]) + Math.abs(prev[4] - head.quaternion[1]) + Math.abs(prev[5] - head.quaternion[2])
+			+ Math.abs(prev[6] - head.quaternion[3]);
+		const presenting = this.xr.presenting;
+		if (!(moved > 1e-4) && !presenting && time - this.lastSent < POSE_KEEPALIVE_MS) return;
+		for (let i = 0; i < 3; i++) prev[i] = head.position[i];
+		for (let i = 0; i < 4; i++) prev[3 + i] = head.quaternion[i];
+		delete this.message.left;
+		delete this.message.right;
+		if (presenting) {
+			const hands = this.xr.hands;
+			for (let i = 0; i < hands.length; i++) {
+				const h = hands[i];
+				if (!h.inputSource || (h.handedness !== 'left' && h.handedness !== 'right')) continue;
+				this.write(this.parts[h.handedness], h.controller.matrixWorld);
+				this.message[h.handedness] = this.parts[h.handedness];
+			}
+		}
+		this.lastSent = time;
+		this.room.sendPose(this.message); // encoded at once, so the arrays can be reused
+	}
+
+	write(target, worldMatrix) {
+		worldMatrix.decompose(this.p, this.q, this.s);
+		this.p.applyMatrix4(this.inverse);
+		this.q.premultiply(this.modelQ).normalize();
+		target.position[0] = clamp(this.p.x);
+		target.position[1] = clamp(this.p.y);
+		target.position[2] = clamp(this.p.z);
+		target.quaternion[0] = this.q.x;
+		target.quaternion[1] = this.q.y;
+		target.quaternion[2] = this.q.z;
+		target.quaternion[3] = this.q.w;
+	}
+}
+
+function clamp(v) {
+	return Math.max(-99, Math.min(99, Math.round(v * 1e4) / 1e4)); // the hub's bound is ±100 m
+}
+
+function part() {
+	return { position: [0, 0, 0], quaternion: [0, 0, 0, 1] };
+}

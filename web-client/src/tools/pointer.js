@@ -1,0 +1,90 @@
+// The laser pointer: a deliberate "look here" (pointer.highlight, logged). Everyone sees a pulse at the spot
+// for a few seconds, in the author's role colour. (The continuous laser of each controller is part of the
+// avatars, from the pose stream.)
+import { Color, DynamicDrawUsage, InstancedMesh, Matrix4, MeshBasicMaterial, SphereGeometry, Vector3 } from 'three';
+
+import { Hit } from '../picker.js';
+import { ROLE_COLORS } from '../roles.js';
+
+const CAPACITY = 16;
+const LIFETIME_S = 3;
+const _m = new Matrix4();
+const _color = new Color();
+
+export class PointerTool {
+	constructor(context) {
+		this.context = context;
+		this.id = 'pointer';
+		this.title = 'Pointer';
+		this.kind = 'pointer.highlight';
+		this.hint = 'Click (or pull the trigger) to make everyone look at a spot.';
+		this.hit = new Hit();
+	}
+
+	press(input) {
+		const c = this.context;
+		if (!c.pick(input.ray, this.hit)) {
+			c.notify('Aim at the anatomy to highlight it', 'warn');
+			return false;
+		}
+		const p = this.hit.modelPoint;
+		const fields = { position: [round6(p.x), round6(p.y), round6(p.z)] };
+		if (this.hit.meshId) fields.target = this.hit.meshId;
+		c.send('pointer.highlight', fields);
+		return true;
+	}
+}
+
+/** The pulses of pointer.highlight events, in model space: one instanced draw call. */
+export class Highlights {
+	constructor(stage) {
+		this.mesh = new InstancedMesh(
+			new SphereGeometry(1, 16, 12),
+			new MeshBasicMaterial({ transparent: true, opacity: 0.55, depthTest: false }),
+			CAPACITY,
+		);
+		this.mesh.instanceMatrix.setUsage(DynamicDrawUsage);
+		this.mesh.frustumCulled = false;
+		this.mesh.renderOrder = 10;
+		this.mesh.count = 0;
+		this.pulses = Array.from({ length: CAPACITY }, () => ({ at: new Vector3(), born: -1, color: new Color() }));
+		this.next = 0;
+		this.now = 0;
+		stage.modelFrame.add(this.mesh);
+	}
+
+	/** Show a pulse for a pointer.highlight event. */
+	add(event, state) {
+		const pulse = this.pulses[this.next];
+		this.next = (this.next + 1) % CAPACITY;
+		pulse.at.fromArray(event.data.position);
+		pulse.born = this.now;
+		pulse.color.set(ROLE_COLORS[state.participants.get(event.author)?.role] ?? '#ffffff');
+	}
+
+	update(timeMs) {
+		this.now = timeMs / 1000;
+		let n = 0;
+		for (let i = 0; i < CAPACITY; i++) {
+			const pulse = this.pulses[i];
+			if (pulse.born < 0) continue;
+			const age = this.now - pulse.born;
+			if (age > LIFETIME_S || age < 0) {
+				pulse.born = -1;
+				continue;
+			}
+			const r = 0.004 + 0.006 * (0.5 + 0.5 * Math.sin(age * 10));
+			_m.makeScale(r, r, r).setPosition(pulse.at);
+			this.mesh.setMatrixAt(n, _m);
+			this.mesh.setColorAt(n, _color.copy(pulse.color));
+			n += 1;
+		}
+		this.mesh.count = n;
+		this.mesh.instanceMatrix.needsUpdate = true;
+		if (this.mesh.instanceColor) this.mesh.instanceColor.needsUpdate = true;
+	}
+}
+
+function round6(x) {
+	return Math.round(x * 1e6) / 1e6;
+}

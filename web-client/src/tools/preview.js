@@ -1,0 +1,49 @@
+// What a tool shows locally while it works, before the hub confirms anything: a marker (the first end of a
+// measurement) and a polyline (a stroke being drawn). Preallocated: drawing allocates nothing.
+import {
+	BufferAttribute, BufferGeometry, DynamicDrawUsage, Line, LineBasicMaterial, Mesh, MeshBasicMaterial, SphereGeometry,
+} from 'three';
+
+export const MAX_STROKE_POINTS = 2000; // RoomLimits: stroke points
+
+export class Preview {
+	constructor(stage) {
+		this.marker = new Mesh(new SphereGeometry(0.002, 12, 8), new MeshBasicMaterial({ color: 0xffffff }));
+		this.marker.visible = false;
+		const geometry = new BufferGeometry();
+		geometry.setAttribute('position', new BufferAttribute(new Float32Array(MAX_STROKE_POINTS * 3), 3).setUsage(DynamicDrawUsage));
+		geometry.setDrawRange(0, 0);
+		this.line = new Line(geometry, new LineBasicMaterial({ color: 0xffffff }));
+		this.line.frustumCulled = false;
+		this.count = 0;
+		stage.modelFrame.add(this.marker, this.line);
+	}
+
+	showMarker(modelPoint) {
+		this.marker.position.copy(modelPoint);
+		this.marker.visible = true;
+	}
+
+	hideMarker() {
+		this.marker.visible = false;
+	}
+
+	/** Start a polyline at a model-space point. */
+	startLine(modelPoint) {
+		this.count = 0;
+		this.addPoint(modelPoint);
+	}
+
+	addPoint(modelPoint) {
+		if (this.count >= MAX_STROKE_POINTS) return false;
+		this.line.geometry.attributes.position.setXYZ(this.count++, modelPoint.x, modelPoint.y, modelPoint.z);
+		this.line.geometry.attributes.position.needsUpdate = true;
+		this.line.geometry.setDrawRange(0, this.count);
+		return true;
+	}
+
+	clearLine() {
+		this.count = 0;
+		this.line.geometry.setDrawRange(0, 0);
+	}
+}
