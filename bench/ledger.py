@@ -14,6 +14,10 @@ Prints one table; every row has a reference measured in the same run, and the ra
 - verify: the leaf hashes and root of 1M canonical event lines (what `theatrum verify` recomputes), against
   a raw SHA-256 of the same bytes; and the stricter check that each line is the canonical encoding of its
   event (decode_event), against plain json.loads, on 1e5 lines (all lines with --full).
+- verify bundle: `verify_bundle` of a zipped export of those 1M events (sessions/bundle_verify.py: every
+  leaf, the tree, each checkpoint's signature and root, consistency between successive checkpoints, the
+  manifest), with a checkpoint every 100 events (the server's default policy: 10,000 signed notes) and every
+  1,000. The reference is the least any verifier does: inflate events.jsonl and SHA-256 each line.
 """
 
 from __future__ import annotations
@@ -31,7 +35,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sessions.bundle import BundleCheckpoint, BundleContents, write_bundle
+from sessions.bundle_verify import verify_bundle
 from sessions.canonical import decode_event
+from sessions.checkpoint import private_key_from_raw
+from sessions.checkpointer import cut_checkpoint, room_origin
 from sessions.ledger import MemoryNodeStore, MerkleLog
 from sessions.ledger_store import SqliteNodeStore, connect
 
@@ -49,7 +57,7 @@ SQLITE_RUNS = [("FULL", 2_000, 1), ("FULL", 20_000, 100), ("NORMAL", 20_000, 1),
 def event_lines(n: int) -> list[bytes]:
     """n canonical event lines (checked on a sample by decode_event). Requires n > 0."""
     lines = [
-        (LINE % (1732838400000 + 37 * i, i % 7, i % 50, 12.5 + i / 1024, -3.25, 100.0 / (i + 1), i)).encode()
+        (LINE % (1732838400000 + 37 * i, i % 7, i % 50, 12.5 + i / 1024, -3.25, 100.0 / (i + 1), i + 1)).encode()
         for i in range(n)
     ]
     for line in lines[:: max(1, n // 97)]:
@@ -215,6 +223,39 @@ def bench_verify(table: Table, lines: list[bytes], full: bool) -> tuple[MerkleLo
     return log, leaves
 
 
+def bench_bundle(table: Table, lines: list[bytes], folder: Path, every: int) -> None:
+    """The verify-bundle row for `lines` checkpointed every `every` events. Requires lines of room r-8c21."""
+    key, origin, merkle, checkpoints = private_key_from_raw(bytes(32)), room_origin("r-8c21"), \
+        MerkleLog(MemoryNodeStore()), []
+    for size, line in enumerate(lines, start=1):
+        merkle.append_data(line)
+        if size % every == 0 or size == len(lines):
+            checkpoints.append(BundleCheckpoint(cut_checkpoint(merkle, origin, key, 1732838400000 + size)[1]))
+    path = write_bundle(folder / f"bundle-{every}.zip", BundleContents("r-8c21", origin, lines, checkpoints), key)
+    ours = float("inf")
+    for _ in REPEAT:
+        start = time.perf_counter()
+        report = verify_bundle(path)
+        ours = min(ours, time.perf_counter() - start)
+        if not report.ok:
+            raise SystemExit(f"the benchmark bundle does not verify: {report.failure}")
+    ref = min(timed(_inflate_and_hash, path) for _ in REPEAT)
+    table.add(f"verify bundle, checkpoint every {every:,}", len(lines), ours, "inflate + SHA-256 per line", ref)
+    path.unlink()
+
+
+def _inflate_and_hash(path: Path) -> None:
+    """Inflate events.jsonl from the zip and hash each line: the least a verifier does. Requires a bundle."""
+    import zipfile
+
+    sha256, rest = hashlib.sha256, b""
+    with zipfile.ZipFile(path) as archive, archive.open("events.jsonl") as events:
+        while chunk := events.read(1 << 23):
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            [sha256(b"\x00" + line).digest() for line in lines]
+
+
 def main() -> None:
     """Run the benchmark and print the table. Requires nothing."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -225,8 +266,11 @@ def main() -> None:
     args = parser.parse_args()
 
     table = Table()
-    memory_log, leaves = bench_verify(table, event_lines(args.events), args.full)
+    lines = event_lines(args.events)
+    memory_log, leaves = bench_verify(table, lines, args.full)
     with tempfile.TemporaryDirectory() as folder:
+        for every in (100, 1000):
+            bench_bundle(table, lines, Path(folder), every)
         sqlite_log = bench_appends(table, leaves, Path(folder))
         bench_proofs(table, sqlite_log, leaves, "SQLite")
         bench_proofs(table, memory_log, leaves, "memory")

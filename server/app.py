@@ -13,7 +13,7 @@ from pathlib import Path
 import socketio
 from aiohttp import web
 
-from . import pacs, rooms, studies
+from . import ledger, pacs, rooms, studies
 from .artifacts import ArtifactStore
 from .auth import ADMIN_TOKEN_FILE, load_or_create_secret, require_token
 from .catalog import Catalog
@@ -59,6 +59,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/api/rooms/{room_id}/invites/{role}.png", rooms.invite_qr),
         web.get("/api/rooms/{room_id}/events", rooms.get_events),
         web.post("/api/join", rooms.join),
+        *ledger.routes(),
     ]
 
 
@@ -89,6 +90,9 @@ def build_app(settings: Settings) -> web.Application:
     sio = attach_sockets(app, settings)
     app["sio"] = sio
     app["hub"] = Hub(sio, data, settings, metrics, app["pseudonyms"])
+    app["ledger"] = ledger.LedgerService.open(data, ledger.LedgerConfig.from_settings(settings),
+                                              ledger.hub_logs(app["hub"]))
+    app["hub"].ledger = app["ledger"]
     app["jobs"] = JobRunner(
         app["catalog"],
         spec_for=lambda job: studies.job_spec(app, job),
@@ -142,6 +146,9 @@ async def _startup(app: web.Application) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True, exist_ok=True)
     await app["jobs"].start()
+    for live in app["hub"].rooms.values():
+        app["ledger"].watch(live.room.log)
+    await app["ledger"].start()
     await app["hub"].start()
 
 
@@ -150,6 +157,7 @@ async def _shutdown(app: web.Application) -> None:
 
 
 async def _cleanup(app: web.Application) -> None:
+    await app["ledger"].stop()
     await app["hub"].stop()
     await app["jobs"].stop()
     app["catalog"].close()

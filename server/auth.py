@@ -19,7 +19,7 @@ from aiohttp import web
 from .artifacts import atomic_write_bytes
 from .errors import error_response
 
-PUBLIC_PATHS = frozenset({"/api/health", "/api/join"})
+PUBLIC_PATHS = frozenset({"/api/health", "/api/join", "/api/ledger/key"})
 
 # What a room invite may call: (method, route) -> the path parameter that must be its room ("room_id") or
 # one of its room's meshes ("mesh_id"). Everything else needs the admin token.

@@ -17,6 +17,8 @@ from pathlib import Path
 from reconstruction import __version__
 from reconstruction.errors import ReconstructionError
 
+from .verify_cli import add_verify_parser
+
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
 
@@ -57,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--import", dest="imports", action="append", metavar="PATH",
                    help="import this study at start and build its default meshes (repeatable; THEATRUM_IMPORTS)")
     p.set_defaults(func=cmd_serve)
+
+    add_verify_parser(sub)
     return parser
 
 

@@ -52,6 +52,14 @@ class Settings:
     # Poses: fan-out tick (Hz; 0 = no automatic tick) and avatar expiry (s). A participant still present
     # when the server stopped has `room_rejoin_grace` seconds after a restart to reconnect before their
     # leave is logged.
+    # Ledger: a signed checkpoint every N events or T seconds (and at room close); anchor backends
+    # (comma-separated: local, evm) and the EVM JSON-RPC endpoint and sender key.
+    ledger_every_events: int = 100
+    ledger_every_seconds: float = 10.0
+    ledger_origin: str = ""
+    ledger_anchors: tuple[str, ...] = ("local",)
+    evm_rpc: str = ""
+    evm_key: str = ""
     pose_tick_hz: float = 20.0
     pose_expire: float = 10.0
     room_rejoin_grace: float = 30.0

@@ -1,19 +1,24 @@
 """The session hub: rooms over socket.io. Invites in; snapshots, ops and acks, events, poses and resumes out.
 
 One Hub per app keeps every room of the room database in memory as a `LiveRoom`: the `sessions.room.Room`
-(state and log), an asyncio.Lock that serialises everything that appends to its log or sends its history,
-its PoseHub, and the connected sockets of each participant. An op goes: rate limit, then under the room's
-lock parse and check it (sessions), append it to the log and commit (SQLite), send the `event` to the room's
-socket.io room (the sender too); then the ack. Sending under the lock keeps every socket's events in seq
-order.
+(state and log), an asyncio.Lock that serialises its ops, its PoseHub, the connected sockets of each
+participant, and its subscribers (the sockets that receive its broadcasts). An op goes: rate limit, then
+under the room's lock parse and check it (sessions), append it to the log and commit (SQLite), and start
+sending the `event` to the subscribers (the sender too); then the ack.
 
-A socket enters in two steps. The connect handler checks the invite and logs the join; a refusal is a
-refused connection. Once python-socketio has accepted the connection, `_welcome` sends the snapshot (or, for
-a reconnect with `last_seq`, the missed events) and subscribes the socket to the room's broadcasts under the
-room's lock, so that no event falls between the history and the live stream.
+Order without waiting. Nothing under a room's lock awaits: deciding an event and starting its send happen in
+one step of the event loop. `_send` starts python-socketio's `emit` as a task; `emit` creates one send task
+per recipient before its first await, and asyncio runs tasks in the order they were created, so every socket
+receives a room's messages in the order `_send` was called, without the room waiting for one broadcast to
+finish before the next op. Recipients are the subscriber list at the moment of the send.
 
-Poses are not logged: each room's PoseHub keeps the latest pose per participant and a tick (~20 Hz) sends
-one batched `poses` frame per room. A closed room can be replayed read-only by a socket that connects with
+A socket enters in two steps. The connect handler checks the invite and logs the join; a refusal is a refused
+connection. Once python-socketio has accepted the connection, `_welcome` (under the room's lock) sends the
+snapshot, or for a reconnect with `last_seq` the missed events, and adds the socket to the subscribers: the
+history holds every event up to the room's seq, and every later event is sent to the new subscriber.
+
+Poses are not logged: each room's PoseHub keeps the latest pose per participant and a tick (~20 Hz) sends one
+batched `poses` frame per room. A closed room can be replayed read-only by a socket that connects with
 `auth.replay`: it gets the snapshot after `from` and then the events at the requested speed.
 """
 
@@ -54,11 +59,6 @@ log = logging.getLogger("theatrum.hub")
 NAMESPACE = "/"
 REFUSED = "invalid or expired invite"
 MAX_REPLAY_SPEED = 100.0
-
-
-def channel(room_id: str) -> str:
-    """The socket.io room that carries a room's broadcasts."""
-    return f"room:{room_id}"
 
 
 def now_ms() -> int:
@@ -111,7 +111,8 @@ class RoomAccess:
 
 @dataclass(eq=False)
 class LiveRoom:
-    """A room in memory: the domain Room, the lock that orders its log, its poses and its sockets by pid."""
+    """A room in memory: the domain Room, the lock that orders its log, its poses, its sockets by pid, and the
+    sockets subscribed to its broadcasts."""
 
     room: Room
     record: RoomRecord
@@ -119,6 +120,7 @@ class LiveRoom:
     meshes: frozenset[str]
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     sockets: dict[str, set[str]] = field(default_factory=dict)
+    subscribers: set[str] = field(default_factory=set)
 
     @property
     def id(self) -> str:
@@ -148,6 +150,7 @@ class Hub:
         self._orphans: dict[tuple[str, str], float] = {}  # (room, pid) present at start -> deadline
         self._tasks: set[asyncio.Task] = set()
         self._ticker: asyncio.Task | None = None
+        self.ledger: Any = None  # server.ledger.LedgerService: checkpoints and anchors, fed after each append
         for record in self.db.records():
             room = Room.open(EventLog(self.db.logs, record.id), self.limits)
             self.rooms[record.id] = self._live(room, record)
@@ -175,8 +178,13 @@ class Hub:
         engine.io connection so that the web server stops at once (clients see a transport close, and
         reconnect to the next server)."""
         self.closing = True
-        if self.sio.eio.sockets:
-            await self.sio.eio.disconnect()
+        # Not eio.disconnect(): it waits for each socket's queue to drain, forever if its writer is gone. And
+        # a CLOSE packet alone leaves the websocket open (engine.io-client ignores it): the None stops the
+        # socket's writer, which closes the websocket.
+        for socket in list(self.sio.eio.sockets.values()):
+            with contextlib.suppress(Exception):
+                await socket.close(wait=False, reason=self.sio.eio.reason.SERVER_DISCONNECT)
+                socket.queue.put_nowait(None)
 
     async def stop(self) -> None:
         """Stop the tick and every replay, and close the database."""
@@ -213,6 +221,8 @@ class Hub:
             self.db.rollback()
             raise
         live = self.rooms[room_id] = self._live(room, record)
+        if self.ledger is not None:
+            self.ledger.watch(room.log)
         self._count_rooms()
         return live
 
@@ -220,7 +230,10 @@ class Hub:
         """Log room.close, send it, and disconnect everyone. Raises OpError (forbidden) if already closed."""
         async with live.lock:
             event = live.room.close(now_ms())
-            await self._broadcast(live, event)
+            sent = self._broadcast(live, event)
+            if self.ledger is not None:
+                self.ledger.closed(live.room.log)
+        await self._sent(sent)  # everyone has the close queued before their socket goes
         self.db.delete_codes(live.id)
         self._count_rooms()
         live.poses = PoseHub(self.pose_limits)
@@ -300,7 +313,7 @@ class Hub:
                     raise refused(error.detail, error.code.value) from None
                 live.sockets.setdefault(pid, set()).add(sid)
                 if event is not None:
-                    await self._broadcast(live, event)
+                    self._broadcast(live, event)
         self.members[sid] = member
         member.task = self._spawn(self._welcome(member))
 
@@ -314,6 +327,7 @@ class Hub:
         live = self.rooms.get(member.room)
         if live is None or member.replay is not None:
             return
+        live.subscribers.discard(sid)
         sids = live.sockets.get(member.pid, set())
         sids.discard(sid)
         if sids:
@@ -331,7 +345,7 @@ class Hub:
                 return
             event = live.room.leave(pid, now_ms(), reason)
             if event is not None:
-                await self._broadcast(live, event)
+                self._broadcast(live, event)
 
     async def _welcome(self, member: Member) -> None:
         """Once the connection is accepted: the history (snapshot or missed events), subscribe, avatars."""
@@ -345,9 +359,9 @@ class Hub:
         async with live.lock:
             if self.members.get(member.sid) is not member:
                 return
-            await self._send_history(live, member, member.last_seq)
-            await self.sio.enter_room(member.sid, channel(live.id))
-        await self.sio.emit("poses", {"poses": live.poses.latest(), "gone": []}, to=member.sid)
+            self._send_history(live, member, member.last_seq)
+            live.subscribers.add(member.sid)
+            self._send("poses", {"poses": live.poses.latest(), "gone": []}, member.sid)
 
     async def _accepted(self, sid: str) -> bool:
         """Wait until python-socketio has sent CONNECT for `sid` (right after the connect handler)."""
@@ -359,15 +373,13 @@ class Hub:
             await asyncio.sleep(0 if attempt < 20 else 0.005)
         return False
 
-    async def _send_history(self, live: LiveRoom, member: Member, last_seq: int | None) -> bool:
-        """Send the events after `last_seq`, or a snapshot; True if a snapshot. Requires the room's lock."""
+    def _send_history(self, live: LiveRoom, member: Member, last_seq: int | None
+                      ) -> tuple[bool, list[asyncio.Task]]:
+        """Start sending the events after `last_seq`, or a snapshot: (snapshot?, the sends). Requires the lock."""
         events = None if last_seq is None else live.room.catch_up(last_seq)
         if events is None:
-            await self.sio.emit("snapshot", live.room.snapshot_for(member.pid), to=member.sid)
-            return True
-        for event in events:
-            await self.sio.emit("event", event.to_wire(), to=member.sid)
-        return False
+            return True, [self._send("snapshot", live.room.snapshot_for(member.pid), member.sid)]
+        return False, [self._send("event", event.to_wire(), member.sid) for event in events]
 
     # ---- messages ----------------------------------------------------------------------------------
 
@@ -385,7 +397,7 @@ class Hub:
                                                f"(bursts of {self.limits.op_burst:g})")
             async with live.lock:
                 event = live.room.apply(message, member.pid, now_ms())
-                await self._broadcast(live, event)
+                sent = self._broadcast(live, event)
         except OpError as error:
             self._violation(member, error)
             return nack(error)
@@ -394,6 +406,7 @@ class Hub:
             return {"ok": False, "error": {"code": "unavailable",
                                            "detail": "the server could not record the op"}}
         if event.kind == OpKind.PARTICIPANT_KICK:
+            await self._sent(sent)  # the kicked see their kick before their socket goes
             await self._remove(live, event.data["participant"])
         return {"ok": True, "seq": event.seq}
 
@@ -421,10 +434,15 @@ class Hub:
             error = OpError(ErrorCode.INVALID, "resume needs {last_seq: integer}")
             self._violation(member, error)
             return nack(error)
+        if not member.limiter.allow(time.monotonic()):  # a resume costs an op: it can send 1,000 events
+            error = OpError(ErrorCode.LIMIT, "too many requests: resume counts as an op")
+            self._violation(member, error)
+            return nack(error)
         live = self.rooms[member.room]
         async with live.lock:
-            snapshot = await self._send_history(live, member, last_seq)
+            snapshot, sends = self._send_history(live, member, last_seq)
             seq = live.room.seq
+        await self._sent(*sends)  # the history is queued before the ack
         return {"ok": True, "seq": seq, "snapshot": snapshot}
 
     def _violation(self, member: Member, error: OpError) -> None:
@@ -449,9 +467,27 @@ class Hub:
         for sid in list(live.sockets.get(pid, ())):
             await self.sio.disconnect(sid)
 
-    async def _broadcast(self, live: LiveRoom, event: Event) -> None:
-        """Send `event` to everyone subscribed to the room. Requires the room's lock (keeps seq order)."""
-        await self.sio.emit("event", event.to_wire(), room=channel(live.id))
+    def _broadcast(self, live: LiveRoom, event: Event) -> asyncio.Task | None:
+        """Start sending `event` to the room's subscribers (and let the ledger cut a checkpoint when one is
+        due). Requires the room's lock (keeps seq order)."""
+        if self.ledger is not None and not live.room.closed:
+            self.ledger.appended(live.room.log)
+        return self._send("event", event.to_wire(), list(live.subscribers))
+
+    def _send(self, name: str, data: Any, to: str | list[str]) -> asyncio.Task | None:
+        """Start emitting `name` to one sid or a list of sids; None if there is nobody to send to.
+
+        Messages reach each socket in the order of the calls (see the module docstring). Never pass an empty
+        list to emit: python-socketio reads it as "everyone".
+        """
+        if not to:
+            return None
+        return self._spawn(self.sio.emit(name, data, to=to))
+
+    @staticmethod
+    async def _sent(*sends: asyncio.Task | None) -> None:
+        """Wait until these sends have queued their messages on every recipient's socket."""
+        await asyncio.gather(*(send for send in sends if send is not None), return_exceptions=True)
 
     # ---- poses and the tick ------------------------------------------------------------------------
 
@@ -467,8 +503,8 @@ class Hub:
                 continue
             frame = live.poses.tick(now)
             live.poses.drain_track()  # the ~2 Hz track is not kept (poses are presence, not history)
-            if frame is not None:
-                await self.sio.emit("poses", frame, room=channel(live.id))
+            if frame is not None and live.subscribers:
+                self._send("poses", frame, list(live.subscribers))
                 sent += 1
         for key, deadline in list(self._orphans.items()):
             if now >= deadline:
@@ -531,8 +567,13 @@ class Hub:
     def _spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
         return task
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("a hub task failed: %r", task.exception())
 
 
 def _leave_reason(reason: str | None) -> str:

@@ -166,6 +166,8 @@ async def test_room_and_client_limits_are_negative_acks(lobby):
     assert acks[3]["error"]["code"] == "limit"
     over = await ines.op("pointer.highlight", position=[0, 0, 0])  # the burst of 4 is spent
     assert over["error"]["code"] == "limit" and over["error"]["detail"].startswith("too many ops")
+    resume = await ines.call("resume", {"last_seq": 0})  # a resume costs an op too
+    assert resume["ok"] is False and resume["error"]["code"] == "limit"
 
 
 async def test_repeated_violations_end_in_a_disconnect(lobby):

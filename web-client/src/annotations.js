@@ -2,11 +2,9 @@
 // fixed number of draw calls whatever their count: one instanced mesh for all markers, one for all line
 // segments (measurements and strokes, as thin tubes a headset can see), one label layer. The view is
 // rebuilt when the state changes (an event), never per frame.
-import {
-	Color, CylinderGeometry, DynamicDrawUsage, Group, InstancedMesh, Matrix4, MeshStandardMaterial, Quaternion,
-	SphereGeometry, Vector3,
-} from 'three';
+import { Color, CylinderGeometry, Group, Matrix4, MeshStandardMaterial, Quaternion, SphereGeometry, Vector3 } from 'three';
 
+import { coloredInstances } from './instancing.js';
 import { LabelLayer } from './labels.js';
 import { ROLE_COLORS } from './roles.js';
 
@@ -44,19 +42,11 @@ export function describe(annotation) {
 }
 
 function markers(capacity) {
-	const mesh = new InstancedMesh(new SphereGeometry(1, 16, 12), new MeshStandardMaterial({ roughness: 0.4 }), capacity);
-	mesh.instanceMatrix.setUsage(DynamicDrawUsage);
-	mesh.frustumCulled = false;
-	mesh.count = 0;
-	return mesh;
+	return coloredInstances(new SphereGeometry(1, 16, 12), new MeshStandardMaterial({ roughness: 0.4 }), capacity);
 }
 
 function segments(capacity) {
-	const mesh = new InstancedMesh(new CylinderGeometry(1, 1, 1, 8, 1, false), new MeshStandardMaterial({ roughness: 0.5 }), capacity);
-	mesh.instanceMatrix.setUsage(DynamicDrawUsage);
-	mesh.frustumCulled = false;
-	mesh.count = 0;
-	return mesh;
+	return coloredInstances(new CylinderGeometry(1, 1, 1, 8, 1, false), new MeshStandardMaterial({ roughness: 0.5 }), capacity);
 }
 
 export class AnnotationView {
@@ -122,7 +112,7 @@ export class AnnotationView {
 		this.segments.count = segmentCount;
 		for (const mesh of [this.markers, this.segments]) {
 			mesh.instanceMatrix.needsUpdate = true;
-			if (mesh.instanceColor) mesh.instanceColor.needsUpdate = true;
+			mesh.instanceColor.needsUpdate = true;
 		}
 	}
 

@@ -35,6 +35,7 @@ import { XRSession } from './xr.js';
 
 const POSE_INTERVAL_MS = 50; // 20 Hz, under the protocol's 30 Hz
 const POSE_KEEPALIVE_MS = 2000; // an unchanged pose is still sent now and then (avatars expire after 10 s)
+const PARTS = ['head', 'left', 'right'];
 
 export async function start(root) {
 	const credentials = takeCredentials();
@@ -147,6 +148,7 @@ function startRoom(root, token, { debug }) {
 		follow.setLeader(state);
 		if (!tools.grab.active) stage.setModelTransform(state.model);
 		annotations?.render(state);
+		stage.invalidate();
 		if (!loading) loading = loadMeshes(state.room.meshes);
 	};
 	const loadMeshes = (ids) => meshes.load(ids, {
@@ -158,15 +160,22 @@ function startRoom(root, token, { debug }) {
 				annotations.render(room.state);
 			}
 			desktop.frame();
+			precompile();
 			window.theatrum.coarse = true;
 		},
 	}).then(() => {
+		stage.invalidate();
+		precompile();
 		setTimeout(() => progress.hide(), 400);
 		window.theatrum.ready = true;
 	}).catch((error) => {
 		progress.set(0, `Could not load the anatomy: ${error.message}`);
 		notify(`Could not load the anatomy: ${error.message}`, 'error');
 	});
+
+	// Compile every shader the scene can need now (in parallel where the driver can), not when the first
+	// avatar or annotation shows up in the middle of a session.
+	const precompile = () => stage.renderer.compileAsync(stage.scene, stage.camera).then(() => stage.invalidate());
 
 	room.addEventListener('status', (e) => {
 		status.setConnection(e.data.status, e.data.detail);
@@ -213,7 +222,7 @@ class PoseSender {
 		this.p = new Vector3();
 		this.q = new Quaternion();
 		this.s = new Vector3();
-		this.previous = new Float64Array(7).fill(NaN);
+		this.previous = new Float64Array(PARTS.length * 7).fill(NaN);
 		this.parts = { head: part(), left: part(), right: part() };
 		this.message = { head: this.parts.head };
 	}
@@ -224,29 +233,35 @@ class PoseSender {
 		const stage = this.stage;
 		this.inverse.copy(stage.modelFrame.matrixWorld).invert();
 		stage.modelWorldQuaternion(this.modelQ).invert();
+		const message = this.message;
 		this.write(this.parts.head, stage.camera.matrixWorld);
-		const head = this.parts.head;
-		const prev = this.previous;
-		const moved = Math.abs(prev[0] - head.position[0]) + Math.abs(prev[1] - head.position[1]) + Math.abs(prev[2] - head.position[2])
-			+ Math.abs(prev[3] - head.quaternion[0]) + Math.abs(prev[4] - head.quaternion[1]) + Math.abs(prev[5] - head.quaternion[2])
-			+ Math.abs(prev[6] - head.quaternion[3]);
-		const presenting = this.xr.presenting;
-		if (!(moved > 1e-4) && !presenting && time - this.lastSent < POSE_KEEPALIVE_MS) return;
-		for (let i = 0; i < 3; i++) prev[i] = head.position[i];
-		for (let i = 0; i < 4; i++) prev[3 + i] = head.quaternion[i];
-		delete this.message.left;
-		delete this.message.right;
-		if (presenting) {
+		delete message.left;
+		delete message.right;
+		if (this.xr.presenting) {
 			const hands = this.xr.hands;
 			for (let i = 0; i < hands.length; i++) {
 				const h = hands[i];
 				if (!h.inputSource || (h.handedness !== 'left' && h.handedness !== 'right')) continue;
 				this.write(this.parts[h.handedness], h.controller.matrixWorld);
-				this.message[h.handedness] = this.parts[h.handedness];
+				message[h.handedness] = this.parts[h.handedness];
 			}
 		}
+		// Send what moved (more than 0.1 mm or 1e-4 of a quaternion), and now and then the same again.
+		let moved = false;
+		let k = 0;
+		for (let p = 0; p < PARTS.length; p++) {
+			const part = message[PARTS[p]];
+			for (let i = 0; i < 7; i++) {
+				const value = part ? (i < 3 ? part.position[i] : part.quaternion[i - 3]) : NaN;
+				const previous = this.previous[k];
+				const same = Number.isNaN(value) ? Number.isNaN(previous) : Math.abs(value - previous) <= 1e-4;
+				if (!same) moved = true;
+				this.previous[k++] = value;
+			}
+		}
+		if (!moved && time - this.lastSent < POSE_KEEPALIVE_MS) return;
 		this.lastSent = time;
-		this.room.sendPose(this.message); // encoded at once, so the arrays can be reused
+		this.room.sendPose(message); // encoded at once, so the arrays can be reused
 	}
 
 	write(target, worldMatrix) {

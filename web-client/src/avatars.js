@@ -3,10 +3,11 @@
 // the model's current transform, so they line up on every client. All avatars share five draw calls (heads,
 // visors, hands, rays, name tags); a frame writes into preallocated buffers and allocates nothing.
 import {
-	BoxGeometry, BufferAttribute, BufferGeometry, Color, DynamicDrawUsage, InstancedMesh, LineBasicMaterial,
-	LineSegments, Matrix4, MeshStandardMaterial, Quaternion, SphereGeometry, Vector3,
+	BoxGeometry, BufferAttribute, BufferGeometry, Color, DynamicDrawUsage, LineBasicMaterial, LineSegments, Matrix4,
+	MeshStandardMaterial, Quaternion, SphereGeometry, Vector3,
 } from 'three';
 
+import { coloredInstances } from './instancing.js';
 import { LabelLayer } from './labels.js';
 import { ROLE_COLORS } from './roles.js';
 
@@ -53,26 +54,21 @@ export class Avatars {
 		this.me = null;
 		this.now = 0;
 		const standard = (color) => new MeshStandardMaterial({ color, roughness: 0.6 });
-		this.heads = new InstancedMesh(new SphereGeometry(0.1, 20, 14).scale(0.85, 1.05, 1), standard(0xffffff), CAPACITY);
-		this.visors = new InstancedMesh(new BoxGeometry(0.15, 0.05, 0.05), standard(0x15181d), CAPACITY);
-		this.hands = new InstancedMesh(new BoxGeometry(0.035, 0.03, 0.11), standard(0xffffff), CAPACITY * 2);
+		this.heads = coloredInstances(new SphereGeometry(0.1, 20, 14).scale(0.85, 1.05, 1), standard(0xffffff), CAPACITY);
+		this.visors = coloredInstances(new BoxGeometry(0.15, 0.05, 0.05), standard(0x15181d), CAPACITY);
+		this.hands = coloredInstances(new BoxGeometry(0.035, 0.03, 0.11), standard(0xffffff), CAPACITY * 2);
 		const rayGeometry = new BufferGeometry();
 		rayGeometry.setAttribute('position', new BufferAttribute(new Float32Array(CAPACITY * 2 * 2 * 3), 3).setUsage(DynamicDrawUsage));
 		rayGeometry.setAttribute('color', new BufferAttribute(new Float32Array(CAPACITY * 2 * 2 * 3), 3).setUsage(DynamicDrawUsage));
 		this.rays = new LineSegments(rayGeometry, new LineBasicMaterial({ vertexColors: true, transparent: true, opacity: 0.7 }));
 		this.tags = new LabelLayer(atlas, CAPACITY, { height: 0.035, lift: 0.13 });
-		for (const object of [this.heads, this.visors, this.hands, this.rays, this.tags]) {
-			object.frustumCulled = false;
-			if (object.isInstancedMesh) {
-				object.count = 0;
-				object.instanceMatrix.setUsage(DynamicDrawUsage);
-			}
-			stage.scene.add(object);
-		}
+		this.rays.frustumCulled = false;
+		stage.scene.add(this.heads, this.visors, this.hands, this.rays, this.tags);
 	}
 
 	/** Apply a `poses` frame {poses: {pid: pose}, gone: [pid]}; my own pseudonym is ignored. */
 	receive(frame, state) {
+		let changed = false;
 		for (const [pid, pose] of Object.entries(frame.poses || {})) {
 			if (pid === this.me) continue;
 			let avatar = this.avatars.get(pid);
@@ -96,8 +92,10 @@ export class Avatars {
 				part.has = true;
 			}
 			avatar.since = this.now;
+			changed = true;
 		}
 		for (const pid of frame.gone || []) this.remove(pid);
+		if (changed) this.stage.invalidate();
 	}
 
 	/** Refresh names and role colours (after a join, a role change ...). */
@@ -123,6 +121,7 @@ export class Avatars {
 		this.avatars.delete(pid);
 		this.list.splice(this.list.indexOf(avatar), 1);
 		this.tags.remove(pid);
+		this.stage.invalidate();
 	}
 
 	/** The leader's interpolated head in world space (for follow-me); false if not known. */
@@ -146,9 +145,11 @@ export class Avatars {
 		let hands = 0;
 		let rayVertex = 0;
 		const list = this.list;
+		if (list.length === 0 && this.heads.count === 0) return;
 		for (let k = 0; k < list.length; k++) {
 			const avatar = list[k];
 			const t = Math.min(1, (this.now - avatar.since) / BLEND_S);
+			if (t < 1) this.stage.invalidate(); // still gliding toward the last pose
 			for (let i = 0; i < PARTS.length; i++) {
 				const part = avatar.parts[PARTS[i]];
 				if (!part.has) continue;
@@ -192,5 +193,5 @@ export class Avatars {
 
 function touch(mesh) {
 	mesh.instanceMatrix.needsUpdate = true;
-	if (mesh.instanceColor) mesh.instanceColor.needsUpdate = true;
+	mesh.instanceColor.needsUpdate = true;
 }

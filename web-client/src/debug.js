@@ -1,5 +1,5 @@
 // ?debug=1: an overlay with the renderer's draw calls and triangles, the frame time (CPU time of our frame,
-// smoothed) and the frame rate. The numbers are read every frame but the text is written 4 times a second.
+// smoothed) and the frames drawn per second. The numbers are read every frame but the text is written 4 times a second.
 import { h } from './ui/dom.js';
 
 const WRITE_EVERY_MS = 250;
@@ -11,7 +11,7 @@ export class DebugOverlay {
 		parent.append(this.element);
 		this.calls = 0;
 		this.triangles = 0;
-		this.frames = 0;
+		this.renders = stage.renders;
 		this.since = performance.now();
 		stage.renderer.info.autoReset = true;
 		stage.onFrame(() => this.sample());
@@ -22,11 +22,10 @@ export class DebugOverlay {
 		const info = this.stage.renderer.info;
 		this.calls = info.render.calls;
 		this.triangles = info.render.triangles;
-		this.frames += 1;
 		const now = performance.now();
 		if (now - this.since < WRITE_EVERY_MS) return;
-		const fps = (this.frames * 1000) / (now - this.since);
-		this.frames = 0;
+		const fps = ((this.stage.renders - this.renders) * 1000) / (now - this.since);
+		this.renders = this.stage.renders;
 		this.since = now;
 		const memory = info.memory;
 		this.element.textContent = `draw calls ${this.calls}\ntriangles  ${this.triangles}\nframe      ${this.stage.frameMs.toFixed(2)} ms\n`

@@ -17,6 +17,7 @@ export class DesktopInput {
 		this.controls.enableDamping = false;
 		this.controls.minDistance = 0.05;
 		this.controls.maxDistance = 6;
+		this.controls.addEventListener('change', () => stage.invalidate());
 		this.raycaster = new Raycaster();
 		this.ndc = new Vector2();
 		this.input = { source: 'mouse', ray: new Ray(), controller: null, event: null, tool: null };

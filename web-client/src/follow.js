@@ -32,6 +32,7 @@ export class FollowMe {
 	update() {
 		if (!this.leader || !this.avatars.headWorld(this.leader, _p, _q)) return;
 		const stage = this.stage;
+		stage.invalidate();
 		if (stage.renderer.xr.isPresenting) {
 			_target.copy(_p).sub(stage.camera.position);
 			stage.rig.position.lerp(_target, 0.2);

@@ -18,10 +18,24 @@ import {
 export const TABLE_TOP = 0.9; // m above the floor
 export const TABLE_Z = -0.5; // m in front of a user standing at the origin
 
+/**
+ * Whether WebGL here is a software rasterizer (SwiftShader, llvmpipe: no GPU). Multisampling costs such a
+ * renderer several times a frame's work, so the stage then draws without it.
+ */
+export function softwareRenderer() {
+	const canvas = document.createElement('canvas');
+	const gl = canvas.getContext('webgl2');
+	if (!gl) return false;
+	const info = gl.getExtension('WEBGL_debug_renderer_info');
+	const name = info ? gl.getParameter(info.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER);
+	gl.getExtension('WEBGL_lose_context')?.loseContext();
+	return /swiftshader|llvmpipe|software/i.test(String(name));
+}
+
 export class Stage {
-	constructor(container) {
+	constructor(container, { antialias = !softwareRenderer() } = {}) {
 		this.container = container;
-		const renderer = new WebGLRenderer({ antialias: true, powerPreference: 'high-performance' });
+		const renderer = new WebGLRenderer({ antialias, powerPreference: 'high-performance' });
 		renderer.setPixelRatio(Math.min(window.devicePixelRatio, 2));
 		renderer.setSize(container.clientWidth || 1, container.clientHeight || 1);
 		renderer.outputColorSpace = SRGBColorSpace;
@@ -62,6 +76,9 @@ export class Stage {
 		this.frameCallbacks = [];
 		this.lastTime = 0;
 		this.frameMs = 0;
+		this.renders = 0;
+		// A desktop renders only when something changed (invalidate()); a headset renders every frame.
+		this.dirty = true;
 
 		this.onResize = this.onResize.bind(this);
 		window.addEventListener('resize', this.onResize);
@@ -99,6 +116,7 @@ export class Stage {
 		this.modelFrame.position.set(-mm(centre.x), -mm(centre.y), -mm(centre.z));
 		this.table.position.set(0, TABLE_TOP + mm(size.y / 2), TABLE_Z);
 		this.table.updateMatrixWorld(true);
+		this.invalidate();
 	}
 
 	/** Apply the room's model.transform {position, quaternion, scale}. */
@@ -107,6 +125,7 @@ export class Stage {
 		this.modelRoot.quaternion.fromArray(model.quaternion);
 		this.modelRoot.scale.setScalar(model.scale);
 		this.modelRoot.updateMatrixWorld(true);
+		this.invalidate();
 	}
 
 	/** The patient's centre in world space (into `target`). */
@@ -125,6 +144,7 @@ export class Stage {
 			controls.target.copy(centre);
 			controls.update();
 		}
+		this.invalidate();
 	}
 
 	/** Call fn(timeMs, dtSeconds, xrFrame) every frame. */
@@ -136,6 +156,11 @@ export class Stage {
 		this.renderer.setAnimationLoop((time, xrFrame) => this.frame(time, xrFrame));
 	}
 
+	/** Something visible changed: draw a new frame (on a desktop, frames are drawn only then). */
+	invalidate() {
+		this.dirty = true;
+	}
+
 	frame(time, xrFrame) {
 		const dt = this.lastTime ? Math.min(0.1, (time - this.lastTime) / 1000) : 0;
 		this.lastTime = time;
@@ -143,7 +168,10 @@ export class Stage {
 		this.scene.updateMatrixWorld();
 		const callbacks = this.frameCallbacks;
 		for (let i = 0; i < callbacks.length; i++) callbacks[i](time, dt, xrFrame);
+		if (!this.dirty && !this.renderer.xr.isPresenting) return;
+		this.dirty = false;
 		this.renderer.render(this.scene, this.camera);
+		this.renders += 1;
 		const spent = performance.now() - begin;
 		this.frameMs = this.frameMs ? this.frameMs * 0.9 + spent * 0.1 : spent;
 	}
@@ -154,6 +182,7 @@ export class Stage {
 		this.camera.aspect = width / height;
 		this.camera.updateProjectionMatrix();
 		if (!this.renderer.xr.isPresenting) this.renderer.setSize(width, height);
+		this.invalidate();
 	}
 
 	/** The world rotation of model space (no scale), into `target`. */

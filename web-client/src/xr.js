@@ -14,7 +14,7 @@ import { Hit } from './picker.js';
 
 const SESSION_INIT = { optionalFeatures: ['local-floor', 'bounded-floor', 'hand-tracking', 'layers'] };
 const RAY_LENGTH = 3;
-const HOVER_EVERY_FRAMES = 6; // hover picks use the coarse meshes, a few times a second
+const HOVER_EVERY_MS = 100; // hover picks (on the coarse meshes) ten times a second
 const BUTTON_A = 4; // xr-standard gamepad mapping: A/X
 const BUTTON_B = 5; // B/Y
 
@@ -48,6 +48,7 @@ export class XRSession extends EventTarget {
 		this.supported = false;
 		this.reason = 'checking for a VR headset…';
 		this.frameCount = 0;
+		this.lastHover = 0;
 		const xr = stage.renderer.xr;
 		const handFactory = new XRHandModelFactory();
 		const rayGeometry = new BufferGeometry();
@@ -89,7 +90,7 @@ export class XRSession extends EventTarget {
 		this.hud.visible = false;
 		stage.scene.add(this.hud);
 		toolbox.addEventListener('change', () => this.showTool());
-		stage.onFrame(() => this.update());
+		stage.onFrame((time) => this.update(time));
 		xr.addEventListener('sessionend', () => this.ended());
 	}
 
@@ -163,10 +164,11 @@ export class XRSession extends EventTarget {
 	}
 
 	/** Per frame while presenting: drive held tools, poll A/B, hover reticles, the HUD. */
-	update() {
+	update(time) {
 		if (!this.session) return;
 		this.frameCount += 1;
-		const hover = this.frameCount % HOVER_EVERY_FRAMES === 0;
+		const hover = time - this.lastHover >= HOVER_EVERY_MS;
+		if (hover) this.lastHover = time;
 		for (let i = 0; i < this.hands.length; i++) {
 			const h = this.hands[i];
 			if (!h.inputSource) continue;

@@ -125,6 +125,7 @@ export class GrabTool {
 	}
 
 	push() {
+		this.context.stage.invalidate();
 		const root = this.context.stage.modelRoot;
 		const q = root.quaternion.normalize();
 		this.throttle.push({

@@ -1,8 +1,9 @@
 // The laser pointer: a deliberate "look here" (pointer.highlight, logged). Everyone sees a pulse at the spot
 // for a few seconds, in the author's role colour. (The continuous laser of each controller is part of the
 // avatars, from the pose stream.)
-import { Color, DynamicDrawUsage, InstancedMesh, Matrix4, MeshBasicMaterial, SphereGeometry, Vector3 } from 'three';
+import { Color, Matrix4, MeshBasicMaterial, SphereGeometry, Vector3 } from 'three';
 
+import { coloredInstances } from '../instancing.js';
 import { Hit } from '../picker.js';
 import { ROLE_COLORS } from '../roles.js';
 
@@ -38,18 +39,16 @@ export class PointerTool {
 /** The pulses of pointer.highlight events, in model space: one instanced draw call. */
 export class Highlights {
 	constructor(stage) {
-		this.mesh = new InstancedMesh(
+		this.mesh = coloredInstances(
 			new SphereGeometry(1, 16, 12),
 			new MeshBasicMaterial({ transparent: true, opacity: 0.55, depthTest: false }),
 			CAPACITY,
 		);
-		this.mesh.instanceMatrix.setUsage(DynamicDrawUsage);
-		this.mesh.frustumCulled = false;
 		this.mesh.renderOrder = 10;
-		this.mesh.count = 0;
 		this.pulses = Array.from({ length: CAPACITY }, () => ({ at: new Vector3(), born: -1, color: new Color() }));
 		this.next = 0;
 		this.now = 0;
+		this.stage = stage;
 		stage.modelFrame.add(this.mesh);
 	}
 
@@ -79,9 +78,11 @@ export class Highlights {
 			this.mesh.setColorAt(n, _color.copy(pulse.color));
 			n += 1;
 		}
+		if (n === 0 && this.mesh.count === 0) return;
 		this.mesh.count = n;
+		this.stage.invalidate(); // pulses animate
 		this.mesh.instanceMatrix.needsUpdate = true;
-		if (this.mesh.instanceColor) this.mesh.instanceColor.needsUpdate = true;
+		this.mesh.instanceColor.needsUpdate = true;
 	}
 }
 

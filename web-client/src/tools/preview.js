@@ -16,16 +16,19 @@ export class Preview {
 		this.line = new Line(geometry, new LineBasicMaterial({ color: 0xffffff }));
 		this.line.frustumCulled = false;
 		this.count = 0;
+		this.stage = stage;
 		stage.modelFrame.add(this.marker, this.line);
 	}
 
 	showMarker(modelPoint) {
 		this.marker.position.copy(modelPoint);
 		this.marker.visible = true;
+		this.stage.invalidate();
 	}
 
 	hideMarker() {
 		this.marker.visible = false;
+		this.stage.invalidate();
 	}
 
 	/** Start a polyline at a model-space point. */
@@ -39,11 +42,13 @@ export class Preview {
 		this.line.geometry.attributes.position.setXYZ(this.count++, modelPoint.x, modelPoint.y, modelPoint.z);
 		this.line.geometry.attributes.position.needsUpdate = true;
 		this.line.geometry.setDrawRange(0, this.count);
+		this.stage.invalidate();
 		return true;
 	}
 
 	clearLine() {
 		this.count = 0;
 		this.line.geometry.setDrawRange(0, 0);
+		this.stage.invalidate();
 	}
 }

@@ -177,7 +177,7 @@ class StudyCard {
 			h('div', { class: 'study-head' },
 				h('strong', {}, study.description || 'Untitled study'),
 				h('span', { class: 'muted' }, ` ${study.modalities.join('/')} · ${study.instances} instances`
-					+ (series ? ` · ${series.slices} slices ${series.rows}×${series.columns}` : ''))),
+					+ (series ? ` · ${series.description || 'series'}: ${series.slices} slices ${series.rows}×${series.columns}` : ''))),
 			h('div', { class: 'row reconstruct-row' }, this.presetBoxes.map((box) => h('label', { class: 'check' }, box, box.value)), this.budget, this.reconstructButton),
 			jobBox,
 			this.meshList,

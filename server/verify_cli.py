@@ -1,0 +1,103 @@
+"""`theatrum verify BUNDLE [--rpc URL] [--key VKEY] [--strict] [--json]`: check a room's exported bundle.
+
+Exit 0 when everything holds; 1 when something does not, naming the first failing seq or checkpoint; 2 for
+bad input (not a bundle, an unreadable file, an unusable --key, an unreachable --rpc node), with one line
+naming it. The check itself is sessions.bundle_verify (offline); --rpc adds server/evm.py's on-chain lookup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def add_verify_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the `verify` subcommand to the CLI's subparsers. Requires nothing."""
+    p = sub.add_parser("verify", help="check an exported room bundle: events, tree, signed checkpoints, anchors")
+    p.add_argument("bundle", type=Path, metavar="BUNDLE",
+                   help="the bundle: a .zip from GET /api/rooms/{id}/export, or the folder it unzips to")
+    p.add_argument("--rpc", metavar="URL", help="also check each EVM anchor transaction on this JSON-RPC node")
+    p.add_argument("--key", metavar="VKEY",
+                   help="pin the server key: a verifier key (GET /api/ledger/key?room=ID), or a file with "
+                        "one or with a PEM public key")
+    p.add_argument("--strict", action="store_true",
+                   help="also check that every line is the canonical encoding of its event (slower)")
+    p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    p.set_defaults(func=cmd_verify)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Run the check and print the report; 0 or 1. Raises UsageError (exit 2) for bad input."""
+    from sessions.bundle import BundleError
+    from sessions.bundle_verify import verify_bundle
+
+    from .cli import UsageError
+
+    trusted = _trusted_key(args.key) if args.key else None
+    rpc_check, unreachable = None, ()
+    if args.rpc:
+        from .evm import EvmError, EvmUnavailable, OnChainCheck
+
+        try:
+            rpc_check, unreachable = OnChainCheck(args.rpc), (EvmUnavailable,)
+        except EvmError as error:
+            raise UsageError(f"--rpc {args.rpc}: {error}") from None
+    try:
+        report = verify_bundle(args.bundle, rpc_check=rpc_check, trusted_key=trusted, strict=args.strict)
+    except BundleError as error:
+        raise UsageError(str(error)) from None
+    except unreachable as error:
+        raise UsageError(f"--rpc: {error}") from None
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        _print_report(report)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _print_report(report) -> None:
+    """The human-readable report on stdout. Requires a VerifyReport."""
+    if report.failure is not None:
+        print(f"FAILED {report.source}: {report.failure.where()}: {report.failure.message}")
+        return
+    print(f"OK {report.source}")
+    print(f"  room {report.room}: {report.events:,} events, {report.checkpoints:,} checkpoints, "
+          f"consistent; root {report.root}")
+    print(f"  signed by {report.vkey}")
+    evm = f", {report.evm_anchors} EVM ({report.evm_checked} checked on chain)" if report.evm_anchors else ""
+    print(f"  anchors: {report.local_anchors} local{evm}")
+    for note in report.notes:
+        print(f"  note: {note}")
+
+
+def _trusted_key(value: str) -> bytes:
+    """The raw public key of --key: a verifier key, or a file holding one or a PEM. Raises UsageError."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from sessions.checkpoint import CheckpointError, Verifier
+
+    from .cli import UsageError
+
+    text = value
+    path = Path(value)
+    if "+" not in value or path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise UsageError(f"--key {value}: not a verifier key, and cannot read it as a file: {error}") from None
+    if text.startswith("-----BEGIN"):
+        try:
+            key = serialization.load_pem_public_key(text.encode("ascii"))
+        except ValueError as error:
+            raise UsageError(f"--key {value}: not a PEM public key: {error}") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise UsageError(f"--key {value}: the PEM holds a {type(key).__name__}, not an Ed25519 key")
+        return key.public_bytes_raw()
+    try:
+        return Verifier.from_vkey(text).public_key
+    except CheckpointError as error:
+        raise UsageError(f"--key {value}: {error}") from None

@@ -1,0 +1,412 @@
+"""The web client in a real browser: Debian's Chromium driven by Playwright against a real `theatrum serve`.
+
+The server imports the Philips head phantom at start (`--import`); the room shows its bone surface. An
+instructor with an emulated Meta Quest 3 (IWER, behind ?xr-emulate=quest3) and a student on a desktop share a
+room: a point placed with the controller's trigger reaches the student, a measurement shows the server's
+millimetres on both pages, the locked model cannot be moved by the student (who is told why), and screenshots
+of both pages show the skull. Then a surgeon works with the mouse alone, a student rides out a dropped
+connection, and an admin goes from upload to reconstruction to a room, joined through its invite and its code.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from browsing import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    TEST_TRIANGLES,
+    Client,
+    bone_fraction,
+    build_meshes,
+    create_room,
+    place,
+    press,
+    require_module,
+    start_server,
+    wait_for_study,
+)
+from conftest import DICOM, REPO, require_path, require_tool, write_ct_series
+from serverproc import Api, ServerProcess
+
+PHANTOM = DICOM / "ct-head-phantom-philips" / "DICOM" / "S21570" / "S2010"
+ARTIFACTS = REPO / "tests" / "artifacts"
+FAN_OUT_MS = 1000  # the issue: the student's page shows the instructor's point within 1 s
+
+
+@dataclass(frozen=True)
+class Theatrum:
+    server: ServerProcess
+    api: Api
+    study: dict
+    bone: dict  # the test room's mesh
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+
+@dataclass(frozen=True)
+class Classroom:
+    room: dict
+    instructor: Client  # with an emulated Quest 3
+    student: Client  # on a desktop
+
+
+# -- fixtures ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser():
+    require_tool(CHROMIUM, "Chromium (apt-get install chromium; .ci/run installs it)")
+    sync_api = require_module("playwright.sync_api", "Playwright (pip install playwright)")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def theatrum(tmp_path_factory) -> Theatrum:
+    require_path(PHANTOM, "the Philips head phantom (../shared/dicom)")
+    server = start_server(tmp_path_factory.mktemp("theatrum") / "data", [PHANTOM])
+    try:
+        api = server.api
+        study = wait_for_study(api, server, meshes=False)
+        # The room's own bone surface builds beside the import's default meshes (two workers).
+        bone = build_meshes(api, server, study["id"], {"presets": ["bone"], "target_triangles": TEST_TRIANGLES})
+        imported = wait_for_study(api, server, meshes=True)
+        assert {m["preset"] for m in imported["meshes"]} >= {"bone", "skin"}  # --import built the defaults
+        yield Theatrum(server, api, imported, bone[0])
+    finally:
+        if server.stop() is None:
+            server.kill_group()
+
+
+@pytest.fixture(scope="module")
+def classroom(browser, theatrum) -> Classroom:
+    created = create_room(theatrum.api, theatrum.study["id"], [theatrum.bone["id"]])
+    invites = created["invites"]
+    instructor = Client(browser, theatrum.url, f"invite={invites['instructor']['token']}&xr-emulate=quest3")
+    student = Client(browser, theatrum.url, f"invite={invites['student']['token']}")
+    instructor.wait_ready()
+    student.wait_ready()
+    yield Classroom(created, instructor, student)
+    for client in (instructor, student):
+        client.close()
+    for client in (instructor, student):
+        assert not client.errors, client.errors
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+# -- helpers ----------------------------------------------------------------------------------------------------
+def enter_vr(client: Client) -> list[float]:
+    """Enter immersive VR with the emulated headset, looking at the patient; returns the patient's centre."""
+    if not client.js("theatrum.xr.presenting"):
+        client.page.click("#enter-vr")
+        client.page.wait_for_function("theatrum.xr.presenting", polling=50)
+    centre = client.js("theatrum.stage.patientCentre().toArray()")
+    place(client, "head", [centre[0], centre[1] + 0.06, centre[2] + 0.24], centre)
+    return centre
+
+
+def aim_right(client: Client, centre: list[float], offset: list[float]) -> tuple[list[float], list[float]]:
+    """Hold the right controller 40 cm in front of the face and aim it at centre + offset, until the
+    controller's ray is seen to touch the anatomy. Returns (controller position, target) in the room."""
+    target = [c + o for c, o in zip(centre, offset, strict=True)]
+    origin = [centre[0] + 0.02, centre[1] + 0.06, centre[2] + 0.4]
+    place(client, "right", origin, target)
+    client.page.wait_for_function("theatrum.xr.hands.some(h => h.handedness === 'right' && h.hovering)", polling=50)
+    return origin, target
+
+
+def world_of(client: Client, lps: list[float]) -> list[float]:
+    """Where a point in LPS mm is in the room: glTF = 0.001 * (L, S, -P), then the model's placement."""
+    model = [0.001 * lps[0], 0.001 * lps[2], -0.001 * lps[1], 1.0]
+    m = client.js("theatrum.stage.modelFrame.matrixWorld.elements")  # column-major 4x4
+    return [sum(m[col * 4 + row] * model[col] for col in range(4)) for row in range(3)]
+
+
+def distance_to_ray(point: list[float], origin: list[float], target: list[float]) -> float:
+    """Distance from `point` to the ray from `origin` through `target` (requires the point ahead of origin)."""
+    d = [t - o for t, o in zip(target, origin, strict=True)]
+    length = math.hypot(*d)
+    u = [c / length for c in d]
+    v = [p - o for p, o in zip(point, origin, strict=True)]
+    along = sum(a * b for a, b in zip(u, v, strict=True))
+    assert along > 0, "the point is behind the controller"
+    return math.dist(v, [along * c for c in u])
+
+
+# Record, in the page, when each annotation first appears in the panel (ms since the epoch, like event.at).
+WATCH_ANNOTATIONS = """() => {
+    window.shownAt = {};
+    const list = document.getElementById('annotations');
+    new MutationObserver(() => {
+        for (const li of list.children) if (!(li.dataset.id in shownAt)) shownAt[li.dataset.id] = Date.now();
+    }).observe(list, { childList: true });
+}"""
+
+
+def room_events(theatrum: Theatrum, classroom: Classroom) -> list[dict]:
+    r = theatrum.api.get(f"/api/rooms/{classroom.room['room']['id']}/events")
+    assert r.status == 200, r.body[:500]
+    return r.json()["events"]
+
+
+def wait_annotation(client: Client, predicate_js: str, timeout_ms: float = 15_000) -> dict:
+    """The first annotation of the client's room state for which `(a) => predicate` holds."""
+    client.page.wait_for_function(f"[...theatrum.room.state.annotations.values()].some({predicate_js})",
+                                  polling=50, timeout=timeout_ms)
+    return client.js(f"[...theatrum.room.state.annotations.values()].find({predicate_js})")
+
+
+def lps_inside(point: list[float], bbox: list[list[float]], margin_mm: float = 1.0) -> bool:
+    return all(bbox[0][k] - margin_mm <= point[k] <= bbox[1][k] + margin_mm for k in range(3))
+
+
+# -- the classroom: an instructor in VR and a student on a desktop -----------------------------------------------
+def test_point_placed_with_the_trigger_reaches_the_student(classroom, theatrum):
+    instructor, student = classroom.instructor, classroom.student
+    student.js(WATCH_ANNOTATIONS)
+    instructor.page.fill("#label-input", "glabella")
+    centre = enter_vr(instructor)
+    assert instructor.js("navigator.userAgent").count("Quest 3") == 1  # the emulated headset is in charge
+    assert instructor.js("theatrum.toolbox.active") == "point"
+    aim = aim_right(instructor, centre, [0.0, 0.02, 0.0])
+    press(instructor, "right", "trigger")
+
+    point = wait_annotation(instructor, "(a) => a.type === 'point' && a.label === 'glabella'")
+    student.page.locator("#annotations li[data-type='point']", has_text="glabella").wait_for(timeout=10_000)
+    # The student's page showed it within 1 s of the moment the server committed it (event.at, same clock).
+    committed = next(e for e in room_events(theatrum, classroom) if e["data"].get("id") == point["id"])["at"]
+    shown = student.js(f"window.shownAt['{point['id']}']")
+    assert shown - committed < FAN_OUT_MS, f"the student saw the point {shown - committed} ms after it was placed"
+
+    seen = student.js(f"theatrum.room.state.annotations.get('{point['id']}')")
+    assert seen["position"] == point["position"]
+    # The point is where the controller pointed: mapped back from LPS mm to the room with the documented
+    # glTF = 0.001 * (L, S, -P) and the model's placement, it lies on the controller's ray, on the skull.
+    assert lps_inside(point["position"], theatrum.bone["bbox_lps_mm"])
+    origin, target = aim
+    assert distance_to_ray(world_of(instructor, point["position"]), origin, target) < 0.001  # m
+
+
+def test_measurement_shows_the_servers_millimetres_on_both_pages(classroom):
+    instructor, student = classroom.instructor, classroom.student
+    centre = enter_vr(instructor)
+    press(instructor, "right", "a-button")  # the A button picks the next tool
+    instructor.page.wait_for_function("theatrum.toolbox.active === 'measure'", polling=50)
+    aim_right(instructor, centre, [-0.035, 0.0, 0.0])
+    press(instructor, "right", "trigger")
+    instructor.page.wait_for_function("theatrum.tools.measure.first !== null", polling=50)
+    aim_right(instructor, centre, [0.035, 0.03, 0.0])
+    press(instructor, "right", "trigger")
+
+    measurement = wait_annotation(instructor, "(a) => a.type === 'measurement'")
+    expected = math.dist(measurement["a"], measurement["b"])  # LPS mm: the patient's own distance
+    assert expected > 10  # the two ends were 7 cm apart on the skull's front
+    assert measurement["length_mm"] == pytest.approx(expected, abs=1e-6)
+    shown = f"{expected:.2f} mm"
+    for client in (instructor, student):
+        item = client.page.locator(f"#annotations li[data-id='{measurement['id']}']")
+        item.wait_for(timeout=5000)
+        assert shown in item.inner_text()
+    seen = student.js(f"theatrum.room.state.annotations.get('{measurement['id']}')")
+    assert seen["length_mm"] == measurement["length_mm"]
+
+
+def test_locked_model_cannot_be_moved_by_the_student_who_is_told_why(classroom):
+    instructor, student = classroom.instructor, classroom.student
+    instructor.js("theatrum.xr.exit()")  # while presenting, the emulator's canvas covers the page
+    instructor.page.wait_for_function("!theatrum.xr.presenting", polling=50)
+    if instructor.page.inner_text("#lock-toggle") == "Lock model":
+        instructor.page.click("#lock-toggle")
+    student.page.locator("#lock-state").wait_for(state="visible", timeout=5000)
+    assert "locked by the instructor" in student.page.inner_text("#lock-state")
+
+    grab = student.page.locator("#tool-grab")
+    assert grab.is_disabled()
+    reason = student.page.inner_text("#reason-grab")
+    assert "may not move the model" in reason and "locked by the instructor" in reason
+    assert student.page.inner_text("#scale-reason") == reason  # the scale slider says the same
+    assert student.page.locator("#model-scale").is_disabled()
+
+    version = student.js("theatrum.room.state.model.version")
+    student.page.keyboard.press("6")  # the grab tool's key: refused, and the reason is said
+    student.page.locator(".toast", has_text="locked by the instructor").wait_for(timeout=3000)
+    box = student.page.locator("#viewport").bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    student.page.mouse.move(x, y)
+    student.page.mouse.down()
+    student.page.mouse.move(x + 120, y + 30, steps=4)
+    student.page.mouse.up()
+    # The server refuses it too, with the role's reason.
+    refusal = student.js("theatrum.room.op('model.transform', {scale: 2}).then(() => 'accepted', (e) => e.message)")
+    assert refusal == "students may not move the model"
+    assert student.js("theatrum.room.state.model.version") == version
+    assert instructor.js("theatrum.room.state.model.version") == version
+
+
+def test_screenshots_of_both_pages_show_the_skull(classroom, artifacts):
+    instructor, student = classroom.instructor, classroom.student
+    enter_vr(instructor)
+    instructor.page.wait_for_timeout(500)  # a few XR frames with the head in place
+    shots = {
+        "instructor-vr": instructor.page.screenshot(path=artifacts / "instructor-vr.png"),
+        "student-desktop": student.page.screenshot(path=artifacts / "student-desktop.png"),
+    }
+    for name, png in shots.items():
+        share = bone_fraction(png)
+        assert share > 0.02, f"{name}: only {share:.1%} of the centre shows bone (see {artifacts / name}.png)"
+    instructor.js("theatrum.xr.exit()")
+
+
+def test_student_resumes_after_a_dropped_connection(classroom):
+    instructor, student = classroom.instructor, classroom.student
+    seq = student.js("theatrum.room.state.seq")
+    student.js("theatrum.room.socket.io.reconnectionDelay(1500); theatrum.room.socket.io.engine.close()")
+    student.page.wait_for_function("document.getElementById('connection').dataset.status === 'reconnecting'")
+    assert student.page.inner_text("#connection") == "Reconnecting…"
+    # Meanwhile the instructor adds a point: the student gets it on resume (from its last seq, no snapshot).
+    instructor.js("theatrum.room.op('annotation.create', {type: 'point', position: [1, 20, 760], label: 'missed'})")
+    student.page.wait_for_function("document.getElementById('connection').dataset.status === 'live'", timeout=10_000)
+    student.page.locator("#annotations li", has_text="missed").wait_for(timeout=5000)
+    assert student.js("theatrum.room.state.seq") > seq
+    assert student.js("theatrum.room.state.seq") == instructor.js("theatrum.room.state.seq")
+
+
+# -- a surgeon with a mouse ------------------------------------------------------------------------------------
+def test_desktop_tools_driven_by_mouse_clicks(browser, theatrum):
+    created = create_room(theatrum.api, theatrum.study["id"], [theatrum.bone["id"]], mode="consult",
+                          title="Desktop consult")
+    surgeon = Client(browser, theatrum.url, f"invite={created['invites']['surgeon']['token']}")
+    try:
+        surgeon.wait_ready()
+        page = surgeon.page
+        assert "invite=" not in page.url  # the token left the address bar
+        assert page.inner_text("#room-title") == "Desktop consult"
+        assert page.inner_text("#connection") == "Connected"
+        box = page.locator("#viewport").bounding_box()
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+        page.click("#tool-point")
+        page.mouse.click(cx, cy)
+        point = wait_annotation(surgeon, "(a) => a.type === 'point'")
+        assert point["label"] == "Point 1"
+        assert lps_inside(point["position"], theatrum.bone["bbox_lps_mm"])
+
+        page.click("#tool-measure")
+        page.fill("#label-input", "bitemporal")
+        page.mouse.click(cx - 60, cy)
+        page.mouse.click(cx + 60, cy - 10)
+        measurement = wait_annotation(surgeon, "(a) => a.type === 'measurement'")
+        assert measurement["label"] == "bitemporal"
+        assert measurement["length_mm"] == pytest.approx(math.dist(measurement["a"], measurement["b"]), abs=1e-6)
+        row = page.locator(f"#annotations li[data-id='{measurement['id']}']")
+        assert f"{measurement['length_mm']:.2f} mm · bitemporal" in row.inner_text()
+
+        page.locator(f"#annotations li[data-id='{point['id']}'] button.delete").click()
+        page.locator(f"#annotations li[data-id='{point['id']}']").wait_for(state="detached", timeout=5000)
+        page.keyboard.press("Control+z")  # undo my last: the measurement
+        row.wait_for(state="detached", timeout=5000)
+        assert surgeon.state_annotations() == []
+
+        page.select_option("#clip-axis", "coronal")
+        page.locator("#clip-depth").fill("0.3")
+        page.wait_for_function("theatrum.room.state.clips.size === 1")
+        clip = surgeon.js("[...theatrum.room.state.clips.values()][0]")
+        assert clip["normal"] == [0.0, 0.0, -1.0]
+        assert surgeon.js("theatrum.stage.clipPlanes.length") == 1
+
+        surgeon.js("window.kinds = []; theatrum.room.addEventListener('event', (e) => kinds.push(e.data.event.kind))")
+        page.click("#tool-pointer")
+        page.mouse.click(cx, cy)
+        page.wait_for_function("kinds.includes('pointer.highlight')")
+
+        page.click("#tool-grab")
+        page.mouse.move(cx, cy)
+        page.mouse.down()
+        page.mouse.move(cx + 150, cy, steps=5)
+        page.mouse.up()
+        page.wait_for_function("theatrum.room.state.model.version > 0")
+        turned = surgeon.js("theatrum.room.state.model.quaternion")
+        assert abs(turned[1]) > 0.3  # turned about the vertical axis
+
+        assert not surgeon.errors, surgeon.errors
+    finally:
+        surgeon.close()
+
+
+# -- the lobby: upload, reconstruct, create a room, join -------------------------------------------------------
+def skull_series(folder: Path) -> list[Path]:
+    """A small CT of a hollow sphere of bone (1000 HU) in water: 48 slices of 64x64, 2 mm apart."""
+    import numpy as np
+
+    n, size, spacing = 48, 64, 2.0
+    z, y, x = np.mgrid[0:n, 0:size, 0:size].astype(np.float64)
+    r = np.sqrt(((x - 31.5) * spacing) ** 2 + ((y - 31.5) * spacing) ** 2 + ((z - 23.5) * spacing) ** 2)
+    hu = np.where((r > 30) & (r < 40), 1000.0, 0.0)
+    positions = [(-63.0, -63.0, k * spacing) for k in range(n)]
+    return write_ct_series(folder, positions, (hu + 1024).astype(np.uint16), pixel_spacing=(spacing, spacing),
+                           thickness=spacing, description="SPHERE PHANTOM")
+
+
+def test_lobby_upload_reconstruct_create_room_and_join(browser, theatrum, tmp_path):
+    files = skull_series(tmp_path / "upload")
+    admin = Client(browser, theatrum.url, f"token={theatrum.server.token}")
+    guest = None
+    try:
+        page = admin.page
+        page.locator("#dropzone").wait_for()
+        assert "token=" not in page.url  # the admin token left the address bar
+        page.set_input_files("#upload-input", [str(f) for f in files])
+        page.wait_for_function("document.getElementById('upload-progress').getAttribute('aria-valuenow') === '100'")
+        page.locator("#upload-result", has_text="48 new instance(s)").wait_for(timeout=30_000)
+
+        card = page.locator("li.study", has_text="SPHERE PHANTOM")
+        card.locator("input[name='preset'][value='skin']").uncheck()
+        card.locator("select.budget").select_option("50000")
+        card.locator("button.reconstruct").click()
+        card.locator(".job-progress[data-state='done']").wait_for(timeout=120_000)
+        card.locator(".preview[data-loaded='true']").wait_for(timeout=30_000)
+        assert card.locator(".mesh-choice").count() == 1
+
+        card.locator("input.room-title").fill("Sphere, lobby test")
+        card.locator("button.create-room").click()
+        room = page.locator("#rooms li.room", has_text="Sphere, lobby test")
+        student_invite = room.locator(".invite[data-role='student']")
+        student_invite.wait_for(timeout=10_000)
+        code = student_invite.locator(".room-code").inner_text().replace(" ", "")
+        assert re.fullmatch(r"\d{8}", code)
+        assert "/?invite=" in student_invite.locator(".invite-link").input_value()
+        page.wait_for_function(
+            "[...document.querySelectorAll('.invite img.qr')].every((img) => img.complete && img.naturalWidth > 0)")
+
+        # Through the invite: the lobby opens the room in this tab.
+        student_invite.locator("button.open-invite").click()
+        admin.wait_ready()
+        assert page.inner_text("#room-title") == "Sphere, lobby test"
+        assert "invite=" not in page.url and "token=" not in page.url
+
+        # Through the room code, typed on the public page (a headset user's way in).
+        guest = Client(browser, theatrum.url, "")
+        guest.page.fill("#join-code", f"{code[:4]} {code[4:]}")
+        guest.page.fill("#join-name", "Ada Lovelace")
+        guest.page.click("#join-button")
+        guest.wait_ready()
+        assert "Ada Lovelace (student)" in guest.page.inner_text("#room-subtitle")
+        page.locator("#participants li", has_text="Ada Lovelace").wait_for(timeout=5000)
+        for client in (admin, guest):
+            assert not client.errors, client.errors
+    finally:
+        admin.close()
+        if guest is not None:
+            guest.close()
