@@ -37,6 +37,7 @@ test: install lint
 bench: install
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 	$(PY) bench/reconstruct.py
+	$(PY) bench/hub.py
 	$(PY) bench/ledger.py
 
 clean:

@@ -65,19 +65,20 @@ def start_server(data: Path, imports: list[Path], *, timeout: float = 60.0) -> S
     return server
 
 
-def wait_for_study(api: Api, server: ServerProcess, *, meshes: bool, timeout: float = 180.0) -> dict:
-    """The first study of the library once it is imported (and, with `meshes`, once its default meshes are
-    built): the import at start runs in the background."""
+def wait_for_study(api: Api, server: ServerProcess, until=lambda study: True, *, timeout: float = 180.0) -> dict:
+    """The first study of the library once it is imported and `until(study)` holds (the import at start, and
+    the meshes it builds, run in the background)."""
     end = time.monotonic() + timeout
+    study: dict = {}
     while time.monotonic() < end:
         server.check_alive()
         studies = api.get("/api/studies").json()["studies"]
         if studies:
             study = api.get(f"/api/studies/{studies[0]['id']}").json()
-            if study["meshes"] or not meshes:
+            if until(study):
                 return study
         time.sleep(0.2)
-    raise AssertionError(f"no study{' with meshes' if meshes else ''} after {timeout} s:\n{server.output()[-3000:]}")
+    raise AssertionError(f"the imported study is not ready after {timeout} s: {study}\n{server.output()[-3000:]}")
 
 
 def build_meshes(api: Api, server: ServerProcess, study_id: str, request: dict) -> list[dict]:
@@ -150,18 +151,28 @@ def place(client: Client, part: str, position: list[float], target: list[float])
 BUTTONS = {"trigger": 0, "squeeze": 1, "thumbstick": 3, "a-button": 4, "b-button": 5}
 
 
-def press(client: Client, hand: str, button: str, timeout_ms: float = 20_000) -> None:
-    """Press a controller button until the client's XR frame loop has seen it down, then release it until seen
-    up (the emulator samples buttons once per XR frame, and SwiftShader frames can be slow). The trigger fires
-    selectstart/selectend on three.js' controllers."""
+def hold(client: Client, hand: str, button: str, down: bool, timeout_ms: float = 20_000) -> None:
+    """Put a controller button down (or up) until the client's XR frame loop has seen it, and one frame more
+    (the emulator samples buttons once per XR frame, and SwiftShader frames can be slow). The trigger fires
+    selectstart/selectend on three.js' controllers, the squeeze squeezestart/squeezeend."""
+    client.js("([hand, button, value]) => window.xrDevice.controllers[hand].updateButtonValue(button, value)",
+              [hand, button, 1 if down else 0])
     seen = (f"(down) => theatrum.xr.hands.some((h) => h.handedness === '{hand}' && h.inputSource"
             f" && Boolean(h.inputSource.gamepad.buttons[{BUTTONS[button]}].pressed) === down)")
-    for value in (1, 0):
-        client.js("([hand, button, value]) => window.xrDevice.controllers[hand].updateButtonValue(button, value)",
-                  [hand, button, value])
-        client.page.wait_for_function(seen, arg=bool(value), polling=50, timeout=timeout_ms)
-        client.page.wait_for_function("(n) => theatrum.xr.frameCount > n", arg=client.js("theatrum.xr.frameCount"),
-                                      polling=50, timeout=timeout_ms)  # and one more frame, for the tool
+    client.page.wait_for_function(seen, arg=down, polling=50, timeout=timeout_ms)
+    next_frame(client, timeout_ms)
+
+
+def press(client: Client, hand: str, button: str) -> None:
+    """Press and release a controller button (see `hold`)."""
+    hold(client, hand, button, True)
+    hold(client, hand, button, False)
+
+
+def next_frame(client: Client, timeout_ms: float = 20_000) -> None:
+    """Wait until the page has run one more XR frame."""
+    client.page.wait_for_function("(n) => theatrum.xr.frameCount > n", arg=client.js("theatrum.xr.frameCount"),
+                                  polling=50, timeout=timeout_ms)
 
 
 # -- screenshots ------------------------------------------------------------------------------------------------

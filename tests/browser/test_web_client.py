@@ -24,6 +24,8 @@ from browsing import (
     bone_fraction,
     build_meshes,
     create_room,
+    hold,
+    next_frame,
     place,
     press,
     require_module,
@@ -74,12 +76,13 @@ def theatrum(tmp_path_factory) -> Theatrum:
     server = start_server(tmp_path_factory.mktemp("theatrum") / "data", [PHANTOM])
     try:
         api = server.api
-        study = wait_for_study(api, server, meshes=False)
+        study = wait_for_study(api, server)
         # The room's own bone surface builds beside the import's default meshes (two workers).
         bone = build_meshes(api, server, study["id"], {"presets": ["bone"], "target_triangles": TEST_TRIANGLES})
-        imported = wait_for_study(api, server, meshes=True)
-        assert {m["preset"] for m in imported["meshes"]} >= {"bone", "skin"}  # --import built the defaults
-        yield Theatrum(server, api, imported, bone[0])
+        defaults = {"bone", "skin"}  # what --import builds for a CT, at the default budget
+        study = wait_for_study(api, server, lambda s: defaults <= {
+            m["preset"] for m in s["meshes"] if m["triangles"] > TEST_TRIANGLES})
+        yield Theatrum(server, api, study, bone[0])
     finally:
         if server.stop() is None:
             server.kill_group()
@@ -255,6 +258,29 @@ def test_locked_model_cannot_be_moved_by_the_student_who_is_told_why(classroom):
     assert instructor.js("theatrum.room.state.model.version") == version
 
 
+def test_instructor_moves_the_locked_model_with_a_controller(classroom):
+    instructor, student = classroom.instructor, classroom.student
+    assert student.js("theatrum.room.state.locked")  # locked for the others, not for the instructor
+    centre = enter_vr(instructor)
+    before = instructor.js("theatrum.room.state.model.position")
+    grip = [centre[0] + 0.1, centre[1], centre[2] + 0.25]
+    place(instructor, "right", grip, centre)
+    next_frame(instructor)
+    hold(instructor, "right", "squeeze", True)  # squeeze grabs the model, whatever the tool
+    place(instructor, "right", [grip[0] + 0.1, grip[1], grip[2]], [centre[0] + 0.1, centre[1], centre[2]])
+    next_frame(instructor)
+    next_frame(instructor)
+    hold(instructor, "right", "squeeze", False)
+    moved = "(p) => Math.abs(theatrum.room.state.model.position[0] - p[0] - 0.1) < 0.002"
+    for client in (instructor, student):
+        client.page.wait_for_function(moved, arg=before, polling=50, timeout=10_000)
+    # Both pages place the patient the same way now: the student's view moved with it.
+    assert student.js("theatrum.stage.patientCentre().toArray()") == pytest.approx(
+        instructor.js("theatrum.stage.patientCentre().toArray()"), abs=1e-6)
+    instructor.js("theatrum.xr.exit()")
+    instructor.page.wait_for_function("!theatrum.xr.presenting", polling=50)
+
+
 def test_screenshots_of_both_pages_show_the_skull(classroom, artifacts):
     instructor, student = classroom.instructor, classroom.student
     enter_vr(instructor)
@@ -281,6 +307,37 @@ def test_student_resumes_after_a_dropped_connection(classroom):
     student.page.locator("#annotations li", has_text="missed").wait_for(timeout=5000)
     assert student.js("theatrum.room.state.seq") > seq
     assert student.js("theatrum.room.state.seq") == instructor.js("theatrum.room.state.seq")
+
+
+def test_instructor_leads_mutes_and_promotes(classroom):
+    instructor, student = classroom.instructor, classroom.student
+    assert not instructor.js("theatrum.xr.presenting")
+    student_id = student.js("theatrum.room.state.you.id")
+    me = f"#participants li[data-id='{student_id}']"
+
+    # Follow-me: the student's view takes the instructor's head pose (the instructor's camera, on a desktop).
+    instructor.page.click("#follow-toggle")
+    student.page.locator("#follow-state", has_text="Following Instructor").wait_for(timeout=5000)
+    lead = instructor.js("theatrum.stage.camera.getWorldPosition(new theatrum.stage.camera.position.constructor())"
+                         ".toArray()")
+    student.page.wait_for_function(
+        "(p) => theatrum.stage.camera.position.distanceTo(new theatrum.stage.camera.position.constructor(...p)) < 0.01",
+        arg=lead, timeout=10_000)
+    instructor.page.click("#follow-toggle")
+    student.page.locator("#follow-state").wait_for(state="hidden", timeout=5000)
+
+    # Mute: every tool of the student is disabled, and says why.
+    instructor.page.locator(f"{me} button.mute").click()
+    student.page.locator("#reason-point", has_text="you are muted by the instructor").wait_for(timeout=5000)
+    assert student.page.locator("#tool-pointer").is_disabled()
+    instructor.page.locator(f"{me} button.mute", has_text="Unmute").click()
+    student.page.locator("#reason-point").wait_for(state="detached", timeout=5000)
+
+    # Promote to surgeon: clip planes become available; the locked model still is not, for the lock's reason.
+    instructor.page.locator(f"{me} select.role").select_option("surgeon")
+    student.page.wait_for_function("!document.getElementById('tool-clip').disabled", timeout=5000)
+    assert student.page.inner_text("#reason-grab") == "the model is locked by the instructor"
+    assert "(surgeon)" in student.page.inner_text("#room-subtitle")
 
 
 # -- a surgeon with a mouse ------------------------------------------------------------------------------------
@@ -312,6 +369,17 @@ def test_desktop_tools_driven_by_mouse_clicks(browser, theatrum):
         assert measurement["length_mm"] == pytest.approx(math.dist(measurement["a"], measurement["b"]), abs=1e-6)
         row = page.locator(f"#annotations li[data-id='{measurement['id']}']")
         assert f"{measurement['length_mm']:.2f} mm · bitemporal" in row.inner_text()
+
+        page.click("#tool-stroke")
+        page.mouse.move(cx - 40, cy + 10)
+        page.mouse.down()
+        page.mouse.move(cx + 40, cy + 20, steps=8)
+        page.mouse.up()
+        stroke = wait_annotation(surgeon, "(a) => a.type === 'stroke'")
+        assert len(stroke["points"]) >= 2
+        assert all(lps_inside(p, theatrum.bone["bbox_lps_mm"]) for p in stroke["points"])
+        page.keyboard.press("Control+z")  # undo my last: the stroke
+        page.wait_for_function(f"!theatrum.room.state.annotations.has('{stroke['id']}')")
 
         page.locator(f"#annotations li[data-id='{point['id']}'] button.delete").click()
         page.locator(f"#annotations li[data-id='{point['id']}']").wait_for(state="detached", timeout=5000)
@@ -376,6 +444,7 @@ def test_lobby_upload_reconstruct_create_room_and_join(browser, theatrum, tmp_pa
         card.locator("select.budget").select_option("50000")
         card.locator("button.reconstruct").click()
         card.locator(".job-progress[data-state='done']").wait_for(timeout=120_000)
+        assert admin.js("theatrum.lobby.jobEvents") > 0  # live progress came over the admin's socket
         card.locator(".preview[data-loaded='true']").wait_for(timeout=30_000)
         assert card.locator(".mesh-choice").count() == 1
 

@@ -91,7 +91,11 @@ class Lobby {
 				joinSection(this.toasts)));
 		// Reconstruction progress, live: the admin's socket joins the server's "admin" room.
 		this.socket = io({ auth: { token } });
-		this.socket.on('job', (job) => this.jobs.get(job.id)?.onJob(job));
+		this.jobEvents = 0;
+		this.socket.on('job', (job) => {
+			this.jobEvents += 1;
+			this.jobs.get(job.id)?.onJob(job);
+		});
 	}
 
 	async refresh() {
