@@ -109,10 +109,9 @@ def draco_glb(plain: bytes, *, max_error_mm: float = DEFAULT_MAX_ERROR_MM) -> by
             offset = len(out)
             out += encoded + b"\0" * (-len(encoded) % 4)
             views.append({"buffer": 0, "byteOffset": offset, "byteLength": len(encoded)})
-            # DracoPy adds the position attribute first (unique id 0), then normals (id 1).
-            ids = {"POSITION": 0}
-            if normals is not None:
-                ids["NORMAL"] = 1
+            # The unique ids DracoPy gives its attributes: normals first (id 0) when present, then positions.
+            # tests/browser/test_draco_attributes.py decodes with three.js' own decoder to hold this true.
+            ids = {"NORMAL": 0, "POSITION": 1} if normals is not None else {"POSITION": 0}
             for name in list(attributes):
                 if name not in ids:
                     del attributes[name]

@@ -2,9 +2,8 @@
 KHR_draco_mesh_compression names, so those ids must be the stream's own. Decoded with the Draco decoder that
 three.js ships (tests/browser/draco_attributes.cjs), POSITION must fill the POSITION accessor's min/max.
 
-Today reconstruction/draco.py declares POSITION 0 and NORMAL 1 while DracoPy writes NORMAL as id 0 and POSITION
-as id 1, so a browser gets unit normals as positions. The web client repairs such files (meshes.js,
-checkPositions); this test is expected to fail until the writer is fixed, and then it must pass.
+DracoPy writes NORMAL as id 0 and POSITION as id 1; a writer that declared them the other way round would give a
+browser unit normals as positions, which this test catches.
 """
 
 from __future__ import annotations
@@ -34,8 +33,6 @@ def octahedron(radius_mm: float, centre_mm) -> Mesh:
     return Mesh("bone", 300.0, (v * radius_mm + centre_mm).astype(np.float32), faces, v.astype(np.float32))
 
 
-@pytest.mark.xfail(strict=True, reason="reconstruction/draco.py declares POSITION 0 / NORMAL 1; DracoPy writes "
-                                       "NORMAL as id 0 and POSITION as id 1")
 def test_browsers_decode_positions_where_the_gltf_says(tmp_path):
     node = shutil.which("node")
     require_path(Path(node) if node else tmp_path / "node-not-on-PATH", "node (Node.js)")

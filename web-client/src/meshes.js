@@ -1,7 +1,7 @@
 // The room's meshes: GET /api/meshes/{id}.glb (Draco-compressed), the coarse level first (?lod=0, at most
 // 30,000 triangles, a fast first picture), then full detail, which replaces it. Progress covers both.
 // The coarse meshes stay, invisible, as cheap picking proxies for the per-frame hover ray.
-import { Box3, DoubleSide, Vector3 } from 'three';
+import { Box3, DoubleSide } from 'three';
 import { DRACOLoader } from 'three/addons/loaders/DRACOLoader.js';
 import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
 
@@ -115,7 +115,6 @@ export class MeshLoader {
 			if (object.isMesh) meshes.push(object);
 		});
 		for (const mesh of meshes) {
-			checkPositions(mesh.geometry);
 			mesh.matrix.copy(mesh.matrixWorld); // node transforms, relative to the glTF scene (= model space)
 			mesh.matrix.decompose(mesh.position, mesh.quaternion, mesh.scale);
 			const material = mesh.material;
@@ -136,31 +135,6 @@ export class MeshLoader {
 		return this.tissues.find((t) => t.mesh === mesh || t.proxy === mesh) ?? null;
 	}
 }
-
-/**
- * Guard against a Draco stream whose attribute ids are swapped (NORMAL where the glTF says POSITION): the
- * decoded positions must lie in the POSITION accessor's min/max, which GLTFLoader put in boundingBox. If they
- * do not and the normals do, the two attributes were swapped by the writer: swap them back. (The server's
- * Draco writer did this; see reconstruction/draco.py.)
- */
-function checkPositions(geometry) {
-	const declared = geometry.boundingBox;
-	const { position, normal } = geometry.attributes;
-	if (!declared || !position || fits(position, declared)) return;
-	if (normal && fits(normal, declared)) {
-		geometry.setAttribute('position', normal);
-		geometry.setAttribute('normal', position);
-		console.warn('a Draco mesh had its POSITION and NORMAL ids swapped; repaired');
-	}
-}
-
-function fits(attribute, box) {
-	const actual = new Box3().setFromBufferAttribute(attribute);
-	const tolerance = 1e-3 * Math.max(1e-3, box.getSize(_size).length());
-	return actual.min.distanceTo(box.min) <= tolerance && actual.max.distanceTo(box.max) <= tolerance;
-}
-
-const _size = new Vector3();
 
 function presetOf(mesh) {
 	return mesh.userData?.preset ?? mesh.parent?.userData?.preset ?? mesh.name ?? 'mesh';
