@@ -14,7 +14,6 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pytest
 from conftest import REPO, require_path
 
 from reconstruction.draco import draco_glb, read_glb
