@@ -12,7 +12,7 @@ import numpy as np
 
 # fast_simplification's threshold growth per pass (its default is 7). 9 decimates a marching-cubes skull 20-25 %
 # faster with the same distance to the full-resolution surface and a 5th-percentile smallest angle of 19°
-# instead of 20° (bench/_surface_probe.py).
+# instead of 20° (measured with bench/reconstruct.py on its head phantom).
 AGGRESSIVENESS = 9.0
 
 
