@@ -17,6 +17,7 @@ from . import ledger, pacs, rooms, studies
 from .artifacts import ArtifactStore
 from .auth import ADMIN_TOKEN_FILE, load_or_create_secret, require_token
 from .catalog import Catalog
+from .compression import gzip_middleware
 from .config import Settings
 from .cors import cors_middleware
 from .deid import Pseudonymizer
@@ -72,7 +73,8 @@ def build_app(settings: Settings) -> web.Application:
     data.mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
     app = web.Application(
-        middlewares=[metrics.middleware, cors_middleware(settings.cors_origins), json_errors, require_token],
+        middlewares=[metrics.middleware, cors_middleware(settings.cors_origins), gzip_middleware, json_errors,
+                     require_token],
         client_max_size=1024**2,  # JSON bodies; uploads are streamed and limited separately
     )
     app["settings"] = settings

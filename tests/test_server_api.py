@@ -267,3 +267,12 @@ def test_every_route_is_documented():
         served.add((path, r.method.lower()))
     assert served == documented, f"undocumented: {served - documented}; stale: {documented - served}"
     json.dumps(doc)
+
+
+async def test_json_responses_are_gzipped_when_accepted(client):
+    r = await client.get("/api/openapi.json", headers={**client.h, "Accept-Encoding": "gzip"})
+    assert r.status == 200
+    assert r.headers.get("Content-Encoding") == "gzip"
+    assert (await r.json())["openapi"].startswith("3.1")
+    r = await client.get("/api/openapi.json", headers={**client.h, "Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in r.headers
