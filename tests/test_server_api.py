@@ -276,3 +276,32 @@ async def test_json_responses_are_gzipped_when_accepted(client):
     assert (await r.json())["openapi"].startswith("3.1")
     r = await client.get("/api/openapi.json", headers={**client.h, "Accept-Encoding": "identity"})
     assert "Content-Encoding" not in r.headers
+
+
+async def test_bounded_queue_and_cancellation(aiohttp_client, tmp_path):
+    app = build_app(Settings(data=tmp_path / "d", workers=1, max_queued_jobs=1))
+    c = await aiohttp_client(app)
+    c.h = auth(app)
+    study_id = await upload_regular(c)
+    url = f"/api/studies/{study_id}/meshes"
+    jobs = []
+    # The first job is the longest (two presets at the full budget): it is still running when cancelled.
+    for body in ({"presets": ["bone", "skin"]}, {"presets": ["bone"], "target_triangles": 21_000}):
+        r = await c.post(url, json=body, headers=c.h)
+        assert r.status == 202, await r.text()
+        jobs.append((await r.json())["job"]["id"])
+        await asyncio.sleep(0.3)  # the first leaves the queue for the worker; the second waits in it
+    r = await c.post(url, json={"presets": ["bone"], "target_triangles": 22_000}, headers=c.h)
+    assert r.status == 429, await r.text()
+    assert (await r.json())["error"] == "queue_full" and "Retry-After" in r.headers
+    # the same request as a queued job joins that job instead of queueing another
+    r = await c.post(url, json={"presets": ["bone"], "target_triangles": 21_000}, headers=c.h)
+    assert r.status == 202 and (await r.json())["job"]["id"] == jobs[1]
+    # cancel the running job: it is stopped and reported cancelled; cancelling again is a conflict
+    r = await c.delete(f"/api/jobs/{jobs[0]}", headers=c.h)
+    assert r.status == 200 and (await r.json())["state"] == "cancelled"
+    assert (await c.delete(f"/api/jobs/{jobs[0]}", headers=c.h)).status == 409
+    done = await wait_job(c, jobs[1])
+    assert done["state"] == "done", done
+    assert (await (await c.get(f"/api/jobs/{jobs[0]}", headers=c.h)).json())["state"] == "cancelled"
+    assert len((await (await c.get(url, headers=c.h)).json())["meshes"]) == 1
