@@ -17,6 +17,8 @@ from typing import Any
 import DracoPy
 import numpy as np
 
+from .gltf import glb_container
+
 EXTENSION = "KHR_draco_mesh_compression"
 DEFAULT_MAX_ERROR_MM = 0.05
 NORMAL_BITS = 10
@@ -48,17 +50,6 @@ def read_glb(data: bytes) -> tuple[dict[str, Any], bytes]:
     if doc is None:
         raise GlbFormatError("GLB without a JSON chunk")
     return doc, binary
-
-
-def write_glb_container(doc: dict[str, Any], binary: bytes) -> bytes:
-    """Assemble a GLB from a JSON document and a BIN chunk (both padded to 4 bytes)."""
-    body = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
-    body += b" " * (-len(body) % 4)
-    binary += b"\0" * (-len(binary) % 4)
-    chunks = struct.pack("<II", len(body), 0x4E4F534A) + body
-    if binary:
-        chunks += struct.pack("<II", len(binary), 0x004E4942) + binary
-    return struct.pack("<III", 0x46546C67, 2, 12 + len(chunks)) + chunks
 
 
 def accessor_array(doc: dict[str, Any], binary: bytes, index: int) -> np.ndarray:
@@ -129,4 +120,5 @@ def draco_glb(plain: bytes, *, max_error_mm: float = DEFAULT_MAX_ERROR_MM) -> by
         doc.pop("bufferViews", None)
     doc["extensionsUsed"] = sorted(set(doc.get("extensionsUsed", [])) | {EXTENSION})
     doc["extensionsRequired"] = sorted(set(doc.get("extensionsRequired", [])) | {EXTENSION})
-    return write_glb_container(doc, bytes(out))
+    body = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    return glb_container(body, bytes(out))  # every Draco block was padded to 4 bytes

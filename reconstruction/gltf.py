@@ -156,7 +156,7 @@ def glb_bytes(
     for key in ("meshes", "materials", "accessors", "bufferViews"):
         if not doc[key]:
             del doc[key]
-    return _container(json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8"), payload)
+    return glb_container(json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8"), payload)
 
 
 def _mesh_extras(mesh: Mesh) -> dict[str, Any]:
@@ -251,7 +251,7 @@ class _Binary:
         return b"".join(self._parts)
 
 
-def _container(json_chunk: bytes, bin_chunk: bytes) -> bytes:
+def glb_container(json_chunk: bytes, bin_chunk: bytes) -> bytes:
     """The GLB header and chunks: JSON padded with spaces, BIN with zeros, both to 4 bytes."""
     json_chunk += b" " * (-len(json_chunk) % 4)
     chunks = struct.pack("<II", len(json_chunk), _CHUNK_JSON) + json_chunk

@@ -247,35 +247,39 @@ async def push_job_update(app: web.Application, job: dict) -> None:
     await app["sio"].emit("job", job_view(job), room="admin")
 
 
-async def get_job(request: web.Request) -> web.Response:
+def _job_or_404(request: web.Request) -> dict:
     job = request.app["catalog"].job(request.match_info["job_id"])
     if job is None:
         raise ApiError(404, "not_found", f"no job {request.match_info['job_id']!r}")
-    return web.json_response(job_view(job))
+    return job
+
+
+def _mesh_or_404(request: web.Request) -> dict:
+    mesh = request.app["catalog"].mesh(request.match_info["mesh_id"])
+    if mesh is None:
+        raise ApiError(404, "not_found", f"no mesh {request.match_info['mesh_id']!r}")
+    return mesh
+
+
+async def get_job(request: web.Request) -> web.Response:
+    return web.json_response(job_view(_job_or_404(request)))
 
 
 async def cancel_job(request: web.Request) -> web.Response:
     app = request.app
-    job_id = request.match_info["job_id"]
-    job = app["catalog"].job(job_id)
-    if job is None:
-        raise ApiError(404, "not_found", f"no job {job_id!r}")
+    job = _job_or_404(request)
+    job_id = job["id"]
     if not await app["jobs"].cancel(job_id):
         raise ApiError(409, "conflict", f"job {job_id} is already {job['state']}")
     return web.json_response(job_view(app["catalog"].job(job_id)))
 
 
 async def get_mesh(request: web.Request) -> web.Response:
-    mesh = request.app["catalog"].mesh(request.match_info["mesh_id"])
-    if mesh is None:
-        raise ApiError(404, "not_found", f"no mesh {request.match_info['mesh_id']!r}")
-    return web.json_response(mesh_view(mesh))
+    return web.json_response(mesh_view(_mesh_or_404(request)))
 
 
 async def get_mesh_glb(request: web.Request) -> web.StreamResponse:
-    mesh = request.app["catalog"].mesh(request.match_info["mesh_id"])
-    if mesh is None:
-        raise ApiError(404, "not_found", f"no mesh {request.match_info['mesh_id']!r}")
+    mesh = _mesh_or_404(request)
     kind = artifact_kind(request.query.get("format", "draco"), request.query.get("lod"))
     digest = mesh["artifacts"].get(kind)
     if digest is None:
