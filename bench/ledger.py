@@ -4,13 +4,16 @@
 
 Prints one table; every row has a reference measured in the same run, and the ratio ours/reference.
 
-- append: MerkleLog.append of precomputed leaf hashes, into memory and into SQLite as production runs it
-  (WAL; synchronous=NORMAL, and FULL which fsyncs every commit). SQLite is measured with one commit per
-  append (an op-per-transaction server) and with a group commit every 100 appends. The references are the
-  bare costs: one SHA-256 per append, and a bare one-row INSERT with the same commit pattern.
+- append: MerkleLog.append of precomputed leaf hashes into memory (reference: one SHA-256 per append); and
+  the server's own path, EventLog.append of events on the room database exactly as the server opens it
+  (sessions.log.SqliteLogStore: WAL, synchronous=NORMAL, locking_mode=EXCLUSIVE, one row per event with its
+  Merkle nodes), one commit per event as the hub acks them. The same with synchronous=FULL (an fsync per
+  commit) is shown for comparison. The reference is the least a durable log can do: a bare INSERT of the same
+  event bytes into an integer-keyed table, on a connection opened the same way, with the same commits.
 - proofs: inclusion and consistency proofs at random sizes between n/2 and n (so past sizes, not just
-  the head), from SQLite at n = 1e5 and from memory at n = 1e6 (SQLite at 1e6 with --full). The reference
-  is a full rebuild of the root from all n leaf hashes, which is what a server without stored nodes would pay.
+  the head), from the room database at n = 1e5 and from memory at n = 1e6 (SQLite at 1e6 with --full). The
+  reference is a full rebuild of the root from all n leaf hashes, which is what a server without stored nodes
+  would pay.
 - verify: the leaf hashes and root of 1M canonical event lines (what `theatrum verify` recomputes), against
   a raw SHA-256 of the same bytes; and the stricter check that each line is the canonical encoding of its
   event (decode_event), against plain json.loads, on 1e5 lines (all lines with --full).
@@ -40,8 +43,9 @@ from sessions.bundle_verify import verify_bundle
 from sessions.canonical import decode_event
 from sessions.checkpoint import private_key_from_raw
 from sessions.checkpointer import cut_checkpoint, room_origin
+from sessions.events import Event
 from sessions.ledger import MemoryNodeStore, MerkleLog
-from sessions.ledger_store import SqliteNodeStore, connect
+from sessions.log import EventLog, SqliteLogStore
 
 LINE = (
     '{"at":%d,"author":"p-%04x","data":{"id":"a%d","label":"Ventrikel \u2014 links","point":[%r,%r,%r]},'
@@ -49,9 +53,10 @@ LINE = (
 )
 QUERIES = 1000
 REPEAT = range(2)  # append rows keep the best of these runs: other processes only ever slow a run down
-# (synchronous, appends, commit every): WAL with NORMAL (no fsync at commit) and FULL (fsync at every commit).
-# The last run is the 1e5-leaf SQLite log that the proof rows use.
-SQLITE_RUNS = [("FULL", 2_000, 1), ("FULL", 20_000, 100), ("NORMAL", 20_000, 1), ("NORMAL", 100_000, 100)]
+# (synchronous, events) of the room-database runs, one commit per event: NORMAL is production (no fsync at
+# commit), FULL fsyncs every commit.
+SQLITE_RUNS = [("NORMAL", 50_000), ("FULL", 2_000)]
+PROOF_LOG = 100_000  # events in the room-database log that the SQLite proof rows read
 
 
 def event_lines(n: int) -> list[bytes]:
@@ -98,15 +103,20 @@ def append_all(log: MerkleLog, leaves: list[bytes], commit: Callable[[], None] |
         commit()
 
 
-def bare_inserts(conn: sqlite3.Connection, leaves: list[bytes], every: int) -> None:
-    """The reference durable write: a 32-byte row per append, committed every `every`. Requires every >= 1."""
-    conn.execute("CREATE TABLE bare (pos INTEGER PRIMARY KEY, hash BLOB NOT NULL)")
-    insert = "INSERT INTO bare (pos, hash) VALUES (?, ?)"
-    for i, leaf in enumerate(leaves, start=1):
-        conn.execute(insert, (i, leaf))
-        if i % every == 0:
-            conn.commit()
-    conn.commit()
+def bare_inserts(conn: sqlite3.Connection, lines: list[bytes]) -> None:
+    """The reference durable write: each event's bytes as one integer-keyed row, one commit each."""
+    conn.execute("CREATE TABLE bare (id INTEGER PRIMARY KEY, leaf BLOB NOT NULL)")
+    insert, commit = conn.execute, conn.commit
+    for i, line in enumerate(lines, start=1):
+        insert("INSERT INTO bare (id, leaf) VALUES (?, ?)", (i, line))
+        commit()
+
+
+def log_appends(log: EventLog, events: list[Event]) -> None:
+    """The server's path: EventLog.append (row + Merkle nodes, committed) per event. Requires a fresh log."""
+    append = log.append
+    for event in events:
+        append(event)
 
 
 def proof_queries(n: int, seed: int) -> list[tuple[int, int, int]]:
@@ -161,37 +171,50 @@ def _fmt(seconds: float, rate: bool) -> str:
     return f"{text} ({1 / seconds / 1000:,.1f}k/s)" if rate else text
 
 
-def bench_appends(table: Table, leaves: list[bytes], folder: Path) -> MerkleLog:
-    """Append rows, each the best of REPEAT runs; returns the last SQLite log. Requires 2e5 leaves or more."""
+def bench_appends(table: Table, lines: list[bytes], leaves: list[bytes], folder: Path) -> MerkleLog:
+    """Append rows, each the best of REPEAT runs; returns the Merkle log of a PROOF_LOG-event room database.
+
+    Requires PROOF_LOG lines or more."""
     n_mem, sha256 = 200_000, hashlib.sha256
     ours = min(
         timed(lambda: append_all(MerkleLog(MemoryNodeStore()), leaves[:n_mem], None, 1)) for _ in REPEAT
     )
     ref = min(timed(lambda: [sha256(leaf).digest() for leaf in leaves[:n_mem]]) for _ in REPEAT)
     table.add("append, memory store", n_mem, ours / n_mem, "1 SHA-256 per append", ref / n_mem, rate=True)
-    for synchronous, n, every in SQLITE_RUNS:
+    events = [Event.from_leaf(line) for line in lines[:max(n for _, n in SQLITE_RUNS)]]
+    for synchronous, n in SQLITE_RUNS:
         ours, ref = float("inf"), float("inf")
         for _ in REPEAT:
-            conn = _sqlite(folder, "ledger", synchronous)
-            log = MerkleLog(SqliteNodeStore(conn, "r-8c21"))
-            ours = min(ours, timed(append_all, log, leaves[:n], conn.commit, every))
-            bare = _sqlite(folder, "bare", synchronous)
-            ref = min(ref, timed(bare_inserts, bare, leaves[:n], every))
+            store = SqliteLogStore(_fresh(folder, "rooms"), synchronous=synchronous)
+            ours = min(ours, timed(log_appends, EventLog(store, "r-8c21"), events[:n]))
+            store.close()
+            bare = SqliteLogStore(_fresh(folder, "bare"), synchronous=synchronous)  # the same settings
+            ref = min(ref, timed(bare_inserts, bare.conn, lines[:n]))
             bare.close()
-        commits = "commit per append" if every == 1 else f"group commit /{every}"
-        what = f"append, SQLite {synchronous}, {commits}"
-        table.add(what, n, ours / n, "bare 1-row INSERT, same commits", ref / n, rate=True)
-    return log
+        what = f"append, room database, {synchronous}{' (production)' if synchronous == 'NORMAL' else ''}"
+        table.add(what, n, ours / n, "bare INSERT of the event, same commits", ref / n, rate=True)
+    return room_database_log(folder, "proofs", lines, leaves, PROOF_LOG)
 
 
-def _sqlite(folder: Path, name: str, synchronous: str) -> sqlite3.Connection:
-    """A fresh WAL database with the given synchronous setting. Requires a new name in `folder`."""
-    (folder / f"{name}.db").unlink(missing_ok=True)
-    for suffix in ("-wal", "-shm"):
+def room_database_log(folder: Path, name: str, lines: list[bytes], leaves: list[bytes], n: int) -> MerkleLog:
+    """The Merkle log of a room database holding the first n events, built in transactions of 10,000 (only
+    proofs are timed on it). Requires n <= len(lines) == len(leaves)."""
+    store = SqliteLogStore(_fresh(folder, name), synchronous="NORMAL")
+    merkle = MerkleLog(store.node_store("r-8c21"))
+    for seq in range(1, n + 1):
+        merkle.append(leaves[seq - 1])
+        store.append("r-8c21", seq, lines[seq - 1])
+        if seq % 10_000 == 0:
+            store.commit()
+    store.commit()
+    return MerkleLog(store.node_store("r-8c21"))
+
+
+def _fresh(folder: Path, name: str) -> Path:
+    """The path of a database `name` in `folder`, with any earlier one (and its WAL) removed."""
+    for suffix in ("", "-wal", "-shm"):
         (folder / f"{name}.db{suffix}").unlink(missing_ok=True)
-    conn = connect(folder / f"{name}.db")
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    return conn
+    return folder / f"{name}.db"
 
 
 def bench_proofs(table: Table, log: MerkleLog, leaves: list[bytes], store: str) -> None:
@@ -271,14 +294,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for every in (100, 1000):
             bench_bundle(table, lines, Path(folder), every)
-        sqlite_log = bench_appends(table, leaves, Path(folder))
-        bench_proofs(table, sqlite_log, leaves, "SQLite")
+        sqlite_log = bench_appends(table, lines, leaves, Path(folder))
+        bench_proofs(table, sqlite_log, leaves, "room database")
         bench_proofs(table, memory_log, leaves, "memory")
         if args.full:
-            conn = connect(Path(folder) / "ledger-full.db")
-            full_log = MerkleLog(SqliteNodeStore(conn, "full"))
-            append_all(full_log, leaves, conn.commit, 10_000)
-            bench_proofs(table, full_log, leaves, "SQLite")
+            bench_proofs(table, room_database_log(Path(folder), "full", lines, leaves, len(lines)), leaves,
+                         "room database")
     table.print()
 
 

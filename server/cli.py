@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 import traceback
 from collections.abc import Sequence
@@ -150,10 +151,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.server").addFilter(_one_line_for_bad_requests)
+    from sessions.log import LogError
+
     try:
         app = build_app(settings)
     except OSError as e:
         raise UsageError(f"{settings.data}: cannot use the data folder: {e.strerror or e}") from None
+    except sqlite3.OperationalError as e:
+        raise UsageError(f"{settings.data}: a database there is in use by another Theatrum server, or "
+                         f"unreadable: {e}") from None
+    except LogError as e:
+        raise UsageError(f"{settings.data / 'rooms.sqlite'}: {e}") from None
     token = app["admin_token"]
 
     async def announce(_app: web.Application) -> None:
@@ -169,6 +177,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     shutdown_timeout=5)
     except OSError as e:
         raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}") from None
+    except LogError as e:
+        raise UsageError(f"{settings.data / 'rooms.sqlite'}: {e}") from None
     return EXIT_OK
 
 

@@ -49,7 +49,7 @@ from sessions.checkpoint import (
 from sessions.checkpointer import DEFAULT_ORIGIN_PREFIX, CheckpointPolicy, cut_checkpoint, room_origin
 from sessions.ledger import SizeError
 from sessions.ledger_store import connect
-from sessions.log import EventLog
+from sessions.log import EventLog, LogCorruptError
 
 from .errors import ApiError
 
@@ -377,7 +377,20 @@ class LedgerService:
     # ---- cutting ---------------------------------------------------------------------------------
 
     def watch(self, log: EventLog) -> None:
-        """Follow a room (e.g. every room at start), so the clock can cut its uncovered events."""
+        """Follow a room (e.g. every room at start), so the clock can cut its uncovered events.
+
+        Raises LogCorruptError if the log no longer holds what its latest checkpoint signed: fewer events
+        (rows were cut off the end) or another root at that size (rows were rewritten).
+        """
+        latest = self.store.latest(log.room)
+        if latest is not None:
+            signed = latest.checkpoint
+            if signed.size > log.size:
+                raise LogCorruptError(f"room {log.room}: the log holds {log.size} events, but checkpoint "
+                                      f"{signed.size} was signed over {signed.size}")
+            if log.merkle.root(signed.size) != signed.root:
+                raise LogCorruptError(f"room {log.room}: the first {signed.size} events do not hash to the "
+                                      "root of the checkpoint signed for them")
         self._watch(log)
 
     def appended(self, log: EventLog) -> StoredCheckpoint | None:

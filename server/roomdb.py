@@ -1,12 +1,13 @@
 """The room database: one SQLite file (WAL) with every room's event log, the rooms table and the room codes.
 
-The event logs are `sessions.log.SqliteLogStore`'s tables (``room_events`` and the Merkle nodes). This
+The event logs are `sessions.log.SqliteLogStore`'s tables (``events``, rows with their Merkle nodes). This
 module adds two small tables to the same database and connection, so a new room's row, its codes and its
 ``room.open`` event commit together (the log's append is the commit).
 
 Durability is ``synchronous=NORMAL``: in WAL mode a commit survives a crash of the server process and the
 event loop never waits for an fsync; a power loss may lose the last commits but never corrupts the log.
-Everything here runs on the event loop's thread (one connection, short statements).
+Everything here runs on the event loop's thread (one connection, short statements). The connection holds the
+database's lock while the server runs (see SqliteLogStore): one server per data folder.
 """
 
 from __future__ import annotations

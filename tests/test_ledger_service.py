@@ -28,7 +28,9 @@ from sessions.bundle import bundle_bytes
 from sessions.bundle_verify import verify_bundle
 from sessions.checkpoint import parse_and_verify, public_key_bytes
 from sessions.checkpointer import CheckpointPolicy
+from sessions.events import Event
 from sessions.ledger_store import connect
+from sessions.log import EventLog, LogCorruptError
 from sessions.roles import Role
 
 T0 = 1_800_000_000_000
@@ -167,6 +169,32 @@ def test_a_restarted_service_resumes_what_its_checkpoints_cover(tmp_path: Path, 
     again = service_for(tmp_path, room)
     ops(room, 1, again)  # 10 events: the reopened service counts from its stored checkpoint at 5
     assert [s.size for s in again.store.checkpoints(room.id)] == [5, 10]
+
+
+def test_a_log_cut_short_below_its_checkpoint_is_refused_at_start(tmp_path: Path, room):
+    service = service_for(tmp_path, room)
+    ops(room, 6, service)  # 9 events, a checkpoint at 5
+    store = room.log.store
+    store.conn.execute("DELETE FROM events WHERE id > ?", (store.row_id(room.id, 4),))  # rows and nodes together
+    store.conn.commit()
+    with pytest.raises(LogCorruptError, match=f"room {room.id}: the log holds 4 events"):
+        service_for(tmp_path, room).watch(EventLog(store, room.id))
+
+
+def test_a_log_rewritten_consistently_is_refused_at_start(tmp_path: Path, room):
+    service = service_for(tmp_path, room)
+    ops(room, 6, service)
+    store = room.log.store
+    leaves = [leaf for _, leaf in store.leaves(room.id)]
+    leaves[2] = leaves[2].replace(b"Name of sam", b"Name of Sam")  # a join, renamed
+    store.conn.execute("DELETE FROM events")
+    store.conn.commit()
+    rewritten = EventLog(store, room.id)
+    for leaf in leaves:
+        rewritten.append(Event.from_leaf(leaf))  # rows and Merkle nodes that agree with each other
+    assert list(rewritten.verified_events())  # the log alone cannot tell
+    with pytest.raises(LogCorruptError, match="do not hash to the root of the checkpoint"):
+        service_for(tmp_path, room).watch(rewritten)
 
 
 # ---- anchoring ------------------------------------------------------------------------------------------

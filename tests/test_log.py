@@ -149,13 +149,15 @@ def test_a_failed_commit_leaves_no_trace_and_the_log_carries_on(tmp_path):
 
 
 @pytest.mark.parametrize("tamper", [
-    "UPDATE room_events SET leaf = CAST(replace(leaf, 'p3', 'p4') AS BLOB) WHERE seq = 10",
-    "UPDATE room_events SET leaf = replace(leaf, 'p3', 'p4') WHERE seq = 10",  # becomes TEXT
-    "DELETE FROM room_events WHERE seq = 7",
-    "DELETE FROM room_events WHERE seq = (SELECT MAX(seq) FROM room_events)",
-    "UPDATE room_events SET seq = seq + 100 WHERE seq = (SELECT MAX(seq) FROM room_events)",
-    "UPDATE merkle_nodes SET hash = zeroblob(32) WHERE hash = :largest_subtree_root",
-    "DELETE FROM merkle_nodes WHERE hash = :largest_subtree_root",
+    # Row ids are :base + seq (the room's log number << 40).
+    "UPDATE events SET leaf = CAST(replace(leaf, 'p3', 'p4') AS BLOB) WHERE id = :base + 10",
+    "UPDATE events SET leaf = replace(leaf, 'p3', 'p4') WHERE id = :base + 10",  # becomes TEXT
+    "DELETE FROM events WHERE id = :base + 7",
+    "UPDATE events SET id = id + 100 WHERE id = (SELECT MAX(id) FROM events)",
+    # Row :top (a power of two) completes the largest perfect subtree; its nodes column holds that root last.
+    "UPDATE events SET nodes = substr(nodes, 1, :kept) || zeroblob(32) WHERE id = :base + :top",
+    "UPDATE events SET nodes = substr(nodes, 1, :kept) WHERE id = :base + :top",
+    "UPDATE events SET nodes = x'' WHERE id = (SELECT MAX(id) FROM events)",
 ])
 def test_an_altered_database_is_detected_on_reopen(tmp_path, tamper):
     clock = Clock()
@@ -163,11 +165,64 @@ def test_an_altered_database_is_detected_on_reopen(tmp_path, tamper):
     room = new_room(PEOPLE, store=store, clock=clock)
     _fill(room, clock, 10)
     # The root of the largest perfect subtree is a stored node that the current root is built from.
-    largest = room.log.merkle.root(1 << (room.seq.bit_length() - 1))
-    store.conn.execute(tamper, {"largest_subtree_root": largest})
+    top = 1 << (room.seq.bit_length() - 1)
+    assert top < room.seq
+    store.conn.execute(tamper, {"top": top, "kept": 32 * (top.bit_length() - 1), "base": store.row_id(ROOM, 0)})
     store.conn.commit()
     with pytest.raises(LogCorruptError):
         Room.open(EventLog(store, ROOM))
+
+
+def _old_layout(path, room: Room) -> None:
+    """Write `room`'s events into a database of the earlier layout: rows without node columns, and the
+    Merkle nodes in table merkle_nodes (sessions.ledger_store.SqliteNodeStore, log "room:<id>")."""
+    from sessions.ledger import MerkleLog
+    from sessions.ledger_store import SqliteNodeStore, connect
+
+    conn = connect(path)
+    conn.execute("CREATE TABLE room_events (room TEXT NOT NULL, seq INTEGER NOT NULL, leaf BLOB NOT NULL,"
+                 " PRIMARY KEY (room, seq)) WITHOUT ROWID")
+    merkle = MerkleLog(SqliteNodeStore(conn, f"room:{room.id}"))
+    for event in room.events_since(0):
+        conn.execute("INSERT INTO room_events VALUES (?, ?, ?)", (room.id, event.seq, event.leaf()))
+        merkle.append(leaf_hash(event.leaf()))
+    conn.commit()
+    conn.close()
+
+
+def test_a_database_of_the_earlier_layout_is_moved_to_node_columns_with_the_same_head(tmp_path):
+    clock = Clock()
+    room = new_room(PEOPLE, clock=clock)
+    _fill(room, clock, 25)
+    _old_layout(tmp_path / "rooms.sqlite", room)
+    store = sqlite_store(tmp_path)
+    tables = {name for (name,) in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"event_logs", "events"}
+    reopened = Room.open(EventLog(store, ROOM))
+    assert (reopened.head, reopened.state.snapshot()) == (room.head, room.state.snapshot())
+    assert reopened.log.merkle.inclusion_proof(3, 17) == room.log.merkle.inclusion_proof(3, 17)
+    reopened.apply(point(label="after"), "sam", clock())
+    room.apply(point(label="after"), "sam", reopened.events_since(reopened.seq - 1)[0].at)
+    assert reopened.head == room.head
+
+
+def test_an_earlier_layout_whose_rows_were_altered_is_refused_and_left_as_it_was(tmp_path):
+    clock = Clock()
+    room = new_room(PEOPLE, clock=clock)
+    _fill(room, clock, 12)
+    path = tmp_path / "rooms.sqlite"
+    _old_layout(path, room)
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE room_events SET leaf = CAST(replace(leaf, 'p3', 'p4') AS BLOB) WHERE seq = 10")
+    conn.commit()
+    conn.close()
+    with pytest.raises(LogCorruptError, match="do not hash to the root"):
+        sqlite_store(tmp_path)
+    conn = sqlite3.connect(path)
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"room_events", "merkle_nodes", "merkle_logs"} <= tables
+    assert conn.execute("SELECT COUNT(*) FROM room_events").fetchone()[0] == room.seq
+    assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
 
 
 def test_events_round_trip_through_the_wire_and_a_forged_hash_is_caught():

@@ -166,11 +166,12 @@ def test_invite_tokens_are_signed_compact_and_expire():
 async def test_the_invite_key_is_private_and_survives_a_restart(aiohttp_server, tmp_path):
     import aiohttp
 
-    _, app, url = await start(aiohttp_server, tmp_path / "data")
+    server, app, url = await start(aiohttp_server, tmp_path / "data")
     key = tmp_path / "data" / "invite-key"
     assert key.stat().st_mode & 0o777 == 0o600
     async with aiohttp.ClientSession(url) as http:
         token = (await create_room(http, app))["invites"]["student"]["token"]
+    await server.close()  # one server per data folder: the room database is locked while it runs
     _, again, url = await start(aiohttp_server, tmp_path / "data")
     assert again["hub"].invites.verify(token).role.value == "student"
 

@@ -14,6 +14,7 @@ import importlib.util
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
@@ -23,7 +24,16 @@ from pathlib import Path
 
 import pytest
 from conftest import DICOM, REPO, require_path
-from serverproc import FINAL_STATES, Api, ServerProcess, command_line, validate_glb, zip_tree
+from serverproc import (
+    FINAL_STATES,
+    THEATRUM,
+    Api,
+    ServerProcess,
+    command_line,
+    free_port,
+    validate_glb,
+    zip_tree,
+)
 
 PHILIPS = DICOM / "ct-head-phantom-philips"
 BIG_SHAPE = (300, 512, 512)  # (slices, rows, columns): the "512x512x300 reconstruction"
@@ -273,3 +283,18 @@ def test_health_stays_fast_while_a_big_job_runs(serve, big_series_zip, record_pr
     record_property("health_latency", summary)
     print(summary)
     assert during[-1] < MAX_HEALTH_LATENCY_S, summary
+
+
+# -- 4. one server per data folder -----------------------------------------------------------------------------
+def test_a_second_server_on_the_same_data_folder_exits_2_and_the_first_carries_on(serve):
+    first = serve()
+    run = subprocess.run(
+        [str(THEATRUM), "serve", "--host", "127.0.0.1", "--port", str(free_port()), "--data", str(first.data)],
+        capture_output=True, text=True, timeout=60, env={k: v for k, v in os.environ.items()
+                                                         if not k.startswith("THEATRUM_")})
+    assert run.returncode == 2, run.stderr
+    assert f"theatrum serve: error: {first.data}: a database there is in use by another Theatrum server" \
+        in run.stderr
+    assert "Traceback" not in run.stderr + run.stdout
+    assert first.api.get("/api/health", auth=False).status == 200
+    assert first.api.get("/api/rooms").status == 200
