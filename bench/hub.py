@@ -11,14 +11,17 @@ process. For each configuration it runs two servers on the same load:
 - ours: the Theatrum app (server.app.build_app: auth, validation, permissions, the SQLite WAL log committed
   before each ack and broadcast, the 20 Hz pose tick), on a fresh data folder;
 - bare: a python-socketio AsyncServer with no logic: an op is broadcast to the room and acked, the latest
-  pose of each socket is kept and sent as one batched `poses` frame per room at 20 Hz.
+  pose of each socket is kept and sent as one batched `poses` frame per room on a fixed 20 Hz tick. Its
+  transport is configured as ours (handlers run inline, websockets without permessage-deflate), so the
+  ratio is what our logic costs.
 
 The two servers take turns for `--rounds` rounds and each keeps its best round (lowest p99): other processes
 on the machine only ever slow a run down. It prints, per server: messages delivered to clients per second
 (`event`s and `poses` frames), the op latency from emit until every member of the room has received the
 broadcast (p50, p99; clocks are time.monotonic, shared by processes on one machine), the server's CPU (its
-process's user + system time over the measured window), and the ratio ours/bare. Targets (issue 4): p99 <=
-25 ms at 1x30, CPU <= 1.3x bare.
+process's user + system time over the measured window), the client processes' CPU (the same machine's
+cores: when they are busy, latency is theirs as much as the server's), and the ratio ours/bare. Targets
+(issue 4): p99 <= 25 ms at 1x30, CPU <= 1.3x bare.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ TICK_HZ = 20.0
 WARMUP = 2.0  # seconds of load before the measured window
 SETTLE = 1.0  # seconds after it, for the last broadcasts to arrive
 CLIENTS = Path(__file__).resolve().parent / "hub_clients.mjs"
+PROFILE: Path | None = None  # --profile: where the servers write their cProfile stats
 
 
 # ---- servers ---------------------------------------------------------------------------------------------
@@ -70,8 +74,11 @@ def serve_bare(port: int) -> None:
     import socketio
     from aiohttp import web
 
-    sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False)
-    app = web.Application()
+    from server.sockets import plain_websockets
+
+    # The transport exactly as ours runs it (server/sockets.py): handlers inline, no permessage-deflate.
+    sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False, async_handlers=False)
+    app = web.Application(middlewares=[plain_websockets])
     sio.attach(app)
     rooms: dict[str, str] = {}
     latest: dict[str, dict[str, dict]] = {}
@@ -100,13 +107,22 @@ def serve_bare(port: int) -> None:
         latest[rooms[sid]][sid] = data
 
     async def tick(_app):
-        async def loop():
+        sending: set[asyncio.Task] = set()
+
+        async def loop():  # a fixed-rate tick, as ours: the next tick is due 1/TICK_HZ after the last was
+            next_at = time.monotonic()
             while True:
-                await asyncio.sleep(1 / TICK_HZ)
+                next_at += 1 / TICK_HZ
                 for room, poses in latest.items():
                     if poses:
                         latest[room] = {}
-                        await sio.emit("poses", {"poses": poses, "gone": []}, room=room)
+                        send = asyncio.create_task(sio.emit("poses", {"poses": poses, "gone": []}, room=room))
+                        sending.add(send)
+                        send.add_done_callback(sending.discard)
+                delay = next_at - time.monotonic()
+                if delay < 0:
+                    next_at, delay = time.monotonic(), 0.0
+                await asyncio.sleep(delay)
 
         task = asyncio.create_task(loop())
         yield
@@ -168,8 +184,9 @@ def run(kind: str, rooms: int, per_room: int, duration: float, procs: int) -> di
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="bench-hub-") as tmp:
         data = Path(tmp) / "data"
+        profile = ["--profile", str(PROFILE / f"{kind}-{rooms}x{per_room}.prof")] if PROFILE else []
         server = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port),
-                                   "--data", str(data)], stdout=subprocess.DEVNULL)
+                                   "--data", str(data), *profile], stdout=subprocess.DEVNULL)
         try:
             wait_listening(port)
             members = (ours_clients(url, data, rooms, per_room) if kind == "ours"
@@ -188,15 +205,18 @@ def run(kind: str, rooms: int, per_room: int, duration: float, procs: int) -> di
                 workers[-1].stdin.close()
             time.sleep(max(0.0, start + WARMUP - time.monotonic()))
             cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+            clients0 = sum(cpu_seconds(w.pid) for w in workers)
             time.sleep(max(0.0, stop - time.monotonic()))
             cpu1, t1 = cpu_seconds(server.pid), time.monotonic()
+            clients1 = sum(cpu_seconds(w.pid) for w in workers)
             results = [json.loads(w.stdout.read()) for w in workers]
             if any(w.wait() != 0 for w in workers):
                 raise RuntimeError("a client process failed")
         finally:
             server.terminate()
             server.wait()
-    return summarise(results, members, start + WARMUP, stop, (cpu1 - cpu0) / (t1 - t0))
+    figures = summarise(results, members, start + WARMUP, stop, (cpu1 - cpu0) / (t1 - t0))
+    return {**figures, "client_cpu": (clients1 - clients0) / (t1 - t0)}
 
 
 def summarise(results: list[dict], members: list[list], window_start: float, window_stop: float,
@@ -246,11 +266,26 @@ def main() -> None:
     parser.add_argument("--serve", choices=("ours", "bare"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--profile", type=Path, help="write each server's cProfile stats into this folder")
     args = parser.parse_args()
-    if args.serve == "ours":
-        return serve_ours(args.port, args.data)
-    if args.serve == "bare":
-        return serve_bare(args.port)
+    if args.serve:
+        serve = (lambda: serve_ours(args.port, args.data)) if args.serve == "ours" else (lambda: serve_bare(args.port))
+        if args.profile is None:
+            return serve()
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            serve()
+        finally:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
+        return None
+    global PROFILE
+    PROFILE = args.profile
+    if PROFILE:
+        PROFILE.mkdir(parents=True, exist_ok=True)
     if not (CLIENTS.parent.parent / "web-client" / "node_modules" / "socket.io-client").is_dir():
         sys.exit("bench/hub.py needs Node and socket.io-client: run `npm ci` in web-client")
 
@@ -258,7 +293,7 @@ def main() -> None:
           f"measured after {WARMUP:g} s of warm-up, {args.procs} client processes, {os.cpu_count()} cores, "
           f"best of {args.rounds} alternating rounds, load average {os.getloadavg()[0]:.1f}")
     header = (f"{'config':<7} {'server':<6} {'delivered/s':>11} {'ops':>5} {'lost':>4} {'p50 ms':>7} "
-              f"{'p99 ms':>7} {'server CPU':>10}")
+              f"{'p99 ms':>7} {'server CPU':>10} {'client CPU':>10}")
     print(header)
     print("-" * len(header))
     for config in args.configs.split(","):
@@ -270,7 +305,7 @@ def main() -> None:
         figures = {kind: min(found, key=lambda f: (f["lost"], f["p99_ms"])) for kind, found in runs.items()}
         for kind, f in figures.items():
             print(f"{config:<7} {kind:<6} {f['delivered_per_s']:>11.0f} {f['ops']:>5} {f['lost']:>4} "
-                  f"{f['p50_ms']:>7.1f} {f['p99_ms']:>7.1f} {f['cpu'] * 100:>9.0f}%")
+                  f"{f['p50_ms']:>7.1f} {f['p99_ms']:>7.1f} {f['cpu'] * 100:>9.0f}% {f['client_cpu'] * 100:>9.0f}%")
         ours, bare = figures["ours"], figures["bare"]
         print(f"{config:<7} {'ratio':<6} {ours['delivered_per_s'] / bare['delivered_per_s']:>11.2f} {'':>5} "
               f"{'':>4} {ours['p50_ms'] / bare['p50_ms']:>7.2f} {ours['p99_ms'] / bare['p99_ms']:>7.2f} "

@@ -26,7 +26,7 @@ from .hub import Hub
 from .jobs import JobRunner
 from .metrics import Metrics
 from .openapi import openapi_handler
-from .sockets import attach_sockets
+from .sockets import attach_sockets, plain_websockets
 
 log = logging.getLogger("theatrum")
 
@@ -73,8 +73,8 @@ def build_app(settings: Settings) -> web.Application:
     data.mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
     app = web.Application(
-        middlewares=[metrics.middleware, cors_middleware(settings.cors_origins), gzip_middleware, json_errors,
-                     require_token],
+        middlewares=[metrics.middleware, plain_websockets, cors_middleware(settings.cors_origins),
+                     gzip_middleware, json_errors, require_token],
         client_max_size=1024**2,  # JSON bodies; uploads are streamed and limited separately
     )
     app["settings"] = settings

@@ -6,11 +6,13 @@ participant, and its subscribers (the sockets that receive its broadcasts). An o
 under the room's lock parse and check it (sessions), append it to the log and commit (SQLite), and start
 sending the `event` to the subscribers (the sender too); then the ack.
 
-Order without waiting. Nothing under a room's lock awaits: deciding an event and starting its send happen in
-one step of the event loop. `_send` starts python-socketio's `emit` as a task; `emit` creates one send task
-per recipient before its first await, and asyncio runs tasks in the order they were created, so every socket
-receives a room's messages in the order `_send` was called, without the room waiting for one broadcast to
-finish before the next op. Recipients are the subscriber list at the moment of the send.
+Order without waiting. Nothing under a room's lock awaits: deciding an event and sending it happen in one
+step of the event loop. `_send` encodes a message once and puts it, synchronously, on the outgoing queue of
+each recipient's engine.io socket (what python-socketio's emit does through one task per recipient), so
+every socket receives a room's messages in the order `_send` was called, an op's event is queued before its
+ack, and a broadcast costs one encode plus one queue put per recipient. Recipients are the subscriber list
+at the moment of the send. `_send` is the one place that writes to sockets: a multi-node deployment (a
+socket.io message queue) replaces it, and nothing else.
 
 A socket enters in two steps. The connect handler checks the invite and logs the join; a refusal is a refused
 connection. Once python-socketio has accepted the connection, `_welcome` (under the room's lock) sends the
@@ -31,12 +33,14 @@ import math
 import secrets
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import engineio.packet
 import socketio
+import socketio.packet
 
 from sessions.events import Event
 from sessions.limits import RateLimiter, ViolationCounter, op_rate_limiter
@@ -230,10 +234,9 @@ class Hub:
         """Log room.close, send it, and disconnect everyone. Raises OpError (forbidden) if already closed."""
         async with live.lock:
             event = live.room.close(now_ms())
-            sent = self._broadcast(live, event)
+            self._broadcast(live, event)  # everyone has the close queued before their socket goes
             if self.ledger is not None:
                 self.ledger.closed(live.room.log)
-        await self._sent(sent)  # everyone has the close queued before their socket goes
         self.db.delete_codes(live.id)
         self._count_rooms()
         live.poses = PoseHub(self.pose_limits)
@@ -373,13 +376,15 @@ class Hub:
             await asyncio.sleep(0 if attempt < 20 else 0.005)
         return False
 
-    def _send_history(self, live: LiveRoom, member: Member, last_seq: int | None
-                      ) -> tuple[bool, list[asyncio.Task]]:
-        """Start sending the events after `last_seq`, or a snapshot: (snapshot?, the sends). Requires the lock."""
+    def _send_history(self, live: LiveRoom, member: Member, last_seq: int | None) -> bool:
+        """Send the events after `last_seq`, or a snapshot; True for a snapshot. Requires the room's lock."""
         events = None if last_seq is None else live.room.catch_up(last_seq)
         if events is None:
-            return True, [self._send("snapshot", live.room.snapshot_for(member.pid), member.sid)]
-        return False, [self._send("event", event.to_wire(), member.sid) for event in events]
+            self._send("snapshot", live.room.snapshot_for(member.pid), member.sid)
+            return True
+        for event in events:
+            self._send("event", event.to_wire(), member.sid)
+        return False
 
     # ---- messages ----------------------------------------------------------------------------------
 
@@ -397,7 +402,7 @@ class Hub:
                                                f"(bursts of {self.limits.op_burst:g})")
             async with live.lock:
                 event = live.room.apply(message, member.pid, now_ms())
-                sent = self._broadcast(live, event)
+                self._broadcast(live, event)  # the kicked see their kick before their socket goes
         except OpError as error:
             self._violation(member, error)
             return nack(error)
@@ -406,11 +411,10 @@ class Hub:
             return {"ok": False, "error": {"code": "unavailable",
                                            "detail": "the server could not record the op"}}
         if event.kind == OpKind.PARTICIPANT_KICK:
-            await self._sent(sent)  # the kicked see their kick before their socket goes
             await self._remove(live, event.data["participant"])
         return {"ok": True, "seq": event.seq}
 
-    async def on_pose(self, sid: str, message: Any) -> None:
+    def on_pose(self, sid: str, message: Any) -> None:
         """Handle `pose` (volatile, no ack): keep it for the next tick; a malformed pose is a violation."""
         member = self.members.get(sid)
         if member is None or member.replay is not None:
@@ -440,9 +444,8 @@ class Hub:
             return nack(error)
         live = self.rooms[member.room]
         async with live.lock:
-            snapshot, sends = self._send_history(live, member, last_seq)
+            snapshot = self._send_history(live, member, last_seq)  # queued before the ack
             seq = live.room.seq
-        await self._sent(*sends)  # the history is queued before the ack
         return {"ok": True, "seq": seq, "snapshot": snapshot}
 
     def _violation(self, member: Member, error: OpError) -> None:
@@ -467,27 +470,31 @@ class Hub:
         for sid in list(live.sockets.get(pid, ())):
             await self.sio.disconnect(sid)
 
-    def _broadcast(self, live: LiveRoom, event: Event) -> asyncio.Task | None:
-        """Start sending `event` to the room's subscribers (and let the ledger cut a checkpoint when one is
-        due). Requires the room's lock (keeps seq order)."""
+    def _broadcast(self, live: LiveRoom, event: Event) -> None:
+        """Send `event` to the room's subscribers (and let the ledger cut a checkpoint when one is due).
+        Requires the room's lock (keeps seq order)."""
         if self.ledger is not None and not live.room.closed:
             self.ledger.appended(live.room.log)
-        return self._send("event", event.to_wire(), list(live.subscribers))
+        self._send("event", event.to_wire(), live.subscribers)
 
-    def _send(self, name: str, data: Any, to: str | list[str]) -> asyncio.Task | None:
-        """Start emitting `name` to one sid or a list of sids; None if there is nobody to send to.
+    def _send(self, name: str, data: Any, to: str | Collection[str]) -> int:
+        """Queue socket.io event `name` with `data` for one sid or several; returns how many sockets got it.
 
-        Messages reach each socket in the order of the calls (see the module docstring). Never pass an empty
-        list to emit: python-socketio reads it as "everyone".
+        Messages reach each socket in the order of the calls (see the module docstring). A sid that is gone or
+        closing is skipped. Requires JSON-encodable data without bytes.
         """
-        if not to:
-            return None
-        return self._spawn(self.sio.emit(name, data, to=to))
-
-    @staticmethod
-    async def _sent(*sends: asyncio.Task | None) -> None:
-        """Wait until these sends have queued their messages on every recipient's socket."""
-        await asyncio.gather(*(send for send in sends if send is not None), return_exceptions=True)
+        sids = (to,) if isinstance(to, str) else to
+        if not sids:
+            return 0
+        encoded = self.sio.packet_class(socketio.packet.EVENT, data=[name, data], binary=False).encode()
+        frame = engineio.packet.Packet(engineio.packet.MESSAGE, encoded)
+        eio_sid_of, sockets, queued = self.sio.manager.eio_sid_from_sid, self.sio.eio.sockets, 0
+        for sid in sids:
+            socket = sockets.get(eio_sid_of(sid, NAMESPACE))
+            if socket is not None and not socket.closed:
+                socket.queue.put_nowait(frame)
+                queued += 1
+        return queued
 
     # ---- poses and the tick ------------------------------------------------------------------------
 
@@ -504,7 +511,7 @@ class Hub:
             frame = live.poses.tick(now)
             live.poses.drain_track()  # the ~2 Hz track is not kept (poses are presence, not history)
             if frame is not None and live.subscribers:
-                self._send("poses", frame, list(live.subscribers))
+                self._send("poses", frame, live.subscribers)
                 sent += 1
         for key, deadline in list(self._orphans.items()):
             if now >= deadline:

@@ -101,7 +101,7 @@ ANNOTATION_FIELDS: dict[AnnotationType, dict[str, bool]] = {
 SERVER_FIELDS = frozenset({"author", "seq", "at", "time", "room", "hash", "layer", "length_mm", "versions"})
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _COLOR = re.compile(r"#[0-9a-fA-F]{6}")
-_UNIT_TOLERANCE = 0.1  # a quaternion's norm may be off by this much; it is then normalised
+UNIT_TOLERANCE = 0.1  # a quaternion's norm may be off by this much; it is then normalised
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def quaternion(value: Any, path: str) -> list[float]:
     """`value` as a unit quaternion [x, y, z, w] (three.js order). Requires a norm within 10% of 1."""
     q = vector(value, path, 4, 2.0)
     norm = math.sqrt(sum(c * c for c in q))
-    if abs(norm - 1.0) > _UNIT_TOLERANCE:
+    if abs(norm - 1.0) > UNIT_TOLERANCE:
         raise invalid(f"{path} must be a unit quaternion (norm {norm:.3f})")
     return [c / norm for c in q]
 

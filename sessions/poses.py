@@ -14,15 +14,17 @@ Pure: every method takes `now` in seconds on a clock that never goes backwards (
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sessions.limits import RateLimiter
-from sessions.ops import invalid, quaternion, vector
+from sessions.ops import UNIT_TOLERANCE, invalid, quaternion, vector
 
 PARTS = ("head", "left", "right")
+_PART_SET = frozenset(PARTS)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,9 @@ class TrackSample:
 
 def parse_pose(message: Any, limits: PoseLimits) -> Pose:
     """The Pose of a client `pose` message, or OpError (invalid). Requires nothing of `message`."""
+    if type(message) is dict and "head" in message and message.keys() <= _PART_SET:
+        return Pose(*(_transform(message[name], name, limits) if message.get(name) is not None else None
+                      for name in PARTS))
     if not isinstance(message, Mapping):
         raise invalid("a pose must be an object {head, left?, right?}")
     unknown = sorted(set(message) - set(PARTS))
@@ -86,12 +91,44 @@ def parse_pose(message: Any, limits: PoseLimits) -> Pose:
 
 
 def _transform(value: Any, path: str, limits: PoseLimits) -> Transform:
-    """A validated, rounded Transform. Requires nothing of `value`."""
+    """A validated, rounded Transform. Requires nothing of `value`.
+
+    Poses arrive thousands of times a second, so a well-formed one takes a short path with no messages built;
+    anything else goes through the general validators, which name what is wrong.
+    """
+    if type(value) is dict and len(value) == 2:
+        position = _bounded(value.get("position"), 3, limits.max_metres)
+        rotation = _bounded(value.get("quaternion"), 4, 2.0)
+        if position is not None and rotation is not None:
+            x, y, z, w = rotation
+            norm = math.sqrt(x * x + y * y + z * z + w * w)
+            if abs(norm - 1.0) <= UNIT_TOLERANCE:
+                return Transform((round(position[0], 4), round(position[1], 4), round(position[2], 4)),
+                                 (round(x / norm, 4), round(y / norm, 4), round(z / norm, 4), round(w / norm, 4)))
     if not isinstance(value, Mapping) or set(value) != {"position", "quaternion"}:
         raise invalid(f"{path} must be an object {{position, quaternion}}")
     position = vector(value["position"], f"{path}.position", 3, limits.max_metres)
     rotation = quaternion(value["quaternion"], f"{path}.quaternion")
     return Transform(tuple(round(c, 4) for c in position), tuple(round(c, 4) for c in rotation))
+
+
+def _bounded(value: Any, length: int, bound: float) -> list[float] | None:
+    """`value` as `length` floats within +-bound, or None (the caller then finds what is wrong).
+
+    Requires nothing. NaN fails every comparison, so it is refused with the infinities."""
+    if type(value) is not list or len(value) != length:
+        return None
+    out = []
+    for item in value:
+        kind = type(item)
+        if kind is int:
+            item = float(item)
+        elif kind is not float:
+            return None
+        if not -bound <= item <= bound:
+            return None
+        out.append(item)
+    return out
 
 
 class PoseHub:

@@ -8,6 +8,7 @@ gives back the same state and head, permissions over the socket, poses batched a
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -48,6 +49,30 @@ def pose(x: float) -> dict:
 
 
 # ---- join, snapshot, ops, events ------------------------------------------------------------------------
+
+async def test_websockets_are_served_without_permessage_deflate_and_still_carry_the_room(lobby):
+    """A browser always offers permessage-deflate; the server declines it (plain frames), and the socket works."""
+    room = await lobby()
+    async with room.http.ws_connect("/socket.io/?EIO=4&transport=websocket", compress=15) as ws:
+        assert "Sec-WebSocket-Extensions" not in ws._response.headers
+        assert ws.compress == 0
+        opened = await ws.receive_str(timeout=5)
+        assert opened.startswith("0{") and '"sid"' in opened  # engine.io OPEN
+        await ws.send_str("40" + json.dumps({"token": await room.token("surgeon")}))
+        connected = await ws.receive_str(timeout=5)
+        assert connected.startswith("40{"), connected  # socket.io CONNECT accepted
+        snapshot = await ws.receive_str(timeout=5)
+        assert snapshot.startswith('42["snapshot",') and room.id in snapshot
+        await ws.send_str("421" + json.dumps(["op", {"kind": "annotation.create", **POINT}]))
+        frames = []
+        while not frames or not frames[-1].startswith("431"):  # until the ack of op 1
+            frames.append(await ws.receive_str(timeout=5))
+        ack = json.loads(frames[-1][3:])[0]
+        events = [json.loads(f[2:])[1] for f in frames if f.startswith('42["event",')]
+        assert ack["ok"] and [e["seq"] for e in events][-1] == ack["seq"]  # the op's event came before its ack
+    async with room.http.ws_connect("/socket.io/?EIO=4&transport=websocket") as ws:
+        assert (await ws.receive_str(timeout=5)).startswith("0{")  # a client offering nothing is served too
+
 
 async def test_a_joining_client_gets_the_snapshot_and_the_room_sees_the_join(lobby):
     room = await lobby()
