@@ -39,6 +39,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from server.eventloop import new_event_loop
+
 POSE_HZ = 30.0
 OP_HZ = 1.0
 TICK_HZ = 20.0
@@ -66,7 +68,8 @@ def serve_ours(port: int, data: Path) -> None:
     catalog.add_mesh({"id": "m-bench", "study_id": "st-bench", "series_id": "se-bench", "preset": "bone",
                       "threshold": 300.5, "triangles": 1, "vertices": 3, "bbox_lps_mm": [[0, 0, 0], [1, 1, 1]],
                       "artifacts": {"draco": digest}})
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, handle_signals=True)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, handle_signals=True,
+                loop=new_event_loop())
 
 
 def serve_bare(port: int) -> None:
@@ -129,7 +132,8 @@ def serve_bare(port: int) -> None:
         task.cancel()
 
     app.cleanup_ctx.append(tick)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, handle_signals=True)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, handle_signals=True,
+                loop=new_event_loop())
 
 
 # ---- the run ---------------------------------------------------------------------------------------------

@@ -142,6 +142,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .app import build_app
     from .autoimport import import_on_start
     from .config import SettingsError, from_environment
+    from .eventloop import new_event_loop
 
     try:
         settings = from_environment(host=args.host, port=args.port, data=args.data,
@@ -174,7 +175,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app.on_startup.append(import_on_start)
     try:
         web.run_app(app, host=settings.host, port=settings.port, print=None, handle_signals=True,
-                    shutdown_timeout=5)
+                    shutdown_timeout=5, loop=new_event_loop())
     except OSError as e:
         raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}") from None
     except LogError as e:
