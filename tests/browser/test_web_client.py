@@ -427,7 +427,7 @@ def skull_series(folder: Path) -> list[Path]:
                            thickness=spacing, description="SPHERE PHANTOM")
 
 
-def test_lobby_upload_reconstruct_create_room_and_join(browser, theatrum, tmp_path):
+def test_lobby_upload_reconstruct_create_room_and_join(browser, theatrum, tmp_path, artifacts):
     files = skull_series(tmp_path / "upload")
     admin = Client(browser, theatrum.url, f"token={theatrum.server.token}")
     guest = None
@@ -445,8 +445,20 @@ def test_lobby_upload_reconstruct_create_room_and_join(browser, theatrum, tmp_pa
         card.locator("button.reconstruct").click()
         card.locator(".job-progress[data-state='done']").wait_for(timeout=120_000)
         assert admin.js("theatrum.lobby.jobEvents") > 0  # live progress came over the admin's socket
-        card.locator(".preview[data-loaded='true']").wait_for(timeout=30_000)
+        preview = card.locator(".preview[data-loaded='true']")
+        preview.wait_for(timeout=30_000)
         assert card.locator(".mesh-choice").count() == 1
+        # Opened again, the lobby builds the card (and its preview's stage) before the card is on the page,
+        # when its box measures 0 x 0: the canvas must still come to fill its box, and show the mesh.
+        page.reload()
+        card = page.locator("li.study", has_text="SPHERE PHANTOM")
+        preview = card.locator(".preview[data-loaded='true']")
+        preview.wait_for(timeout=30_000)
+        box, canvas = preview.bounding_box(), preview.locator("canvas").bounding_box()
+        assert (round(canvas["width"]), round(canvas["height"])) == (round(box["width"]), round(box["height"]))
+        page.wait_for_timeout(300)  # a frame at the new size
+        share = bone_fraction(preview.screenshot(path=artifacts / "lobby-preview.png"), box=0.3)
+        assert share > 0.1, f"the preview's centre shows only {share:.1%} of the mesh (see lobby-preview.png)"
 
         card.locator("input.room-title").fill("Sphere, lobby test")
         card.locator("button.create-room").click()

@@ -12,7 +12,7 @@
 // the same model-to-room mapping and poses, clip planes and pointers (all in model space) line up.
 import {
 	Box3, BoxGeometry, Color, DirectionalLight, GridHelper, Group, HemisphereLight, Mesh, MeshStandardMaterial,
-	PerspectiveCamera, Scene, SRGBColorSpace, Vector3, WebGLRenderer,
+	PerspectiveCamera, Scene, SRGBColorSpace, Vector2, Vector3, WebGLRenderer,
 } from 'three';
 
 export const TABLE_TOP = 0.9; // m above the floor
@@ -80,8 +80,15 @@ export class Stage {
 		// A desktop renders only when something changed (invalidate()); a headset renders every frame.
 		this.dirty = true;
 
+		// Follow the container, not just the window: a panel that opens, or a preview that is shown after the
+		// stage was made (it measured 0 x 0 then), changes the container's size without a window resize.
 		this.onResize = this.onResize.bind(this);
 		window.addEventListener('resize', this.onResize);
+		this.resizeObserver = new ResizeObserver(() => {
+			const size = this.renderer.getSize(new Vector2());
+			if (size.x !== (container.clientWidth || 1) || size.y !== (container.clientHeight || 1)) this.onResize();
+		});
+		this.resizeObserver.observe(container);
 		this.onResize();
 	}
 
@@ -139,6 +146,24 @@ export class Stage {
 		const size = this.bounds.getSize(new Vector3()).length() * this.modelRoot.scale.x;
 		const distance = Math.max(0.35, size * 1.5);
 		this.camera.position.set(centre.x, centre.y + distance * 0.25, centre.z + distance);
+		this.camera.lookAt(centre);
+		if (controls) {
+			controls.target.copy(centre);
+			controls.update();
+		}
+		this.invalidate();
+	}
+
+	/** Look at the patient from the front and a little above, as close as its whole bounding sphere fits the
+	 * view (both ways, whatever the aspect ratio): a small preview shows the anatomy, not the room. */
+	fitCamera(controls) {
+		const centre = this.patientCentre();
+		const radius = Math.max(0.01, (this.bounds.getSize(new Vector3()).length() / 2) * this.modelRoot.scale.x);
+		const vertical = (this.camera.fov * Math.PI) / 180;
+		const horizontal = 2 * Math.atan(Math.tan(vertical / 2) * this.camera.aspect);
+		const distance = (1.1 * radius) / Math.sin(Math.min(vertical, horizontal) / 2);
+		const direction = new Vector3(0, 0.3, 1).normalize();
+		this.camera.position.copy(centre).addScaledVector(direction, distance);
 		this.camera.lookAt(centre);
 		if (controls) {
 			controls.target.copy(centre);

@@ -280,7 +280,7 @@ class StudyCard {
 		for (const child of [...stage.modelFrame.children]) stage.modelFrame.remove(child);
 		const loader = new MeshLoader(stage, this.lobby.token);
 		await loader.load(this.study.meshes.map((m) => m.id), { coarseOnly: true });
-		stage.frameDesktopCamera(controls);
+		stage.fitCamera(controls);
 		this.previewBox.dataset.loaded = 'true';
 	}
 
