@@ -42,12 +42,12 @@ import engineio.packet
 import socketio
 import socketio.packet
 
-from sessions.events import Event
+from sessions.events import Event, ServerKind
 from sessions.limits import RateLimiter, ViolationCounter, op_rate_limiter
 from sessions.log import EventLog, LogError
 from sessions.ops import ErrorCode, OpError, OpKind
 from sessions.poses import PoseHub, PoseLimits
-from sessions.replay import schedule, state_at
+from sessions.replay import TrackPoint, schedule, state_at
 from sessions.roles import Role
 from sessions.room import Room, RoomInfo, RoomMode
 
@@ -509,7 +509,7 @@ class Hub:
             if live.room.closed:
                 continue
             frame = live.poses.tick(now)
-            live.poses.drain_track()  # the ~2 Hz track is not kept (poses are presence, not history)
+            self._record_track(live, now)
             if frame is not None and live.subscribers:
                 self._send("poses", frame, live.subscribers)
                 sent += 1
@@ -520,6 +520,19 @@ class Hub:
                 if live is not None and not live.sockets.get(key[1]):
                     await self._leave(live, key[1], "timeout")
         return sent
+
+    def _record_track(self, live: LiveRoom, now: float) -> None:
+        """Keep the room's new ~2 Hz track samples for replays, stamped in server time (ms). Requires `now`
+        on the clock the PoseHub was given (time.monotonic())."""
+        samples = live.poses.drain_track()
+        if not samples:
+            return
+        wall = now_ms()
+        points = [TrackPoint(wall - round((now - s.time) * 1000), s.participant, s.pose.to_json()) for s in samples]
+        try:
+            self.db.add_track(live.id, points)
+        except sqlite3.Error:
+            log.exception("room %s: the avatar track could not be recorded", live.id)  # a replay loses a moment
 
     async def _tick_loop(self, period: float) -> None:
         next_at = time.monotonic()
@@ -564,12 +577,20 @@ class Hub:
         snapshot = {**state.snapshot(), "you": participant.to_json() if participant else None,
                     "head": live.room.log.merkle.root(request.start).hex(),
                     "replay": {"speed": request.speed, "max_gap": request.max_gap, "last": live.room.seq}}
-        await self.sio.emit("snapshot", snapshot, to=member.sid)
-        for delay, event in schedule(events[request.start:], request.speed, max_gap=request.max_gap):
+        self._send("snapshot", snapshot, member.sid)
+        later = events[request.start:]
+        track = self.db.track(live.id, since=events[request.start - 1].at)
+        for delay, item in schedule([events[request.start - 1], *later], request.speed, max_gap=request.max_gap,
+                                    track=track):
             if delay > 0:
                 await asyncio.sleep(delay)
-            await self.sio.emit("event", event.to_wire(), to=member.sid)
-        await self.sio.emit("replay.end", {"seq": live.room.seq}, to=member.sid)
+            if isinstance(item, TrackPoint):
+                self._send("poses", {"poses": {item.participant: item.pose}, "gone": []}, member.sid)
+            elif item.seq > request.start:
+                self._send("event", item.to_wire(), member.sid)
+                if item.kind == ServerKind.PARTICIPANT_LEAVE:
+                    self._send("poses", {"poses": {}, "gone": [item.data["participant"]]}, member.sid)
+        self._send("replay.end", {"seq": live.room.seq}, member.sid)
 
     def _spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.create_task(coroutine)

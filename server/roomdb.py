@@ -13,10 +13,12 @@ database's lock while the server runs (see SqliteLogStore): one server per data 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from sessions.log import SqliteLogStore
+from sessions.replay import TrackPoint
 from sessions.roles import Role
 
 ROOM_DB = "rooms.sqlite"
@@ -27,6 +29,10 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS room_codes ("
     " code TEXT PRIMARY KEY, room TEXT NOT NULL, role TEXT NOT NULL, exp INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS room_codes_room ON room_codes(room)",
+    # The avatars' downsampled track (~2 Hz per participant) for replays: presence, not part of the Merkle log.
+    "CREATE TABLE IF NOT EXISTS pose_track ("
+    " id INTEGER PRIMARY KEY, room TEXT NOT NULL, at INTEGER NOT NULL, participant TEXT NOT NULL, pose TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS pose_track_room_at ON pose_track(room, at)",
 )
 
 
@@ -97,6 +103,20 @@ class RoomDatabase:
         """Forget the codes of `room` (it closed), committed."""
         self._db.execute("DELETE FROM room_codes WHERE room = ?", (room,))
         self._db.commit()
+
+    def add_track(self, room: str, points: Sequence[TrackPoint]) -> None:
+        """Record avatar track points of `room`, committed. Requires no staged rows (they would commit too)."""
+        if points:
+            self._db.executemany(
+                "INSERT INTO pose_track (room, at, participant, pose) VALUES (?, ?, ?, ?)",
+                [(room, p.at, p.participant, json.dumps(p.pose, separators=(",", ":"))) for p in points])
+            self._db.commit()
+
+    def track(self, room: str, since: int = 0) -> list[TrackPoint]:
+        """The recorded track of `room` from server time `since` (ms), in time order."""
+        rows = self._db.execute("SELECT at, participant, pose FROM pose_track WHERE room = ? AND at >= ?"
+                                " ORDER BY at, id", (room, since))
+        return [TrackPoint(at, participant, json.loads(pose)) for at, participant, pose in rows.fetchall()]
 
     def rollback(self) -> None:
         """Drop whatever was staged."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import pytest
 import socketio
@@ -354,6 +355,66 @@ async def test_closing_a_room_disconnects_everyone_and_refuses_later_joins(lobby
     with pytest.raises(socketio.exceptions.ConnectionError):
         await late.connect()
     assert late.refusal["message"] == "the room is closed"
+
+
+class _Arrivals(list):
+    """The `poses` frames a client received, also noted in a shared order of arrival."""
+
+    def __init__(self, order: list):
+        super().__init__()
+        self.order = order
+
+    def append(self, frame) -> None:
+        super().append(frame)
+        self.order.append(("poses", frame))
+
+
+class _InOrder(RoomClient):
+    """A RoomClient that notes `event` and `poses` messages in one list, in the order they arrived."""
+
+    def __init__(self, url: str, token: str):
+        super().__init__(url, token)
+        self.order: list[tuple[str, Any]] = []
+        self.poses = _Arrivals(self.order)
+
+    def _on_event(self, message: dict) -> None:
+        super()._on_event(message)
+        self.order.append(("event", message["seq"]))
+
+
+async def test_a_replay_moves_the_avatars_between_the_events_as_they_moved(lobby):
+    """The ~2 Hz avatar track is recorded (not logged) and merged into the replay by server time."""
+    room = await lobby()
+    ines, sam = await room.client("instructor"), await room.client("surgeon")
+    sam_id = sam.you["id"]
+    marks = []
+    for x in (0.125, 0.25):
+        await sam.send("pose", pose(x))
+        await until(lambda x=x: room.live.poses.latest().get(sam_id, {}).get("head", {}).get("position", [0])[0] == x,
+                    "the pose at the hub")
+        await room.hub.tick()  # records the track sample
+        marks.append((await ines.op("annotation.create", type="point", position=[x, 0, 0]))["seq"])
+        await asyncio.sleep(0.55)  # the track keeps one sample per participant every 0.5 s
+    await sam.close()
+    await until(lambda: room.live.room.participant(sam_id).present is False, "sam's leave")
+    await room.http.post(f"/api/rooms/{room.id}/close", headers=admin(room.app))
+
+    viewer = _InOrder(room.url, await room.token("observer", "Reviewer"))
+    await viewer.connect(replay={"speed": 100, "from": 1, "max_gap": 0.05})
+    await until(lambda: any(name == "replay.end" for name, _ in viewer.other), "the end of the replay")
+    heads = [(kind, item["poses"][sam_id]["head"]["position"][0]) for kind, item in viewer.order
+             if kind == "poses" and sam_id in item["poses"]]
+    assert [x for _, x in heads] == [0.125, 0.25]
+    # Each recorded pose arrives after the events before it and before the op it preceded.
+    order = [("pose", item["poses"][sam_id]["head"]["position"][0]) if kind == "poses" and item["poses"]
+             else ("gone", tuple(item["gone"])) if kind == "poses" else ("event", item) for kind, item in viewer.order]
+    assert order.index(("pose", 0.125)) < order.index(("event", marks[0])) < order.index(("pose", 0.25)) \
+        < order.index(("event", marks[1]))
+    leave = next(e.seq for e in room.live.room.events_since(0) if e.kind == "participant.leave"
+                 and e.data["participant"] == sam_id)
+    assert order.index(("event", leave)) < order.index(("gone", (sam_id,)))  # the avatar goes when sam left
+    assert viewer.state.snapshot() == room.live.room.state.snapshot()
+    await viewer.close()
 
 
 async def test_a_closed_room_replays_read_only(lobby):

@@ -12,7 +12,7 @@ from sessions.events import Event, EventError
 from sessions.log import EventLog, LogCorruptError, LogError, MemoryLogStore, SqliteLogStore
 from sessions.merkle import leaf_hash, verify_consistency, verify_inclusion
 from sessions.ops import OpError
-from sessions.replay import schedule, state_at
+from sessions.replay import TrackPoint, schedule, state_at
 from sessions.roles import Role
 from sessions.room import Room, RoomInfo, RoomMode
 
@@ -254,6 +254,26 @@ def test_replay_schedule_follows_server_time_at_any_speed():
         list(schedule(events, speed=0))
     with pytest.raises(ValueError):
         list(schedule(events[::-1]))
+
+
+def test_replay_schedule_merges_the_avatar_track_by_server_time():
+    clock = Clock()
+    room = new_room(PEOPLE, clock=clock)
+    base = clock.now
+    for offset in (1000, 3000):
+        room.apply(point(), "sam", base + offset)
+    first, second = room.events_since(room.seq - 2)
+    head = {"head": {"position": [0, 1.6, 0], "quaternion": [0, 0, 0, 1]}}
+    track = [TrackPoint(base + 500, "sam", head),  # before the first event played: dropped
+             TrackPoint(base + 1000, "sam", head),  # the same time as an event: after it
+             TrackPoint(base + 2000, "ines", head),
+             TrackPoint(base + 3500, "sam", head)]
+    played = list(schedule([first, second], speed=2, track=track))
+    assert [(d, getattr(item, "seq", None) or item.at - base) for d, item in played] == [
+        (0.0, first.seq), (0.0, 1000), (0.5, 2000), (0.5, second.seq), (0.25, 3500)]
+    assert [d for d, _ in schedule([first, second], max_gap=0.2, track=track)] == [0.0, 0.0, 0.2, 0.2, 0.2]
+    with pytest.raises(ValueError):
+        list(schedule([second, first], track=track))
 
 
 def test_replay_seeks_to_any_seq():
