@@ -360,7 +360,21 @@ def test_desktop_tools_driven_by_mouse_clicks(browser, theatrum):
         assert point["label"] == "Point 1"
         assert lps_inside(point["position"], theatrum.bone["bbox_lps_mm"])
 
+        page.click("#tool-note")
+        assert page.get_attribute("#label-input", "maxlength") == "4000"  # a note's text may be long
+        page.mouse.click(cx, cy)  # no text typed: nothing is sent
+        page.fill("#label-input", "Facial nerve: keep 2 mm from the drill")
+        page.mouse.click(cx + 20, cy + 10)
+        note = wait_annotation(surgeon, "(a) => a.type === 'note'")
+        assert note["text"] == "Facial nerve: keep 2 mm from the drill"
+        assert page.input_value("#label-input") == ""  # taken
+        assert lps_inside(note["position"], theatrum.bone["bbox_lps_mm"])
+        assert [a["type"] for a in surgeon.state_annotations()] == ["point", "note"]
+        page.locator(f"#annotations li[data-id='{note['id']}'] button.delete").click()
+        page.locator(f"#annotations li[data-id='{note['id']}']").wait_for(state="detached", timeout=5000)
+
         page.click("#tool-measure")
+        assert page.get_attribute("#label-input", "maxlength") == "200"
         page.fill("#label-input", "bitemporal")
         page.mouse.click(cx - 60, cy)
         page.mouse.click(cx + 60, cy - 10)
@@ -491,3 +505,130 @@ def test_lobby_upload_reconstruct_create_room_and_join(browser, theatrum, tmp_pa
         admin.close()
         if guest is not None:
             guest.close()
+
+
+# -- a training review: a closed room played back from the lobby ------------------------------------------------
+REVIEW_LABELS = ["entry", "landmark", "exit"]
+
+# Record, in the page, what the replay connection delivers from now on (listening once, a new log each time).
+RECORD_REPLAY = """() => {
+    const listening = Array.isArray(window.replayLog);
+    window.replayLog = [];
+    if (listening) return;
+    const room = theatrum.room;
+    room.addEventListener('snapshot', (e) => replayLog.push(
+        {snapshot: e.data.state.seq, annotations: e.data.state.annotations.size}));
+    room.addEventListener('event', (e) => replayLog.push(
+        {event: e.data.event.seq, kind: e.data.event.kind, annotations: e.data.state.annotations.size}));
+    room.addEventListener('replay.end', (e) => replayLog.push({end: e.data.seq}));
+}"""
+
+# An op through the room connection, counting what the socket emits meanwhile: [outcome, emits].
+OP_ON_A_REPLAY = """async () => {
+    const socket = theatrum.room.socket;
+    const emit = socket.emit;
+    let emits = 0;
+    socket.emit = function (...args) { emits += 1; return emit.apply(this, args); };
+    try {
+        const op = theatrum.room.op('annotation.create', {type: 'point', position: [0, 20, 760], label: 'no'});
+        const outcome = await op.then(() => 'accepted', (e) => e.message);
+        return [outcome, emits];
+    } finally {
+        socket.emit = emit;
+    }
+}"""
+
+
+def replay_run(client: Client, action) -> list[dict]:
+    """What the replay delivers after `action()` (a restart or a seek), until its replay.end."""
+    client.js(RECORD_REPLAY)
+    action()
+    client.page.wait_for_function("replayLog.some((x) => 'end' in x)", timeout=20_000)
+    client.page.wait_for_function("document.getElementById('replay-bar').dataset.status === 'ended'", timeout=5000)
+    return client.js("replayLog")
+
+
+def test_instructor_replays_a_closed_room_from_the_lobby(browser, theatrum):
+    created = create_room(theatrum.api, theatrum.study["id"], [theatrum.bone["id"]], title="Review of a session")
+    room_id = created["room"]["id"]
+    surgeon = Client(browser, theatrum.url, f"invite={created['invites']['surgeon']['token']}")
+    try:
+        surgeon.page.wait_for_function("window.theatrum?.room?.status === 'live'", timeout=30_000)
+        surgeon.js("""async (labels) => {
+            for (const [i, label] of labels.entries()) {
+                await theatrum.room.op('annotation.create', {type: 'point', position: [i, 20, 760], label});
+            }
+        }""", REVIEW_LABELS)
+        assert not surgeon.errors, surgeon.errors
+        closed = theatrum.api.post(f"/api/rooms/{room_id}/close", {})
+        assert closed.status == 200, closed.body[:500]
+    finally:
+        surgeon.close()
+    last = closed.json()["seq"]
+    events = theatrum.api.get(f"/api/rooms/{room_id}/events").json()["events"]
+    seq_of = {e["data"]["label"]: e["seq"] for e in events if e["kind"] == "annotation.create"}
+    assert list(seq_of) == REVIEW_LABELS
+    assert (events[-1]["seq"], events[-1]["kind"]) == (last, "room.close")
+
+    admin = Client(browser, theatrum.url, f"token={theatrum.server.token}&xr-emulate=quest3")
+    try:
+        page = admin.page
+        item = page.locator(f"#rooms li.room[data-id='{room_id}']")
+        item.locator("select.replay-speed").select_option("16")
+        assert item.locator("button.close-room").count() == 0  # closed: replayed, not joined
+        item.locator("button.replay-room").click()
+
+        # The first run, from the lobby: from the start at 16x, to the room's last event.
+        page.wait_for_function("document.getElementById('replay-bar')?.dataset.status === 'ended'", timeout=30_000)
+        assert "invite=" not in page.url and "token=" not in page.url
+        assert admin.js("theatrum.room.replay") == {"from": 1, "speed": 16}
+        assert page.inner_text("#replay-position") == f"{last} / {last}"
+        assert page.inner_text("#replay-status") == "Ended"
+        assert admin.js("theatrum.room.state.seq") == last
+        assert sorted(a["label"] for a in admin.state_annotations()) == sorted(REVIEW_LABELS)
+        assert page.locator("#annotations li").count() == len(REVIEW_LABELS)
+        assert "(observer)" in page.inner_text("#room-subtitle")
+
+        # Restart: the snapshot after event 1 is empty, then each event arrives in order, the points with them.
+        run = replay_run(admin, lambda: page.click("#replay-restart"))
+        assert run[0] == {"snapshot": 1, "annotations": 0}
+        assert [x["event"] for x in run[1:-1]] == list(range(2, last + 1))
+        assert [(x["event"], x["annotations"]) for x in run if x.get("kind") == "annotation.create"] == [
+            (seq_of[label], n) for n, label in enumerate(REVIEW_LABELS, 1)]
+        assert run[-1] == {"end": last}
+
+        # Seek: the slider starts a replay after the chosen event (two points in), which plays on to the end.
+        run = replay_run(admin, lambda: page.locator("#replay-seek").fill(str(seq_of["landmark"])))
+        assert run[0] == {"snapshot": seq_of["landmark"], "annotations": 2}
+        assert [x["event"] for x in run[1:-1]] == list(range(seq_of["landmark"] + 1, last + 1))
+        assert admin.js("theatrum.room.replay") == {"from": seq_of["landmark"], "speed": 16}
+
+        # Read-only: only the view tool is offered, nothing to edit shows, and an op is not even sent.
+        assert admin.js("theatrum.toolbox.active") == "view"
+        for tool in ("point", "measure", "stroke", "pointer", "clip", "grab"):
+            assert page.locator(f"#tool-{tool}").is_disabled() and not page.locator(f"#tool-{tool}").is_visible()
+        assert page.locator("#tool-view").is_visible()
+        for control in ("#label-input", "#undo", "#clip-controls", "#annotations li button.delete"):
+            assert not page.locator(control).first.is_visible(), control
+        page.locator("#viewport canvas").click()  # a click on the anatomy places nothing
+        page.keyboard.press("1")  # the point tool's key: refused, and the reason is said
+        page.locator(".toast", has_text="Point:").wait_for(timeout=3000)
+        assert admin.js("theatrum.toolbox.active") == "view"
+        assert admin.js(OP_ON_A_REPLAY) == ["a replay is read-only", 0]
+        assert len(admin.state_annotations()) == len(REVIEW_LABELS)
+
+        # In a headset: the replay plays on while presenting (the bar is out of sight: restarted from script).
+        page.wait_for_function("theatrum.ready", timeout=60_000)  # the anatomy is in
+        enter_vr(admin)
+        run = replay_run(admin, lambda: admin.js("theatrum.replayBar.play(1)"))
+        assert run[0] == {"snapshot": 1, "annotations": 0} and run[-1] == {"end": last}
+        assert admin.js("theatrum.xr.presenting")
+        admin.js("theatrum.xr.exit()")
+        page.wait_for_function("!theatrum.xr.presenting", polling=50)
+
+        page.click("#leave")
+        page.locator(f"#rooms li.room[data-id='{room_id}'] button.replay-room").wait_for(timeout=10_000)
+        assert admin.js("theatrum.view") == "lobby"
+        assert not admin.errors, admin.errors
+    finally:
+        admin.close()

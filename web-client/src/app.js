@@ -1,5 +1,6 @@
 // The application: reads the credentials, then composes either the room (an invite) or the lobby (the admin
 // login) from the modules. Nothing here draws or talks to the server itself; it wires the parts together.
+// A room opened for a replay (a closed room played back, read-only) is the same view with a replay bar.
 //
 // window.theatrum exposes the parts for the browser tests and for curious developers.
 import { Matrix4, Quaternion, Vector3 } from 'three';
@@ -19,6 +20,7 @@ import { Stage } from './scene.js';
 import { ClipTool } from './tools/clip.js';
 import { GrabTool } from './tools/grab.js';
 import { MeasureTool } from './tools/measure.js';
+import { NoteTool } from './tools/note.js';
 import { PointTool } from './tools/point.js';
 import { Highlights, PointerTool } from './tools/pointer.js';
 import { Preview } from './tools/preview.js';
@@ -28,6 +30,7 @@ import { h } from './ui/dom.js';
 import { AnnotationsPanel } from './ui/panel.js';
 import { ParticipantsPanel } from './ui/participants.js';
 import { ProgressBar } from './ui/progress.js';
+import { ReplayBar } from './ui/replaybar.js';
 import { StatusBar } from './ui/status.js';
 import { Toasts } from './ui/toast.js';
 import { Toolbar } from './ui/toolbar.js';
@@ -42,7 +45,7 @@ export async function start(root) {
 	const params = new URLSearchParams(window.location.search);
 	const debug = params.get('debug') === '1';
 	window.theatrum = { view: credentials.view };
-	if (credentials.view === 'room') return startRoom(root, credentials.invite, { debug });
+	if (credentials.view === 'room') return startRoom(root, credentials.invite, { debug, replay: credentials.replay });
 	const { startLobby, startJoin } = await import('./ui/lobby.js');
 	if (credentials.view === 'lobby') return startLobby(root, credentials.admin);
 	return startJoin(root);
@@ -55,8 +58,9 @@ const ViewTool = {
 	hint: 'Drag to orbit, the wheel to zoom, right-drag to pan. In a headset: look around, squeeze to grab.',
 };
 
-function startRoom(root, token, { debug }) {
+function startRoom(root, token, { debug, replay }) {
 	document.body.classList.add('room-view');
+	if (replay) document.body.classList.add('replay-view'); // style.css hides the editing controls
 	const toasts = new Toasts(document.body);
 	const notify = (text, level) => toasts.say(text, level);
 	const left = h('div', { class: 'left' });
@@ -71,13 +75,14 @@ function startRoom(root, token, { debug }) {
 			leaveRoom();
 		},
 	});
+	const replayBar = replay ? new ReplayBar(root, { speed: replay.speed, onPlay: (request) => room.play(request) }) : null;
 	root.append(body);
 	const progress = new ProgressBar(viewport, { id: 'mesh-progress', className: 'overlay' });
 	progress.set(0, 'Connecting');
 
 	const stage = new Stage(viewport);
 	const atlas = new LabelAtlas();
-	const room = new RoomConnection(token);
+	const room = new RoomConnection(token, { replay });
 	const meshes = new MeshLoader(stage, token);
 	const picker = new Picker(stage, meshes);
 	const preview = new Preview(stage);
@@ -109,6 +114,7 @@ function startRoom(root, token, { debug }) {
 		point: toolbox.add(new PointTool(context)),
 		measure: toolbox.add(new MeasureTool(context)),
 		stroke: toolbox.add(new StrokeTool(context)),
+		note: toolbox.add(new NoteTool(context)),
 		pointer: toolbox.add(new PointerTool(context)),
 		clip: toolbox.add(new ClipTool(context)),
 		grab: toolbox.add(new GrabTool(context)),
@@ -194,6 +200,7 @@ function startRoom(root, token, { debug }) {
 	room.addEventListener('poses', (e) => {
 		if (room.state) avatars.receive(e.data, room.state);
 	});
+	if (replayBar) followReplay(room, replayBar);
 
 	// -- every frame ---------------------------------------------------------------------------------------
 	const pose = new PoseSender(stage, room, xr);
@@ -205,8 +212,16 @@ function startRoom(root, token, { debug }) {
 	});
 	stage.start();
 
-	Object.assign(window.theatrum, { stage, room, meshes, picker, toolbox, tools, avatars, xr, desktop, panel, atlas, ready: false, coarse: false });
+	Object.assign(window.theatrum, { stage, room, meshes, picker, toolbox, tools, avatars, xr, desktop, panel, atlas, replayBar, ready: false, coarse: false });
 	return window.theatrum;
+}
+
+/** Keep the replay bar on the replay: its state, and the seq shown of the room's last. */
+function followReplay(room, bar) {
+	const position = (e) => bar.setPosition(e.data.state.seq, room.last);
+	room.addEventListener('status', (e) => bar.setStatus(e.data.status, e.data.detail));
+	room.addEventListener('snapshot', position);
+	room.addEventListener('event', position);
 }
 
 /** My pose (head, and controllers in a headset) in model space, at most 20 times a second. */

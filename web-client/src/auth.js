@@ -1,11 +1,13 @@
 // Credentials. The admin login URL is /?token=<admin token>; an invite link is /?invite=<invite token>.
 // A token is read from the address bar once, kept in this tab's sessionStorage (so a reload keeps working),
 // and taken out of the URL at once (history.replaceState), so it does not linger in the history, a
-// screenshot or a shared link.
+// screenshot or a shared link. A replay (a closed room played back, from the lobby) is kept beside the
+// invite: {speed, max_gap?}, the request RoomConnection sends.
 
-const KEYS = { admin: 'theatrum.admin', invite: 'theatrum.invite' };
+const KEYS = { admin: 'theatrum.admin', invite: 'theatrum.invite', replay: 'theatrum.replay' };
 
-/** Read and strip ?token= / ?invite=; returns {admin, invite, view} where view is 'room', 'lobby' or 'join'. */
+/** Read and strip ?token= / ?invite=; returns {admin, invite, replay, view} where view is 'room', 'lobby' or
+ * 'join', and replay is null (the live room) or the replay request. */
 export function takeCredentials() {
 	const url = new URL(window.location.href);
 	const admin = url.searchParams.get('token');
@@ -16,21 +18,35 @@ export function takeCredentials() {
 		url.searchParams.delete('token');
 		url.searchParams.delete('invite');
 		window.history.replaceState(null, '', url.pathname + url.search + url.hash);
+		sessionStorage.removeItem(KEYS.replay); // a link opens the live room
 	}
 	if (admin && !invite) sessionStorage.removeItem(KEYS.invite); // a login URL opens the lobby
 	const stored = { admin: sessionStorage.getItem(KEYS.admin), invite: sessionStorage.getItem(KEYS.invite) };
 	const view = stored.invite ? 'room' : stored.admin ? 'lobby' : 'join';
-	return { ...stored, view };
+	return { ...stored, replay: stored.invite ? storedReplay() : null, view };
 }
 
-/** Open a room in this tab with an invite token (the token never appears in the address bar). */
-export function enterRoom(inviteToken) {
+/** Open a room in this tab with an invite token (the token never appears in the address bar); with
+ * `replay` ({speed, max_gap?}) the room is played back read-only instead (a closed room only). */
+export function enterRoom(inviteToken, { replay = null } = {}) {
 	sessionStorage.setItem(KEYS.invite, inviteToken);
+	if (replay) sessionStorage.setItem(KEYS.replay, JSON.stringify(replay));
+	else sessionStorage.removeItem(KEYS.replay);
 	window.location.reload();
 }
 
 /** Leave the room view: back to the lobby (admin) or the join page. */
 export function leaveRoom() {
 	sessionStorage.removeItem(KEYS.invite);
+	sessionStorage.removeItem(KEYS.replay);
 	window.location.reload();
+}
+
+function storedReplay() {
+	try {
+		const replay = JSON.parse(sessionStorage.getItem(KEYS.replay));
+		return replay && typeof replay === 'object' ? replay : null;
+	} catch {
+		return null; // not ours: the live room
+	}
 }

@@ -1,6 +1,7 @@
 // The lobby, for whoever holds the admin login (/?token=…): the study list, upload by drag and drop with a
 // progress bar, reconstruction with live progress (socket `job` events for the admin) and a 3D preview,
-// rooms with their invite links, QR codes and room codes to copy, and joining by room code.
+// rooms with their invite links, QR codes and room codes to copy, the replay of a closed room (a training
+// review, in this tab), and joining by room code.
 // Without credentials the page offers only "join by room code", for a headset user.
 import { io } from 'socket.io-client';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
@@ -11,6 +12,7 @@ import { MeshLoader } from '../meshes.js';
 import { Stage } from '../scene.js';
 import { fill, h } from './dom.js';
 import { ProgressBar } from './progress.js';
+import { DEFAULT_REPLAY_SPEED, REPLAY_SPEEDS } from './replaybar.js';
 import { Toasts } from './toast.js';
 
 const PRESETS = { CT: ['bone', 'skin', 'soft-tissue', 'vessels'], MR: ['skin', 'bright'] };
@@ -301,7 +303,8 @@ class StudyCard {
 	}
 }
 
-/** One room in the lobby: its state, its invites (links, QR codes, room codes, all copyable), close. */
+/** One room in the lobby: its state, its invites (links, QR codes, room codes, all copyable), close; a closed
+ * room is replayed instead. */
 class RoomItem {
 	constructor(lobby, room) {
 		this.lobby = lobby;
@@ -311,10 +314,30 @@ class RoomItem {
 			h('div', { class: 'row' },
 				h('strong', {}, room.title || 'Untitled room'),
 				h('span', { class: 'muted' }, ` ${room.mode} · ${room.present} present · seq ${room.seq}${room.closed ? ' · closed' : ''}`),
-				room.closed ? null : h('button', { class: 'show-invites', onclick: () => this.loadInvites() }, 'Invites'),
-				room.closed ? null : h('button', { class: 'close-room', onclick: () => this.close() }, 'Close')),
+				room.closed ? this.replayControls() : [
+					h('button', { class: 'show-invites', onclick: () => this.loadInvites() }, 'Invites'),
+					h('button', { class: 'close-room', onclick: () => this.close() }, 'Close')]),
 			this.invites);
 		this.element.room = this;
+	}
+
+	replayControls() {
+		this.replaySpeed = h('select', { class: 'replay-speed', 'aria-label': 'Replay speed' },
+			REPLAY_SPEEDS.map((s) => h('option', { value: s, selected: s === DEFAULT_REPLAY_SPEED }, `${s}×`)));
+		const button = h('button', { class: 'replay-room primary', onclick: () => this.replay(button) }, 'Replay');
+		return [this.replaySpeed, button];
+	}
+
+	/** Review the closed room in this tab: a personal observer invite (good for a replay only), played back. */
+	async replay(button) {
+		button.disabled = true;
+		try {
+			const invite = await this.lobby.api.post(`/api/rooms/${this.room.id}/invites`, { role: 'observer', name: 'Review' });
+			enterRoom(invite.token, { replay: { speed: Number(this.replaySpeed.value) } });
+		} catch (error) {
+			this.lobby.toasts.say(`Cannot replay: ${error.message}`, 'error');
+			button.disabled = false;
+		}
 	}
 
 	async loadInvites() {

@@ -7,6 +7,9 @@ import { AXES } from '../tools/clip.js';
 import { fill, h } from './dom.js';
 
 const TYPE_WORDS = { point: 'Point', measurement: 'Measurement', stroke: 'Stroke', note: 'Note' };
+const LABEL_LENGTH = 200; // the server's room limits: max_label_length
+const NOTE_LENGTH = 4000; // and max_note_length
+const LABEL_HINT = 'Label for the next point or measurement';
 
 export class AnnotationsPanel {
 	constructor(parent, { onDelete, onUndo, clipTool, grabTool, toolbox }) {
@@ -14,7 +17,13 @@ export class AnnotationsPanel {
 		this.clipTool = clipTool;
 		this.grabTool = grabTool;
 		this.toolbox = toolbox;
-		this.label = h('input', { id: 'label-input', type: 'text', maxlength: 200, placeholder: 'Label for the next point or measurement' });
+		this.label = h('input', { id: 'label-input', type: 'text', maxlength: LABEL_LENGTH, placeholder: LABEL_HINT });
+		// The same box holds a note's text while the note tool is active (notes may be longer than labels).
+		toolbox.addEventListener('change', () => {
+			const note = toolbox.active === 'note';
+			this.label.maxLength = note ? NOTE_LENGTH : LABEL_LENGTH;
+			this.label.placeholder = note ? 'Text of the next note' : LABEL_HINT;
+		});
 		this.undo = h('button', { id: 'undo', onclick: () => onUndo() }, 'Undo my last');
 		this.list = h('ol', { id: 'annotations', class: 'annotations' });
 		this.count = h('span', { class: 'muted', id: 'annotation-count' });
