@@ -548,7 +548,7 @@ def replay_run(client: Client, action) -> list[dict]:
     return client.js("replayLog")
 
 
-def test_instructor_replays_a_closed_room_from_the_lobby(browser, theatrum):
+def test_instructor_replays_a_closed_room_from_the_lobby(browser, theatrum, artifacts):
     created = create_room(theatrum.api, theatrum.study["id"], [theatrum.bone["id"]], title="Review of a session")
     room_id = created["room"]["id"]
     surgeon = Client(browser, theatrum.url, f"invite={created['invites']['surgeon']['token']}")
@@ -578,12 +578,15 @@ def test_instructor_replays_a_closed_room_from_the_lobby(browser, theatrum):
         assert item.locator("button.close-room").count() == 0  # closed: replayed, not joined
         item.locator("button.replay-room").click()
 
-        # The first run, from the lobby: from the start at 16x, to the room's last event.
+        # The first run, from the lobby: from the start at 16x, to the room's last event. It starts (again) once
+        # the anatomy is on screen, so that the review misses nothing.
+        page.wait_for_function("window.theatrum?.coarse === true", timeout=60_000)
         page.wait_for_function("document.getElementById('replay-bar')?.dataset.status === 'ended'", timeout=30_000)
         assert "invite=" not in page.url and "token=" not in page.url
         assert admin.js("theatrum.room.replay") == {"from": 1, "speed": 16}
         assert page.inner_text("#replay-position") == f"{last} / {last}"
         assert page.inner_text("#replay-status") == "Ended"
+        page.screenshot(path=artifacts / "replay-ended.png")  # for a look at the replay bar
         assert admin.js("theatrum.room.state.seq") == last
         assert sorted(a["label"] for a in admin.state_annotations()) == sorted(REVIEW_LABELS)
         assert page.locator("#annotations li").count() == len(REVIEW_LABELS)

@@ -168,6 +168,9 @@ function startRoom(root, token, { debug, replay }) {
 			desktop.frame();
 			precompile();
 			window.theatrum.coarse = true;
+			// A replay began before the anatomy was on screen (the snapshot names the meshes): play it again
+			// from the start now that it is, so the review misses nothing.
+			if (replay && room.status !== 'refused') room.play({ from: 1 });
 		},
 	}).then(() => {
 		stage.invalidate();
