@@ -114,10 +114,10 @@ function startRoom(root, token, { debug, replay }) {
 		point: toolbox.add(new PointTool(context)),
 		measure: toolbox.add(new MeasureTool(context)),
 		stroke: toolbox.add(new StrokeTool(context)),
-		note: toolbox.add(new NoteTool(context)),
 		pointer: toolbox.add(new PointerTool(context)),
 		clip: toolbox.add(new ClipTool(context)),
 		grab: toolbox.add(new GrabTool(context)),
+		note: toolbox.add(new NoteTool(context)), // after the others: their number keys stay as they were
 		view: toolbox.add(ViewTool),
 	};
 	const undo = () => {
