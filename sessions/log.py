@@ -283,8 +283,8 @@ def _migrate_earlier_layout(store: SqliteLogStore) -> None:
     """Move a database of the earlier layout (table room_events (room, seq, leaf) and the Merkle nodes in
     table merkle_nodes) into tables event_logs and events, in one transaction.
 
-    Recomputes each room's nodes from its leaves and refuses (LogCorruptError, nothing changed) if they do
-    not give the root that merkle_nodes holds for the room.
+    Re-appends each room's leaves through the store's own append path, and refuses (LogCorruptError, nothing
+    changed) if they do not give the root that merkle_nodes holds for the room.
     """
     conn = store.conn
     tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -295,47 +295,21 @@ def _migrate_earlier_layout(store: SqliteLogStore) -> None:
         rooms = [room for (room,) in conn.execute("SELECT DISTINCT room FROM room_events ORDER BY room")]
         for room in rooms:
             old = MerkleLog(SqliteNodeStore(conn, f"room:{room}"))
-            collected = _CollectingNodeStore()
-            new, rows = MerkleLog(collected), []
-            for seq, leaf in conn.execute("SELECT seq, leaf FROM room_events WHERE room = ? ORDER BY seq", (room,)):
+            new = MerkleLog(store.node_store(room))
+            rows = conn.execute("SELECT seq, leaf FROM room_events WHERE room = ? ORDER BY seq", (room,)).fetchall()
+            for seq, leaf in rows:
                 if seq != new.size + 1 or not isinstance(leaf, bytes):
                     raise LogCorruptError(f"room {room}: row {seq} follows row {new.size} or is not bytes")
                 new.append(leaf_hash(leaf))
-                rows.append((store.row_id(room, seq), leaf, collected.take()))
+                store.append(room, seq, leaf)
             if new.size != old.size or new.root() != old.root():
                 raise LogCorruptError(f"room {room}: its events do not hash to the root stored for them")
-            conn.executemany("INSERT INTO events (id, leaf, nodes) VALUES (?, ?, ?)", rows)
         for table in ("room_events", "merkle_nodes", "merkle_logs"):
             conn.execute(f"DROP TABLE IF EXISTS {table}")
-        conn.commit()
+        store.commit()
     except BaseException:
-        conn.rollback()
-        store._logs.clear()
+        store.rollback()
         raise
-
-
-class _CollectingNodeStore:
-    """Collects the nodes of each append (for the migration). Requires take() after every append."""
-
-    def __init__(self) -> None:
-        self._pending: list[bytes] = []
-
-    def get(self, level: int, index: int) -> bytes | None:
-        """Nothing is kept. Requires nothing."""
-        return None
-
-    def put(self, level: int, index: int, hash_: bytes) -> None:
-        """Collect the node. Requires nothing."""
-        self._pending.append(hash_)
-
-    def take(self) -> bytes:
-        """The nodes of the last append, as one blob."""
-        nodes, self._pending = b"".join(self._pending), []
-        return nodes
-
-    def leaf_count(self) -> int:
-        """Always starts empty."""
-        return 0
 
 
 class EventLog:
