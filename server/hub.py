@@ -578,10 +578,9 @@ class Hub:
                     "head": live.room.log.merkle.root(request.start).hex(),
                     "replay": {"speed": request.speed, "max_gap": request.max_gap, "last": live.room.seq}}
         self._send("snapshot", snapshot, member.sid)
-        later = events[request.start:]
-        track = self.db.track(live.id, since=events[request.start - 1].at)
-        for delay, item in schedule([events[request.start - 1], *later], request.speed, max_gap=request.max_gap,
-                                    track=track):
+        played = events[request.start - 1:]  # from the snapshot's event: the clock starts there, it is not sent
+        track = self.db.track(live.id, since=played[0].at)
+        for delay, item in schedule(played, request.speed, max_gap=request.max_gap, track=track):
             if delay > 0:
                 await asyncio.sleep(delay)
             if isinstance(item, TrackPoint):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from sessions.events import Event
@@ -40,14 +41,14 @@ def schedule(events: Iterable[Event], speed: float = 1.0, *, max_gap: float | No
     if max_gap is not None and max_gap < 0:
         raise ValueError(f"max_gap must be >= 0, got {max_gap}")
     previous_at: int | None = None
-    for _, item in heapq.merge(_keyed_events(events), (((p.at, 1), p) for p in track), key=_first):
+    for _, item in heapq.merge(_keyed_events(events), (((p.at, 1), p) for p in track), key=itemgetter(0)):
         if previous_at is None and isinstance(item, TrackPoint):
             continue
         delay = 0.0 if previous_at is None else max(0, item.at - previous_at) / 1000.0 / speed
         if max_gap is not None:
             delay = min(delay, max_gap)
         yield delay, item
-        previous_at = item.at if previous_at is None else max(previous_at, item.at)
+        previous_at = item.at
 
 
 def _keyed_events(events: Iterable[Event]) -> Iterator[tuple[tuple[int, int], Event]]:
@@ -58,10 +59,6 @@ def _keyed_events(events: Iterable[Event]) -> Iterator[tuple[tuple[int, int], Ev
             raise ValueError(f"event {event.seq} follows event {previous.seq}: not in seq order")
         yield (event.at, 0), event
         previous = event
-
-
-def _first(pair: tuple[Any, Any]) -> Any:
-    return pair[0]
 
 
 def state_at(events: Iterable[Event], seq: int) -> RoomState:
