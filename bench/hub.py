@@ -47,7 +47,6 @@ TICK_HZ = 20.0
 WARMUP = 2.0  # seconds of load before the measured window
 SETTLE = 1.0  # seconds after it, for the last broadcasts to arrive
 CLIENTS = Path(__file__).resolve().parent / "hub_clients.mjs"
-PROFILE: Path | None = None  # --profile: where the servers write their cProfile stats
 
 
 # ---- servers ---------------------------------------------------------------------------------------------
@@ -182,15 +181,15 @@ def ours_clients(url: str, data: Path, rooms: int, per_room: int) -> list[list]:
     return out
 
 
-def run(kind: str, rooms: int, per_room: int, duration: float, procs: int) -> dict:
+def run(kind: str, rooms: int, per_room: int, duration: float, procs: int, profile: Path | None = None) -> dict:
     """One server, one load: the measured figures."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="bench-hub-") as tmp:
         data = Path(tmp) / "data"
-        profile = ["--profile", str(PROFILE / f"{kind}-{rooms}x{per_room}.prof")] if PROFILE else []
+        profiling = ["--profile", str(profile / f"{kind}-{rooms}x{per_room}.prof")] if profile else []
         server = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port),
-                                   "--data", str(data), *profile], stdout=subprocess.DEVNULL)
+                                   "--data", str(data), *profiling], stdout=subprocess.DEVNULL)
         try:
             wait_listening(port)
             members = (ours_clients(url, data, rooms, per_room) if kind == "ours"
@@ -286,10 +285,8 @@ def main() -> None:
             profiler.disable()
             profiler.dump_stats(args.profile)
         return None
-    global PROFILE
-    PROFILE = args.profile
-    if PROFILE:
-        PROFILE.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     if not (CLIENTS.parent.parent / "web-client" / "node_modules" / "socket.io-client").is_dir():
         sys.exit("bench/hub.py needs Node and socket.io-client: run `npm ci` in web-client")
 
@@ -305,7 +302,7 @@ def main() -> None:
         runs: dict[str, list[dict]] = {"bare": [], "ours": []}
         for _ in range(args.rounds):
             for kind in runs:
-                runs[kind].append(run(kind, rooms, per_room, args.duration, args.procs))
+                runs[kind].append(run(kind, rooms, per_room, args.duration, args.procs, args.profile))
         figures = {kind: min(found, key=lambda f: (f["lost"], f["p99_ms"])) for kind, found in runs.items()}
         for kind, f in figures.items():
             print(f"{config:<7} {kind:<6} {f['delivered_per_s']:>11.0f} {f['ops']:>5} {f['lost']:>4} "
