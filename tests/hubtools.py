@@ -99,6 +99,7 @@ class RoomClient:
         self.duplicates = 0
         self.gaps = 0
         self.poses: list[dict] = []
+        self.arrivals: list[tuple[str, Any]] = []  # ("event", seq) and ("poses", frame), in order of arrival
         self.other: list[tuple[str, Any]] = []
         self.refusal: Any = None
         self.disconnected = asyncio.Event()
@@ -110,7 +111,7 @@ class RoomClient:
         self.disconnected = asyncio.Event()
         sio.on("snapshot", self._on_snapshot)
         sio.on("event", self._on_event)
-        sio.on("poses", self.poses.append)
+        sio.on("poses", self._on_poses)
         sio.on("connect_error", self._on_refused)
         sio.on("disconnect", lambda *reason: self.disconnected.set())
         sio.on("*", lambda name, data: self.other.append((name, data)))
@@ -145,9 +146,14 @@ class RoomClient:
         self.seq = snapshot["seq"]
         self.you = snapshot["you"]
 
+    def _on_poses(self, frame: dict) -> None:
+        self.poses.append(frame)
+        self.arrivals.append(("poses", frame))
+
     def _on_event(self, message: dict) -> None:
         event = Event.from_wire(self.room, message)  # checks the hash
         self.received.append(event.seq)
+        self.arrivals.append(("event", event.seq))
         if event.seq <= self.seq:
             self.duplicates += 1
         elif event.seq > self.seq + 1:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
 
 import pytest
 import socketio
@@ -357,31 +356,6 @@ async def test_closing_a_room_disconnects_everyone_and_refuses_later_joins(lobby
     assert late.refusal["message"] == "the room is closed"
 
 
-class _Arrivals(list):
-    """The `poses` frames a client received, also noted in a shared order of arrival."""
-
-    def __init__(self, order: list):
-        super().__init__()
-        self.order = order
-
-    def append(self, frame) -> None:
-        super().append(frame)
-        self.order.append(("poses", frame))
-
-
-class _InOrder(RoomClient):
-    """A RoomClient that notes `event` and `poses` messages in one list, in the order they arrived."""
-
-    def __init__(self, url: str, token: str):
-        super().__init__(url, token)
-        self.order: list[tuple[str, Any]] = []
-        self.poses = _Arrivals(self.order)
-
-    def _on_event(self, message: dict) -> None:
-        super()._on_event(message)
-        self.order.append(("event", message["seq"]))
-
-
 async def test_a_replay_moves_the_avatars_between_the_events_as_they_moved(lobby):
     """The ~2 Hz avatar track is recorded (not logged) and merged into the replay by server time."""
     room = await lobby()
@@ -399,15 +373,16 @@ async def test_a_replay_moves_the_avatars_between_the_events_as_they_moved(lobby
     await until(lambda: room.live.room.participant(sam_id).present is False, "sam's leave")
     await room.http.post(f"/api/rooms/{room.id}/close", headers=admin(room.app))
 
-    viewer = _InOrder(room.url, await room.token("observer", "Reviewer"))
+    viewer = RoomClient(room.url, await room.token("observer", "Reviewer"))
     await viewer.connect(replay={"speed": 100, "from": 1, "max_gap": 0.05})
     await until(lambda: any(name == "replay.end" for name, _ in viewer.other), "the end of the replay")
-    heads = [(kind, item["poses"][sam_id]["head"]["position"][0]) for kind, item in viewer.order
+    heads = [(kind, item["poses"][sam_id]["head"]["position"][0]) for kind, item in viewer.arrivals
              if kind == "poses" and sam_id in item["poses"]]
     assert [x for _, x in heads] == [0.125, 0.25]
     # Each recorded pose arrives after the events before it and before the op it preceded.
     order = [("pose", item["poses"][sam_id]["head"]["position"][0]) if kind == "poses" and item["poses"]
-             else ("gone", tuple(item["gone"])) if kind == "poses" else ("event", item) for kind, item in viewer.order]
+             else ("gone", tuple(item["gone"])) if kind == "poses" else ("event", item)
+             for kind, item in viewer.arrivals]
     assert order.index(("pose", 0.125)) < order.index(("event", marks[0])) < order.index(("pose", 0.25)) \
         < order.index(("event", marks[1]))
     leave = next(e.seq for e in room.live.room.events_since(0) if e.kind == "participant.leave"
