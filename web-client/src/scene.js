@@ -80,10 +80,8 @@ export class Stage {
 		// A desktop renders only when something changed (invalidate()); a headset renders every frame.
 		this.dirty = true;
 
-		// Follow the container, not just the window: a panel that opens, or a preview that is shown after the
-		// stage was made (it measured 0 x 0 then), changes the container's size without a window resize.
-		this.onResize = this.onResize.bind(this);
-		window.addEventListener('resize', this.onResize);
+		// Follow the container (which a window resize also resizes): a panel that opens, or a preview shown after
+		// the stage was made (it measured 0 x 0 then), changes its size without a window resize.
 		this.resizeObserver = new ResizeObserver(() => {
 			const size = this.renderer.getSize(new Vector2());
 			if (size.x !== (container.clientWidth || 1) || size.y !== (container.clientHeight || 1)) this.onResize();
