@@ -6,7 +6,7 @@ Prints one table; every row has a reference measured in the same run, and the ra
 
 - append: MerkleLog.append of precomputed leaf hashes into memory (reference: one SHA-256 per append); and
   the server's own path, EventLog.append of events on the room database exactly as the server opens it
-  (sessions.log.SqliteLogStore: WAL, synchronous=NORMAL, locking_mode=EXCLUSIVE, one row per event with its
+  (sessions.sqlite_log.SqliteLogStore: WAL, synchronous=NORMAL, locking_mode=EXCLUSIVE, one row per event with its
   Merkle nodes), one commit per event as the hub acks them. The same with synchronous=FULL (an fsync per
   commit) is shown for comparison. The reference is the least a durable log can do: a bare INSERT of the same
   event bytes into an integer-keyed table, on a connection opened the same way, with the same commits.
@@ -38,14 +38,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sessions.bundle import BundleCheckpoint, BundleContents, write_bundle
-from sessions.bundle_verify import verify_bundle
-from sessions.canonical import decode_event
-from sessions.checkpoint import private_key_from_raw
-from sessions.checkpointer import cut_checkpoint, room_origin
 from sessions.events import Event
-from sessions.ledger import MemoryNodeStore, MerkleLog
-from sessions.log import EventLog, SqliteLogStore
+from sessions.ledger.bundle import BundleCheckpoint, BundleContents, write_bundle
+from sessions.ledger.canonical import decode_event
+from sessions.ledger.note import private_key_from_raw
+from sessions.ledger.policy import cut_checkpoint, room_origin
+from sessions.ledger.tree import MemoryNodeStore, MerkleLog
+from sessions.ledger.verify import verify_bundle
+from sessions.log import EventLog
+from sessions.sqlite_log import SqliteLogStore
 
 LINE = (
     '{"at":%d,"author":"p-%04x","data":{"id":"a%d","label":"Ventrikel \u2014 links","point":[%r,%r,%r]},'

@@ -20,7 +20,7 @@ from eth_account import Account
 from web3 import Web3
 from web3.exceptions import TransactionNotFound, Web3Exception
 
-from sessions.checkpoint import Checkpoint
+from sessions.ledger.note import Checkpoint
 
 TAG = b"THTR"
 VERSION = 1

@@ -34,9 +34,9 @@ from typing import Any, Protocol
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sessions.anchor import Anchor, AnchorBackend, LocalAnchorChain
-from sessions.bundle import Anchoring, BundleCheckpoint, BundleContents, bundle_bytes, public_key_pem
-from sessions.checkpoint import (
+from sessions.ledger.anchors import Anchor, AnchorBackend, LocalAnchorChain
+from sessions.ledger.bundle import Anchoring, BundleCheckpoint, BundleContents, bundle_bytes, public_key_pem
+from sessions.ledger.note import (
     Checkpoint,
     CheckpointError,
     Verifier,
@@ -46,9 +46,9 @@ from sessions.checkpoint import (
     public_key_bytes,
     verifier_for,
 )
-from sessions.checkpointer import DEFAULT_ORIGIN_PREFIX, CheckpointPolicy, cut_checkpoint, room_origin
-from sessions.ledger import SizeError
-from sessions.ledger_store import connect
+from sessions.ledger.policy import DEFAULT_ORIGIN_PREFIX, CheckpointPolicy, cut_checkpoint, room_origin
+from sessions.ledger.sqlite import connect
+from sessions.ledger.tree import SizeError
 from sessions.log import EventLog, LogCorruptError
 
 from .errors import ApiError

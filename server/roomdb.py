@@ -1,6 +1,6 @@
 """The room database: one SQLite file (WAL) with every room's event log, the rooms table and the room codes.
 
-The event logs are `sessions.log.SqliteLogStore`'s tables (``events``, rows with their Merkle nodes). This
+The event logs are `sessions.sqlite_log.SqliteLogStore`'s tables (``events``, rows with their Merkle nodes). This
 module adds two small tables to the same database and connection, so a new room's row, its codes and its
 ``room.open`` event commit together (the log's append is the commit).
 
@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sessions.log import SqliteLogStore
 from sessions.replay import TrackPoint
 from sessions.roles import Role
+from sessions.sqlite_log import SqliteLogStore
 
 ROOM_DB = "rooms.sqlite"
 

@@ -2,7 +2,7 @@
 
 Exit 0 when everything holds; 1 when something does not, naming the first failing seq or checkpoint; 2 for
 bad input (not a bundle, an unreadable file, an unusable --key, an unreachable --rpc node), with one line
-naming it. The check itself is sessions.bundle_verify (offline); --rpc adds server/evm.py's on-chain lookup.
+naming it. The check itself is sessions.ledger.verify (offline); --rpc adds server/evm.py's on-chain lookup.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def add_verify_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Run the check and print the report; 0 or 1. Raises UsageError (exit 2) for bad input."""
-    from sessions.bundle import BundleError
-    from sessions.bundle_verify import verify_bundle
+    from sessions.ledger.bundle import BundleError
+    from sessions.ledger.verify import verify_bundle
 
     from .cli import UsageError
 
@@ -78,7 +78,7 @@ def _trusted_key(value: str) -> bytes:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from sessions.checkpoint import CheckpointError, Verifier
+    from sessions.ledger.note import CheckpointError, Verifier
 
     from .cli import UsageError
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sessions.canonical import decode_event, encode_event
-from sessions.merkle import leaf_hash
+from sessions.ledger.canonical import decode_event, encode_event
+from sessions.ledger.merkle import leaf_hash
 
 SERVER = "server"  # the author of events no participant made
 

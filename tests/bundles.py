@@ -17,8 +17,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rooms import Clock, new_room, point
 
-from sessions.anchor import LocalAnchorChain
-from sessions.bundle import (
+from sessions.ledger.anchors import LocalAnchorChain
+from sessions.ledger.bundle import (
     FILES,
     MANIFEST,
     Anchoring,
@@ -27,8 +27,8 @@ from sessions.bundle import (
     manifest_text,
     sign_note,
 )
-from sessions.checkpoint import private_key_from_raw
-from sessions.checkpointer import CheckpointPolicy, cut_checkpoint, room_origin
+from sessions.ledger.note import private_key_from_raw
+from sessions.ledger.policy import CheckpointPolicy, cut_checkpoint, room_origin
 from sessions.log import MemoryLogStore
 from sessions.roles import Role
 

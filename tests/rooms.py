@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from sessions.limits import RoomLimits
-from sessions.log import EventLog, LogStore, MemoryLogStore, SqliteLogStore
+from sessions.log import EventLog, LogStore, MemoryLogStore
 from sessions.roles import Role
 from sessions.room import Room, RoomInfo, RoomMode
+from sessions.sqlite_log import SqliteLogStore
 
 ROOM = "room-1"
 T0 = 1_700_000_000_000  # ms since the epoch

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from bundles import EVM_RECEIPT, KEY, OTHER_KEY, make_bundle, resign, with_checkpoints
 
-from sessions.bundle import (
+from sessions.ledger.bundle import (
     ANCHORS,
     CHECKPOINTS,
     EVENTS,
@@ -35,11 +35,11 @@ from sessions.bundle import (
     public_key_pem,
     write_bundle,
 )
-from sessions.bundle_events import needed_nodes
-from sessions.bundle_verify import VerifyReport, verify_bundle
-from sessions.checkpoint import Checkpoint, parse_checkpoint_text, public_key_bytes, sign_checkpoint, verifier_for
-from sessions.checkpointer import cut_checkpoint
-from sessions.ledger import MemoryNodeStore, MerkleLog
+from sessions.ledger.bundle_tree import needed_nodes
+from sessions.ledger.note import Checkpoint, parse_checkpoint_text, public_key_bytes, sign_checkpoint, verifier_for
+from sessions.ledger.policy import cut_checkpoint
+from sessions.ledger.tree import MemoryNodeStore, MerkleLog
+from sessions.ledger.verify import VerifyReport, verify_bundle
 
 SEED = 20261129
 

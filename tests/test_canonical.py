@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sessions.canonical import CanonicalError, canonical_json, decode_event, encode_event
-from sessions.merkle import leaf_hash
+from sessions.ledger.canonical import CanonicalError, canonical_json, decode_event, encode_event
+from sessions.ledger.merkle import leaf_hash
 
 EVENT = {
     "seq": 7,

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sessions.anchor import (
+from sessions.ledger.anchors import (
     GENESIS,
     Anchor,
     AnchorChainError,
@@ -23,7 +23,8 @@ from sessions.anchor import (
     checkpoint_hash,
     verify_anchor_chain,
 )
-from sessions.checkpoint import (
+from sessions.ledger.merkle import leaf_hash
+from sessions.ledger.note import (
     Checkpoint,
     CheckpointError,
     NoteFormatError,
@@ -41,7 +42,6 @@ from sessions.checkpoint import (
     sign_checkpoint,
     verifier_for,
 )
-from sessions.merkle import leaf_hash
 
 # golang.org/x/mod/sumdb/note, note_test.go: a published key pair and the signature it makes of TEXT.
 GO_SKEY_DATA = "AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"  # base64(0x01 || Ed25519 seed)

@@ -24,11 +24,11 @@ from web3 import Web3
 from server.cli import main
 from server.evm import EvmAnchor, EvmError, OnChainCheck, anchor_data, parse_anchor_data
 from server.ledger import ANCHORED, KEY_FILE, PENDING, CheckpointStore, LedgerService, Retry, load_or_create_signing_key
-from sessions.anchor import LocalAnchorChain
-from sessions.bundle import CHECKPOINTS, write_bundle
-from sessions.checkpoint import Checkpoint
-from sessions.checkpointer import CheckpointPolicy
-from sessions.ledger_store import connect
+from sessions.ledger.anchors import LocalAnchorChain
+from sessions.ledger.bundle import CHECKPOINTS, write_bundle
+from sessions.ledger.note import Checkpoint
+from sessions.ledger.policy import CheckpointPolicy
+from sessions.ledger.sqlite import connect
 from sessions.roles import Role
 
 ANVIL = REPO / "web-client" / "node_modules" / ".bin" / "anvil"

@@ -16,7 +16,7 @@ import socketio
 from hubtools import BONE, Lobby, RoomClient, admin, until
 
 from sessions.events import SERVER, Event
-from sessions.ledger import MemoryNodeStore, MerkleLog
+from sessions.ledger.tree import MemoryNodeStore, MerkleLog
 
 POINT = {"type": "point", "position": [-32.5, 14.0, 61.25], "label": "round window"}
 POSE = {"head": {"position": [0.1, 1.6, 0.4], "quaternion": [0, 0, 0, 1]}}

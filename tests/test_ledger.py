@@ -10,15 +10,15 @@ from functools import lru_cache
 import pytest
 from conftest import VECTORS, require_path
 
-from sessions import merkle
-from sessions.ledger import LedgerError, MemoryNodeStore, MerkleLog, MissingNodeError, SizeError
-from sessions.ledger_store import (
+from sessions.ledger import merkle
+from sessions.ledger.legacy_store import (
     MAX_LOGS,
     NodeStoreFullError,
     SqliteNodeStore,
-    connect,
     leaves_for_node_count,
 )
+from sessions.ledger.sqlite import connect
+from sessions.ledger.tree import LedgerError, MemoryNodeStore, MerkleLog, MissingNodeError, SizeError
 
 # --- the naive reference: RFC 6962 section 2.1, written as the RFC states it ---
 

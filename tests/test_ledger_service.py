@@ -23,13 +23,13 @@ from server.ledger import (
     _write_new,
     load_or_create_signing_key,
 )
-from sessions.anchor import LocalAnchorChain, verify_anchor_chain
-from sessions.bundle import bundle_bytes
-from sessions.bundle_verify import verify_bundle
-from sessions.checkpoint import parse_and_verify, public_key_bytes
-from sessions.checkpointer import CheckpointPolicy
 from sessions.events import Event
-from sessions.ledger_store import connect
+from sessions.ledger.anchors import LocalAnchorChain, verify_anchor_chain
+from sessions.ledger.bundle import bundle_bytes
+from sessions.ledger.note import parse_and_verify, public_key_bytes
+from sessions.ledger.policy import CheckpointPolicy
+from sessions.ledger.sqlite import connect
+from sessions.ledger.verify import verify_bundle
 from sessions.log import EventLog, LogCorruptError
 from sessions.roles import Role
 

@@ -9,12 +9,13 @@ import pytest
 from rooms import ROOM, Clock, new_room, point, sqlite_store
 
 from sessions.events import Event, EventError
-from sessions.log import EventLog, LogCorruptError, LogError, MemoryLogStore, SqliteLogStore
-from sessions.merkle import leaf_hash, verify_consistency, verify_inclusion
+from sessions.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
+from sessions.log import EventLog, LogCorruptError, LogError, MemoryLogStore
 from sessions.ops import OpError
 from sessions.replay import TrackPoint, schedule, state_at
 from sessions.roles import Role
 from sessions.room import Room, RoomInfo, RoomMode
+from sessions.sqlite_log import SqliteLogStore
 
 PEOPLE = {"ines": Role.INSTRUCTOR, "sam": Role.SURGEON, "stu": Role.STUDENT}
 
@@ -176,8 +177,9 @@ def test_an_altered_database_is_detected_on_reopen(tmp_path, tamper):
 def _old_layout(path, room: Room) -> None:
     """Write `room`'s events into a database of the earlier layout: rows without node columns, and the
     Merkle nodes in table merkle_nodes (sessions.ledger_store.SqliteNodeStore, log "room:<id>")."""
-    from sessions.ledger import MerkleLog
-    from sessions.ledger_store import SqliteNodeStore, connect
+    from sessions.ledger.legacy_store import SqliteNodeStore
+    from sessions.ledger.sqlite import connect
+    from sessions.ledger.tree import MerkleLog
 
     conn = connect(path)
     conn.execute("CREATE TABLE room_events (room TEXT NOT NULL, seq INTEGER NOT NULL, leaf BLOB NOT NULL,"

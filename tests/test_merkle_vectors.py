@@ -1,4 +1,4 @@
-"""sessions.merkle against every RFC 6962 vector in ../shared/testvectors/rfc6962 (one test per file).
+"""sessions.ledger.merkle against every RFC 6962 vector in ../shared/testvectors/rfc6962 (one test per file).
 
 The rule (README.md there): accept exactly the files with "wantErr": false, reject every other one.
 A rejection is a ProofError; any other exception is a bug, not a rejection.
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import VECTORS, require_path
 
-from sessions import merkle
+from sessions.ledger import merkle
 
 RFC6962 = VECTORS / "rfc6962"
 FILES = sorted(RFC6962.glob("*/**/*.json"))

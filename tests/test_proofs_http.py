@@ -18,10 +18,10 @@ from rooms import Clock, new_room, point, sqlite_store
 
 from server.errors import json_errors
 from server.ledger import KEY_FILE, CheckpointStore, LedgerService, load_or_create_signing_key, routes
-from sessions.anchor import LocalAnchorChain
-from sessions.bundle_verify import verify_bundle
-from sessions.checkpointer import CheckpointPolicy
-from sessions.ledger_store import connect
+from sessions.ledger.anchors import LocalAnchorChain
+from sessions.ledger.policy import CheckpointPolicy
+from sessions.ledger.sqlite import connect
+from sessions.ledger.verify import verify_bundle
 from sessions.roles import Role
 
 # ---- an independent reference -------------------------------------------------------------------------

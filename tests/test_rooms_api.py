@@ -13,7 +13,7 @@ from hubtools import BONE, FOREIGN, OTHER_STUDY, SKIN, STUDY, RoomClient, admin,
 
 from server.invites import InviteError, InviteSigner, normalise_code
 from sessions.events import Event
-from sessions.ledger import MemoryNodeStore, MerkleLog
+from sessions.ledger.tree import MemoryNodeStore, MerkleLog
 
 
 @pytest.fixture

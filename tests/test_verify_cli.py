@@ -13,8 +13,8 @@ import pytest
 from bundles import KEY, OTHER_KEY, make_bundle
 
 from server.cli import main
-from sessions.bundle import EVENTS, public_key_pem, write_bundle
-from sessions.checkpoint import public_key_bytes, verifier_for
+from sessions.ledger.bundle import EVENTS, public_key_pem, write_bundle
+from sessions.ledger.note import public_key_bytes, verifier_for
 
 
 @pytest.fixture(scope="module")

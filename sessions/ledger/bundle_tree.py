@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 
-from sessions.canonical import CanonicalError, decode_event
+from sessions.ledger.canonical import CanonicalError, decode_event
 
 EVENTS = "events.jsonl"
 _HEAD = b'{"at":'  # every canonical event starts so: "at" is its first key

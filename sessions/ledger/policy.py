@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sessions.checkpoint import Checkpoint, sign_checkpoint
-from sessions.ledger import MerkleLog
+from sessions.ledger.note import Checkpoint, sign_checkpoint
+from sessions.ledger.tree import MerkleLog
 
 DEFAULT_ORIGIN_PREFIX = "theatrum.local/rooms"
 

@@ -1,4 +1,4 @@
-"""A SQLite NodeStore for the Merkle log (stdlib sqlite3 only).
+"""The earlier SQLite node layout of the Merkle log, kept only to migrate a database written by it.
 
 Many logs (one per room) share one database; each is named, and numbered in `merkle_logs`. A node's row id
 is (log number << 40) | its post-order position. Post-order is the order in which an append-only tree
@@ -6,13 +6,12 @@ completes its nodes, so every append writes at the right end of its log's key ra
 commit). This allows 2**40 nodes (about 5e11 events) per log and 2**23 logs per database.
 
 The store never commits node writes: the caller decides the durability unit (one commit per event, or a
-group commit per batch). `connect` opens a database in WAL mode with synchronous=NORMAL.
+group commit per batch). Today's layout keeps the nodes in the event rows (sessions/sqlite_log.py).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
 POSITION_BITS = 40
 MAX_LOGS = 2 ** (63 - POSITION_BITS)
@@ -24,23 +23,6 @@ _SCHEMA = (
 
 class NodeStoreFullError(Exception):
     """A log or the database has used up its key range."""
-
-
-def connect(path: str | Path, *, exclusive: bool = False, page_size: int | None = None) -> sqlite3.Connection:
-    """Open (or create) a database in WAL mode with synchronous=NORMAL. Requires a writable path.
-
-    exclusive: hold the database lock while the connection is open (locking_mode=EXCLUSIVE, set before WAL
-    is first used, so SQLite keeps the WAL index in private memory and each commit skips the file locks).
-    page_size: the page size of a new database (an existing one keeps its own).
-    """
-    conn = sqlite3.connect(path)
-    if page_size is not None:
-        conn.execute(f"PRAGMA page_size={int(page_size)}")
-    if exclusive:
-        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
 
 
 class SqliteNodeStore:

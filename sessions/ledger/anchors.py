@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import astuple, dataclass, replace
 from typing import Any, Protocol
 
-from sessions.canonical import canonical_json
-from sessions.checkpoint import Checkpoint
+from sessions.ledger.canonical import canonical_json
+from sessions.ledger.note import Checkpoint
 
 GENESIS = bytes(32)  # prev_hash of record 0
 _HASH_FIELDS = ("checkpoint_hash", "prev_hash", "root")

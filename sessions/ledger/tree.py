@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from sessions.merkle import HASH_SIZE, empty_root, leaf_hash, node_hash
+from sessions.ledger.merkle import HASH_SIZE, empty_root, leaf_hash, node_hash
 
 
 class LedgerError(Exception):

@@ -9,7 +9,7 @@ checkpoint, or the file):
 3. anchors.json: every local anchor record hashes right, anchors a checkpoint of the bundle, is that
    checkpoint's receipt, and links to the record before it when that one is in the bundle too;
 4. events.jsonl: line s is event s of the room (read from the line's tail), every leaf is hashed into the
-   tree (sessions.bundle_events), the tree at each checkpoint has the signed root, and the RFC 9162
+   tree (sessions.ledger.bundle_tree), the tree at each checkpoint has the signed root, and the RFC 9162
    consistency proof from each checkpoint to the next, computed from the events, verifies;
 5. manifest.note: signed by the key, and lists every file's actual SHA-256 and length;
 6. with `rpc_check`: every EVM anchor transaction exists on chain with this checkpoint's data.
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from sessions.anchor import Anchor, AnchorError, checkpoint_hash
-from sessions.bundle import (
+from sessions.ledger.anchors import Anchor, AnchorError, checkpoint_hash
+from sessions.ledger.bundle import (
     ANCHORS,
     ANCHORS_FORMAT,
     BACKENDS,
@@ -52,11 +52,11 @@ from sessions.bundle import (
     public_key_pem,
     verify_note,
 )
-from sessions.bundle_events import NodeDict, lines_of, needed_nodes, scan_events
-from sessions.canonical import CanonicalError, decode_event
-from sessions.checkpoint import Checkpoint, CheckpointError, Verifier, parse_and_verify
-from sessions.ledger import MerkleLog
-from sessions.merkle import ProofError, verify_consistency
+from sessions.ledger.bundle_tree import NodeDict, lines_of, needed_nodes, scan_events
+from sessions.ledger.canonical import CanonicalError, decode_event
+from sessions.ledger.merkle import ProofError, verify_consistency
+from sessions.ledger.note import Checkpoint, CheckpointError, Verifier, parse_and_verify
+from sessions.ledger.tree import MerkleLog
 
 # rpc_check(checkpoint, room, receipt) -> None if the on-chain anchor matches, else the problem in words.
 RpcCheck = Callable[[Checkpoint, str, Mapping[str, Any]], str | None]

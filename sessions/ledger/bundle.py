@@ -34,9 +34,9 @@ from typing import IO, Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from sessions.anchor import Anchor, checkpoint_hash
-from sessions.bundle_events import EVENTS
-from sessions.checkpoint import CheckpointError, Verifier, parse_checkpoint_text, verifier_for
+from sessions.ledger.anchors import Anchor, checkpoint_hash
+from sessions.ledger.bundle_tree import EVENTS
+from sessions.ledger.note import CheckpointError, Verifier, parse_checkpoint_text, verifier_for
 
 FORMAT = "theatrum-bundle/1"
 CHECKPOINTS_FORMAT = "theatrum-checkpoints/1"
