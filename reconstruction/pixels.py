@@ -16,32 +16,40 @@ from collections.abc import Iterable
 import numpy as np
 import pydicom
 from pydicom.encaps import generate_frames
-from pydicom.uid import UID
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+)
 
 from .errors import InputError, PixelDataError, UnsupportedTransferSyntaxError
-from .instance import (
-    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
-    EXPLICIT_VR_BIG_ENDIAN,
-    EXPLICIT_VR_LITTLE_ENDIAN,
-    IMPLICIT_VR_LITTLE_ENDIAN,
-    Frame,
-    Instance,
-)
+from .frames import Frame
+from .instance import Instance
 from .sources import Archives
 
+# Retired JPEG processes, by their PS3.6 keywords: pydicom 3 names only the transfer syntaxes still current.
+JPEGSpectralSelectionNonHierarchical68 = UID("1.2.840.10008.1.2.4.53")
+JPEGFullProgressionNonHierarchical1012 = UID("1.2.840.10008.1.2.4.55")
+
 NATIVE_TRANSFER_SYNTAXES = {
-    IMPLICIT_VR_LITTLE_ENDIAN,
-    EXPLICIT_VR_LITTLE_ENDIAN,
-    EXPLICIT_VR_BIG_ENDIAN,
-    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    ImplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    DeflatedExplicitVRLittleEndian,
 }
 LIBJPEG_TRANSFER_SYNTAXES = {
-    "1.2.840.10008.1.2.4.50",
-    "1.2.840.10008.1.2.4.51",
-    "1.2.840.10008.1.2.4.53",
-    "1.2.840.10008.1.2.4.55",
-    "1.2.840.10008.1.2.4.57",
-    "1.2.840.10008.1.2.4.70",
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGSpectralSelectionNonHierarchical68,
+    JPEGFullProgressionNonHierarchical1012,
+    JPEGLossless,
+    JPEGLosslessSV1,
 }
 """JPEG (ISO 10918) transfer syntaxes libjpeg decodes; used directly where pydicom has no plugin."""
 
@@ -182,7 +190,7 @@ def _pixel_bytes(instance: Instance, archives: Archives) -> bytes:
 
 def _native(instance: Instance, data: bytes) -> np.ndarray:
     signed = instance.pixel_representation == 1
-    order = ">" if instance.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN else "<"
+    order = ">" if instance.transfer_syntax_uid == ExplicitVRBigEndian else "<"
     itemsize = instance.bits_allocated // 8
     dtype = np.dtype(f"{order}{'i' if signed else 'u'}{itemsize}")
     shape = (instance.number_of_frames, instance.rows, instance.columns)

@@ -20,9 +20,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydicom.uid import (
+    BreastProjectionXRayImageStorageForPresentation,
+    BreastProjectionXRayImageStorageForProcessing,
+    ComputedRadiographyImageStorage,
+    DigitalIntraOralXRayImageStorageForPresentation,
+    DigitalIntraOralXRayImageStorageForProcessing,
+    DigitalMammographyXRayImageStorageForPresentation,
+    DigitalMammographyXRayImageStorageForProcessing,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
+    EnhancedXAImageStorage,
+    EnhancedXRFImageStorage,
+    MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    MultiFrameSingleBitSecondaryCaptureImageStorage,
+    MultiFrameTrueColorSecondaryCaptureImageStorage,
+    RTImageStorage,
+    SecondaryCaptureImageStorage,
+    XRayAngiographicImageStorage,
+    XRayRadiofluoroscopicImageStorage,
+)
 
 from .errors import NoVolumeError
-from .instance import Frame, Instance, read_instances
+from .frames import Frame
+from .instance import Instance, read_instances
 from .progress import Progress
 from .sources import Skipped, ZipLimits, expand_inputs
 
@@ -33,27 +55,27 @@ POSITION_TOLERANCE = 0.01
 """Slices closer than this along the stack normal (mm) are at the same position."""
 
 SECONDARY_CAPTURE_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.7",
-    "1.2.840.10008.5.1.4.1.1.7.1",
-    "1.2.840.10008.5.1.4.1.1.7.2",
-    "1.2.840.10008.5.1.4.1.1.7.3",
-    "1.2.840.10008.5.1.4.1.1.7.4",
+    SecondaryCaptureImageStorage,
+    MultiFrameSingleBitSecondaryCaptureImageStorage,
+    MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    MultiFrameTrueColorSecondaryCaptureImageStorage,
 }
 PROJECTION_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.1",  # CR
-    "1.2.840.10008.5.1.4.1.1.1.1",  # DX
-    "1.2.840.10008.5.1.4.1.1.1.1.1",
-    "1.2.840.10008.5.1.4.1.1.1.2",  # MG
-    "1.2.840.10008.5.1.4.1.1.1.2.1",
-    "1.2.840.10008.5.1.4.1.1.1.3",  # IO
-    "1.2.840.10008.5.1.4.1.1.1.3.1",
-    "1.2.840.10008.5.1.4.1.1.12.1",  # XA
-    "1.2.840.10008.5.1.4.1.1.12.1.1",
-    "1.2.840.10008.5.1.4.1.1.12.2",  # RF
-    "1.2.840.10008.5.1.4.1.1.12.2.1",
-    "1.2.840.10008.5.1.4.1.1.481.1",  # RT Image
-    "1.2.840.10008.5.1.4.1.1.13.1.4",  # breast projection
-    "1.2.840.10008.5.1.4.1.1.13.1.5",
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
+    DigitalMammographyXRayImageStorageForPresentation,
+    DigitalMammographyXRayImageStorageForProcessing,
+    DigitalIntraOralXRayImageStorageForPresentation,
+    DigitalIntraOralXRayImageStorageForProcessing,
+    XRayAngiographicImageStorage,
+    EnhancedXAImageStorage,
+    XRayRadiofluoroscopicImageStorage,
+    EnhancedXRFImageStorage,
+    RTImageStorage,
+    BreastProjectionXRayImageStorageForPresentation,
+    BreastProjectionXRayImageStorageForProcessing,
 }
 PROJECTION_MODALITIES = {"CR", "DX", "MG", "IO", "XA", "RF", "RG", "PX", "RTIMAGE"}
 

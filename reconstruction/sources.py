@@ -21,11 +21,9 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import pydicom
+from pydicom.uid import MediaStorageDirectoryStorage
 
 from .errors import InputError
-
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
-"""SOP Class of DICOMDIRs and of Philips DIRFILEs (Media Storage Directory Storage)."""
 
 _DIRECTORY_NAMES = {"dicomdir", "dirfile"}
 _DIRECTORY_RECORD_TYPES = {"PATIENT", "STUDY", "SERIES"}  # records that point at a nested directory file
@@ -168,14 +166,14 @@ def expand_inputs(
 
 
 def is_directory_file(path: Path) -> bool:
-    """True for a DICOMDIR or a Philips DIRFILE (a Media Storage Directory object)."""
+    """True for a DICOMDIR or a Philips DIRFILE (both are Media Storage Directory Storage objects)."""
     if path.name.lower() in _DIRECTORY_NAMES:
         return True
     try:
         meta = pydicom.filereader.read_file_meta_info(path)
     except Exception:  # whatever pydicom raises on a file without a File Meta: not a directory file
         return False
-    return str(meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY
+    return str(meta.get("MediaStorageSOPClassUID", "")) == MediaStorageDirectoryStorage
 
 
 class _Collector:
@@ -283,7 +281,7 @@ def _follow_directory(path: Path, root: Path | None, report: _DirectoryReport, v
             continue
         nested = (
             str(record.get("DirectoryRecordType", "")).strip().upper() in _DIRECTORY_RECORD_TYPES
-            or str(record.get("ReferencedSOPClassUIDInFile", "")) == MEDIA_STORAGE_DIRECTORY
+            or str(record.get("ReferencedSOPClassUIDInFile", "")) == MediaStorageDirectoryStorage
         )
         if nested:
             _follow_directory(target, root, report, visited)

@@ -29,11 +29,10 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import PYDICOM_ROOT_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 PHANTOM_VERSION = 1  # bump whenever the anatomy or the headers change, so old folders are regenerated
 MANIFEST = "phantom.json"
-UID_PREFIX = "1.2.826.0.1.3680043.8.498."  # pydicom's root for generated UIDs
 FIELD_OF_VIEW_MM = 240.0  # in-plane, when no pixel spacing is given
 SCAN_LENGTH_MM = 200.0  # along the stack, when no slice spacing is given
 PSF_MM = 0.7  # the scanner's blur, added to the voxel's own partial-volume width
@@ -653,7 +652,7 @@ def stored_slice(
 
 def _uid(params: PhantomParameters, *what: str) -> str:
     key = json.dumps(params.as_json(), sort_keys=True)
-    return generate_uid(UID_PREFIX, ["theatrum-phantom", str(PHANTOM_VERSION), key, *what])
+    return generate_uid(PYDICOM_ROOT_UID, ["theatrum-phantom", str(PHANTOM_VERSION), key, *what])
 
 
 def _ds(value: float) -> str:

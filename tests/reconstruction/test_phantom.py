@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pydicom.uid import PYDICOM_ROOT_UID, CTImageStorage, ExplicitVRLittleEndian
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -136,7 +136,7 @@ def test_the_patient_is_fictitious(small):
         assert ds.PatientID == phantom.PATIENT["PatientID"]
         assert ds.PatientBirthDate == "19700101" and ds.PatientSex == "O"
         assert "not a person" in ds.PatientComments
-        assert ds.SOPInstanceUID.startswith(phantom.UID_PREFIX)
+        assert ds.SOPInstanceUID.startswith(PYDICOM_ROOT_UID)
 
 
 def test_axial_geometry_is_exact_and_evenly_spaced(small):

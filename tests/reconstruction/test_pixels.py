@@ -10,11 +10,20 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.encaps import encapsulate
+from pydicom.uid import MPEG2MPML
 
 from reconstruction.assembly import assemble_volume
 from reconstruction.errors import PixelDataError, UnsupportedTransferSyntaxError
 from reconstruction.instance import Instance, read_instance
-from reconstruction.pixels import decode_rescaled, decode_stored, fit_bits_stored, output_dtype, rescale
+from reconstruction.pixels import (
+    JPEGFullProgressionNonHierarchical1012,
+    JPEGSpectralSelectionNonHierarchical68,
+    decode_rescaled,
+    decode_stored,
+    fit_bits_stored,
+    output_dtype,
+    rescale,
+)
 from reconstruction.series import find_series
 from reconstruction.sources import FileRef
 
@@ -85,7 +94,7 @@ def test_lossy_transfer_syntaxes_decode_within_tolerance(dicom_dir: Path, refere
     assert error.max() <= max_limit
 
 
-@pytest.mark.parametrize("uid", ["1.2.840.10008.1.2.4.53", "1.2.840.10008.1.2.4.55"])
+@pytest.mark.parametrize("uid", [JPEGSpectralSelectionNonHierarchical68, JPEGFullProgressionNonHierarchical1012])
 def test_jpeg_without_a_pydicom_plugin_decodes_through_libjpeg(uid: str):
     with pytest.raises(NotImplementedError):
         pydicom.pixels.get_decoder(uid)  # why the fallback exists; the decode is checked in the LOSSY table
@@ -93,7 +102,7 @@ def test_jpeg_without_a_pydicom_plugin_decodes_through_libjpeg(uid: str):
 
 def test_unsupported_transfer_syntax_names_the_syntax_and_the_file(dicom_dir: Path):
     path = dicom_dir / SYNTAXES / "CTImage.dcm_JPEGProcess2_4TransferSyntax_1.2.840.10008.1.2.4.51.dcm"
-    mpeg = dataclasses.replace(instance(path), transfer_syntax_uid="1.2.840.10008.1.2.4.100")
+    mpeg = dataclasses.replace(instance(path), transfer_syntax_uid=MPEG2MPML)
     with pytest.raises(UnsupportedTransferSyntaxError) as error:
         decode_stored(mpeg)
     assert error.value.source == str(path)
