@@ -46,11 +46,6 @@ class SamplingGrid:
     def shape(self) -> tuple[int, int, int]:
         return (self.blocks[0] + 2, self.blocks[1] + 2, self.blocks[2] + 2)
 
-    @property
-    def block_size(self) -> int:
-        """Voxels per block: the factor between a sample's sum and its mean."""
-        return math.prod(self.factors)
-
     def samples(self, k0: int, k1: int) -> np.ndarray:
         """The float32 grid planes k0..k1 inclusive. Requires 0 <= k0 <= k1 < shape[0]."""
         _, nj, ni = self.shape

@@ -1,13 +1,14 @@
 """The reconstruction pipeline: DICOM inputs -> one series -> Volume -> one Mesh per preset -> GLB on disk.
 
-This composes the single-concept modules (sources/series, assembly, surface, gltf) and times each stage. It is
-what the CLI and the server's jobs call.
+This composes the single-concept modules (sources/series, assembly, surface, gltf) and times each stage.
+`reconstruct` is the whole pipeline, as the CLI runs it. The server's jobs run its two halves, `load_volume`
+and `build_meshes`, and deliver each mesh as it comes (``delivery``) instead of writing one GLB.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +20,8 @@ from .mesh import Mesh
 from .presets import preset_names_for
 from .progress import Progress, no_progress
 from .series import Scan, Series, find_series, pick_series
-from .surface import extract_surface
+from .surface import DEFAULT_TARGET_TRIANGLES, extract_surface
 from .volume import Volume
-
-DEFAULT_TARGET_TRIANGLES = 300_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,6 +120,28 @@ def load_volume(
     return scan, series, volume, clock.seconds
 
 
+def build_meshes(
+    volume: Volume,
+    presets: Sequence[str],
+    *,
+    threshold: float | None = None,
+    target_triangles: int = DEFAULT_TARGET_TRIANGLES,
+    progress: Progress | None = None,
+) -> Iterator[Mesh]:
+    """The surface of each preset (by name, for the volume's modality), in order, each as soon as it is made.
+
+    Reports ("meshing", n, len(presets)) before preset n and ("meshing", len(presets), len(presets)) after the
+    last; the surface's own stages ("decimating") in between. Raises SurfaceError as `extract_surface`.
+    """
+    progress = progress or no_progress
+    for n, name in enumerate(presets):
+        progress("meshing", n, len(presets))
+        yield extract_surface(
+            volume, name, threshold=threshold, target_triangles=target_triangles, progress=progress
+        )
+    progress("meshing", len(presets), len(presets))
+
+
 def reconstruct(
     inputs: Sequence[str | Path],
     *,
@@ -144,15 +165,11 @@ def reconstruct(
         inputs, series_uid=series_uid, allow_gaps=allow_gaps, progress=progress
     )
     names = list(presets) if presets else preset_names_for(volume.modality)
-    meshes = []
     t0 = time.perf_counter()
     timed = _DecimationTimer(progress)
-    for n, name in enumerate(names):
-        progress("meshing", n, len(names))
-        meshes.append(
-            extract_surface(volume, name, threshold=threshold, target_triangles=target_triangles, progress=timed)
-        )
-    progress("meshing", len(names), len(names))
+    meshes = list(
+        build_meshes(volume, names, threshold=threshold, target_triangles=target_triangles, progress=timed)
+    )
     seconds["meshing"] = time.perf_counter() - t0 - timed.seconds
     seconds["decimating"] = timed.seconds
     t0 = time.perf_counter()

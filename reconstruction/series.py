@@ -178,7 +178,7 @@ def find_series(
 
 def pick_series(scan: Scan, uid: str | None = None) -> Series:
     """The series with id ``uid`` (a split's base SeriesInstanceUID also works if only one part is a series),
-    or by default the best one: CT before other modalities, then most slices, then finest spacing.
+    or by default the best one by `series_preference`.
 
     Raises NoVolumeError when there is no series, or no series ``uid`` (listing the available ids).
     """
@@ -193,7 +193,18 @@ def pick_series(scan: Scan, uid: str | None = None) -> Series:
         raise NoVolumeError(uid, f"no such 3D series in the inputs (available: {available})")
     if not scan.series:
         raise NoVolumeError("inputs", f"no 3D series found{_skipped_summary(scan.skipped)}")
-    return max(scan.series, key=_preference)
+    return max(
+        scan.series, key=lambda s: series_preference(s.modality, s.slice_count, s.slice_spacing, s.pixel_spacing)
+    )
+
+
+def series_preference(
+    modality: str, slices: int, slice_spacing_mm: float, pixel_spacing_mm: tuple[float, float]
+) -> tuple:
+    """The sort key that picks the best series for a 3D model, larger is better: CT before other modalities,
+    then more slices, then the finer slice spacing, then the finer pixel (smaller Δrow × Δcol)."""
+    drow, dcol = pixel_spacing_mm
+    return (modality.upper() == "CT", slices, -slice_spacing_mm, -(drow * dcol))
 
 
 def group_series(instances: Iterable[Instance]) -> tuple[list[Series], list[Skipped]]:
@@ -405,11 +416,6 @@ def _skipped(reason: str, instances: list[Instance]) -> Skipped:
     except ValueError:  # relative and absolute paths mixed
         where = paths[0]
     return Skipped(where or paths[0], f"{reason} ({len(paths)} files)")
-
-
-def _preference(series: Series) -> tuple:
-    drow, dcol = series.pixel_spacing
-    return (series.modality == "CT", series.slice_count, -series.slice_spacing, -(drow * dcol))
 
 
 def _skipped_summary(skipped: list[Skipped]) -> str:

@@ -17,7 +17,15 @@ from reconstruction.assembly import assemble_volume
 from reconstruction.errors import InconsistentSeriesError, InputError, NoVolumeError, PixelDataError
 from reconstruction.instance import Instance, read_instance, read_instances
 from reconstruction.pixels import decode_rescaled
-from reconstruction.series import Scan, Slice, find_series, group_series, pick_series, series_from_slices
+from reconstruction.series import (
+    Scan,
+    Slice,
+    find_series,
+    group_series,
+    pick_series,
+    series_from_slices,
+    series_preference,
+)
 from reconstruction.sources import FileRef, Skipped, ZipLimits, expand_inputs
 
 PHILIPS = "ct-head-phantom-philips"
@@ -255,6 +263,19 @@ def test_pick_prefers_ct_over_a_longer_mr(write_series, tmp_path: Path):
     scan = find_series([tmp_path / "in"])
     assert sorted(s.modality for s in scan.series) == ["CT", "MR"]
     assert pick_series(scan).modality == "CT"
+
+
+def test_series_preference_ranks_ct_then_slices_then_slice_spacing_then_pixel_area():
+    ranked = [
+        ("MR", 400, 0.5, (0.3, 0.3)),
+        ("CT", 100, 1.0, (0.5, 0.5)),
+        ("CT", 200, 1.0, (0.5, 0.5)),
+        ("CT", 200, 0.6, (0.9, 0.9)),
+        ("CT", 200, 0.6, (0.4, 0.5)),
+    ]
+    keys = [series_preference(*r) for r in ranked]
+    assert keys == sorted(keys)
+    assert series_preference("ct", 1, 1.0, (1.0, 1.0)) == series_preference("CT", 1, 1.0, (1.0, 1.0))
 
 
 # -- inputs: files of any kind, zips ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from reconstruction import isosurface, surface
 from reconstruction.decimate import compact, split_pinched_edges
 from reconstruction.errors import SurfaceError
 from reconstruction.isosurface import marching_cubes_slabs
+from reconstruction.pipeline import build_meshes
 from reconstruction.presets import CT_PRESETS, MR_PRESETS, Preset, level_for, preset_names_for
 from reconstruction.refine import project_onto_isosurface
 from reconstruction.smoothing import edge_adjacency, taubin
@@ -124,6 +125,17 @@ def test_float_voxels_give_the_same_sphere(sphere):
     mesh = extract_surface(floats, TEST_PRESET, target_triangles=5_000)
     assert as_trimesh(mesh).volume == pytest.approx(4 / 3 * np.pi * SPHERE_RADIUS**3, rel=0.01)
     assert_closed_and_outward(mesh, SPHERE_CENTRE)
+
+
+def test_build_meshes_makes_each_preset_in_order_and_reports_progress(sphere):
+    calls = []
+    meshes = build_meshes(sphere, ["bone", "skin"], threshold=LEVEL, target_triangles=5_000,
+                          progress=lambda *call: calls.append(call))
+    first = next(meshes)
+    assert first.preset == "bone" and [c for c in calls if c[0] == "meshing"] == [("meshing", 0, 2)]
+    assert [m.preset for m in meshes] == ["skin"]
+    assert [c for c in calls if c[0] == "meshing"] == [("meshing", 0, 2), ("meshing", 1, 2), ("meshing", 2, 2)]
+    assert first.triangles <= 5_000 and first.threshold == LEVEL
 
 
 # --- geometry: gantry tilt, uneven spacing, oblique and left-handed stacks ----------------------------------
