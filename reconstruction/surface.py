@@ -52,7 +52,7 @@ _SCAN_SLICES = 16
 
 
 @dataclass(frozen=True)
-class Scan:
+class LevelScan:
     """What one pass over the voxels tells about the iso-surface at a level.
 
     ``lo``/``hi``: the voxel-index bounding box [lo, hi) of the voxels above the level. ``crossings``:
@@ -142,7 +142,7 @@ def extract_surface(
 
 
 def _march(
-    volume: Volume, scan: Scan, factors: tuple[int, int, int], level: float, workers: int
+    volume: Volume, scan: LevelScan, factors: tuple[int, int, int], level: float, workers: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Marching cubes on the sampling grid of ``factors``: vertices as voxel indices (N, 3), faces (F, 3)."""
     grid, grid_level = sampling_grid(volume.voxels, scan, factors, level)
@@ -159,7 +159,7 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def scan_volume(voxels: np.ndarray, level: float, *, workers: int = 1) -> Scan | None:
+def scan_volume(voxels: np.ndarray, level: float, *, workers: int = 1) -> LevelScan | None:
     """Bounding box of the voxels above ``level`` and the crossing-edge counts; None when no voxel or every
     voxel is above the level (the level is outside the data range). Requires a 3D array."""
     n = voxels.shape[0]
@@ -173,7 +173,7 @@ def scan_volume(voxels: np.ndarray, level: float, *, workers: int = 1) -> Scan |
         return None
     crossings = np.sum([p[4] for p in parts], axis=0) * float(_COUNT_EVERY)
     lo, hi = zip(*(_extent(a) for a in (along_k, along_j, along_i)), strict=True)
-    return Scan(lo=tuple(lo), hi=tuple(hi), crossings=tuple(float(c) for c in crossings))
+    return LevelScan(lo=tuple(lo), hi=tuple(hi), crossings=tuple(float(c) for c in crossings))
 
 
 def _scan_chunk(voxels: np.ndarray, level: float, k0: int, k1: int):
@@ -209,7 +209,9 @@ def _extent(flags: np.ndarray) -> tuple[int, int]:
     return int(where[0]), int(where[-1]) + 1
 
 
-def block_factors(spacing_mm: tuple[float, float, float], scan: Scan, target_triangles: int) -> tuple[int, int, int]:
+def block_factors(
+    spacing_mm: tuple[float, float, float], scan: LevelScan, target_triangles: int
+) -> tuple[int, int, int]:
     """Block factors (k, j, i) for sampling: the finest near-isotropic sampling predicted to give at most
     DECIMATION_HEADROOM times the budget, but no coarser than MAX_SAMPLE_SPACING_MM along an axis that starts
     finer (decimation takes the rest), or than half the edge of the triangles a small budget affords.
@@ -228,7 +230,7 @@ def block_factors(spacing_mm: tuple[float, float, float], scan: Scan, target_tri
 
 
 def sampling_grid(
-    voxels: np.ndarray, scan: Scan, factors: tuple[int, int, int], level: float
+    voxels: np.ndarray, scan: LevelScan, factors: tuple[int, int, int], level: float
 ) -> tuple[SamplingGrid, float]:
     """The grid marching cubes samples (the bounding box plus one block, in blocks of ``factors``) and the
     level in grid units (block sums).
