@@ -76,7 +76,7 @@ def serve_bare(port: int) -> None:
     import socketio
     from aiohttp import web
 
-    from server.sockets import plain_websockets
+    from server.services.sockets import plain_websockets
 
     # The transport exactly as ours runs it (server/sockets.py): handlers inline, no permessage-deflate.
     sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False, async_handlers=False)

@@ -13,20 +13,21 @@ from pathlib import Path
 import socketio
 from aiohttp import web
 
-from . import ledger, pacs, rooms, studies
-from .artifacts import ArtifactStore
-from .auth import ADMIN_TOKEN_FILE, load_or_create_secret, require_token
-from .catalog import Catalog
-from .compression import gzip_middleware
-from .config import Settings
-from .cors import cors_middleware
-from .deid import Pseudonymizer
-from .errors import error_response, json_errors
-from .hub import Hub
-from .jobs import JobRunner
-from .metrics import Metrics
-from .openapi import openapi_handler
-from .sockets import attach_sockets, plain_websockets
+from server.api import pacs, rooms, studies
+from server.api.openapi import openapi_handler
+from server.config import Settings
+from server.metrics import Metrics
+from server.middleware.auth import ADMIN_TOKEN_FILE, load_or_create_secret, require_token
+from server.middleware.cors import cors_middleware
+from server.middleware.errors import error_response, json_errors
+from server.middleware.gzip import gzip_middleware
+from server.services import ledger
+from server.services.deid import Pseudonymizer
+from server.services.hub import Hub
+from server.services.jobs import JobRunner
+from server.services.sockets import attach_sockets, plain_websockets
+from server.storage.artifacts import ArtifactStore
+from server.storage.catalog import Catalog
 
 log = logging.getLogger("theatrum")
 

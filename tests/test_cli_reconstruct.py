@@ -26,7 +26,7 @@ TILTED = PHILIPS / "DICOM" / "S21610" / "S2010"
 
 
 def theatrum(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "server.cli.main", *args], capture_output=True, text=True,
                           timeout=300, cwd=cwd or REPO)
 
 

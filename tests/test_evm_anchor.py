@@ -21,9 +21,17 @@ from conftest import REPO, require_tool
 from rooms import Clock, new_room, point, sqlite_store
 from web3 import Web3
 
-from server.cli import main
-from server.evm import EvmAnchor, EvmError, OnChainCheck, anchor_data, parse_anchor_data
-from server.ledger import ANCHORED, KEY_FILE, PENDING, CheckpointStore, LedgerService, Retry, load_or_create_signing_key
+from server.cli.main import main
+from server.services.evm import EvmAnchor, EvmError, OnChainCheck, anchor_data, parse_anchor_data
+from server.services.ledger import (
+    ANCHORED,
+    KEY_FILE,
+    PENDING,
+    CheckpointStore,
+    LedgerService,
+    Retry,
+    load_or_create_signing_key,
+)
 from sessions.ledger.anchors import LocalAnchorChain
 from sessions.ledger.bundle import CHECKPOINTS, write_bundle
 from sessions.ledger.note import Checkpoint

@@ -15,7 +15,7 @@ from hubtools import Lobby
 
 
 def verify(path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "server.cli", "verify", str(path), "--json"],
+    return subprocess.run([sys.executable, "-m", "server.cli.main", "verify", str(path), "--json"],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from rooms import Clock, new_room, point, sqlite_store
 
-from server.ledger import (
+from server.services.ledger import (
     ANCHORED,
     FAILED,
     KEY_FILE,

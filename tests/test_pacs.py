@@ -19,9 +19,9 @@ from aiohttp import web
 from conftest import require_path
 from orthanc import PHILIPS, free_port, orthanc_fixture, phantom_files  # noqa: F401
 
+from server.api.pacs import RefCodec
 from server.app import build_app
 from server.config import Settings
-from server.pacs import RefCodec
 
 SUMMARY_KEYS = {"ref", "study_date", "description", "modalities", "series", "instances"}
 VOLUME_SLICES = {"S21570": 28, "S21610": 54}  # per study folder: its one volume series

@@ -16,8 +16,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rooms import Clock, new_room, point, sqlite_store
 
-from server.errors import json_errors
-from server.ledger import KEY_FILE, CheckpointStore, LedgerService, load_or_create_signing_key, routes
+from server.middleware.errors import json_errors
+from server.services.ledger import KEY_FILE, CheckpointStore, LedgerService, load_or_create_signing_key, routes
 from sessions.ledger.anchors import LocalAnchorChain
 from sessions.ledger.policy import CheckpointPolicy
 from sessions.ledger.sqlite import connect

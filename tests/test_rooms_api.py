@@ -11,7 +11,7 @@ import pytest
 import segno
 from hubtools import BONE, FOREIGN, OTHER_STUDY, SKIN, STUDY, RoomClient, admin, create_room, start, until
 
-from server.invites import InviteError, InviteSigner, normalise_code
+from server.services.invites import InviteError, InviteSigner, normalise_code
 from sessions.events import Event
 from sessions.ledger.tree import MemoryNodeStore, MerkleLog
 

@@ -38,7 +38,7 @@ def served(tmp_path, orthanc):
     env = {**os.environ, "THEATRUM_PACS_URL": orthanc.dicomweb_url, "THEATRUM_WORKERS": "1"}
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 (open for the whole life of the server)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--data", str(data),
+        [sys.executable, "-m", "server.cli.main", "serve", "--port", str(port), "--data", str(data),
          "--import", str(REGULAR)],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )

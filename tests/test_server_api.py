@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import DICOM, require_path
 
+from server.api.openapi import openapi_document
 from server.app import build_app, routes
 from server.config import Settings
-from server.openapi import openapi_document
 
 PHILIPS = DICOM / "ct-head-phantom-philips"
 REGULAR = PHILIPS / "DICOM" / "S21570" / "S2010"

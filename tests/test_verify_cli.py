@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from bundles import KEY, OTHER_KEY, make_bundle
 
-from server.cli import main
+from server.cli.main import main
 from sessions.ledger.bundle import EVENTS, public_key_pem, write_bundle
 from sessions.ledger.note import public_key_bytes, verifier_for
 

@@ -17,8 +17,7 @@ from pathlib import Path
 
 from reconstruction import __version__
 from reconstruction.errors import ReconstructionError
-
-from .verify_cli import add_verify_parser
+from server.cli.verify import add_verify_parser
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -66,15 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _progress(quiet: bool):
-    from .progressbar import StageProgressBar
+    from server.cli.progressbar import StageProgressBar
 
     return StageProgressBar(enabled=not quiet)
 
 
 def cmd_series(args: argparse.Namespace) -> int:
     from reconstruction.series import find_series
-
-    from .summaries import scan_summary
+    from server.cli.summaries import scan_summary
 
     bar = _progress(quiet=False)
     scan = find_series(args.inputs, progress=bar)
@@ -139,10 +137,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from aiohttp import web
 
-    from .app import build_app
-    from .autoimport import import_on_start
-    from .config import SettingsError, from_environment
-    from .eventloop import new_event_loop
+    from server.app import build_app
+    from server.config import SettingsError, from_environment
+    from server.eventloop import new_event_loop
+    from server.services.autoimport import import_on_start
 
     try:
         settings = from_environment(host=args.host, port=args.port, data=args.data,

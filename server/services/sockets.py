@@ -14,7 +14,7 @@ import logging
 import socketio
 from aiohttp import hdrs, web
 
-from .config import Settings
+from server.config import Settings
 
 log = logging.getLogger("theatrum.sockets")
 ADMIN_ROOM = "admin"

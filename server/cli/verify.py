@@ -31,15 +31,14 @@ def add_verify_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Run the check and print the report; 0 or 1. Raises UsageError (exit 2) for bad input."""
+    from server.cli.main import UsageError
     from sessions.ledger.bundle import BundleError
     from sessions.ledger.verify import verify_bundle
-
-    from .cli import UsageError
 
     trusted = _trusted_key(args.key) if args.key else None
     rpc_check, unreachable = None, ()
     if args.rpc:
-        from .evm import EvmError, EvmUnavailable, OnChainCheck
+        from server.services.evm import EvmError, EvmUnavailable, OnChainCheck
 
         try:
             rpc_check, unreachable = OnChainCheck(args.rpc), (EvmUnavailable,)
@@ -78,9 +77,8 @@ def _trusted_key(value: str) -> bytes:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from server.cli.main import UsageError
     from sessions.ledger.note import CheckpointError, Verifier
-
-    from .cli import UsageError
 
     text = value
     path = Path(value)

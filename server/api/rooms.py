@@ -13,14 +13,13 @@ from typing import Any
 
 from aiohttp import web
 
+from server.middleware.auth import is_admin
+from server.middleware.errors import ApiError, read_json
+from server.services.hub import Hub, LiveRoom
+from server.services.invites import InviteError, display_name, invite_link, normalise_code, qr_png
 from sessions.ops import OpError
 from sessions.roles import Role
 from sessions.room import RoomMode
-
-from .auth import is_admin
-from .errors import ApiError, read_json
-from .hub import Hub, LiveRoom
-from .invites import InviteError, display_name, invite_link, normalise_code, qr_png
 
 DEFAULT_NAMES = {Role.INSTRUCTOR: "Instructor", Role.SURGEON: "Surgeon", Role.STUDENT: "Student",
                  Role.OBSERVER: "Observer"}

@@ -26,8 +26,7 @@ from reconstruction.errors import (
 )
 from reconstruction.series import find_series
 from reconstruction.sources import ZipLimits
-
-from .errors import ApiError
+from server.middleware.errors import ApiError
 
 CHUNK = 1 << 16
 

@@ -42,6 +42,12 @@ import engineio.packet
 import socketio
 import socketio.packet
 
+from server.config import Settings
+from server.metrics import Metrics
+from server.middleware.auth import load_or_create_secret
+from server.services.deid import Pseudonymizer
+from server.services.invites import INVITE_KEY_FILE, Invite, InviteError, InviteSigner, JoinThrottle, new_room_code
+from server.storage.roomdb import ROOM_DB, RoomCode, RoomDatabase, RoomRecord
 from sessions.events import Event, ServerKind
 from sessions.limits import RateLimiter, ViolationCounter, op_rate_limiter
 from sessions.log import EventLog, LogError
@@ -50,13 +56,6 @@ from sessions.poses import PoseHub, PoseLimits
 from sessions.replay import TrackPoint, schedule, state_at
 from sessions.roles import Role
 from sessions.room import Room, RoomInfo, RoomMode
-
-from .auth import load_or_create_secret
-from .config import Settings
-from .deid import Pseudonymizer
-from .invites import INVITE_KEY_FILE, Invite, InviteError, InviteSigner, JoinThrottle, new_room_code
-from .metrics import Metrics
-from .roomdb import ROOM_DB, RoomCode, RoomDatabase, RoomRecord
 
 log = logging.getLogger("theatrum.hub")
 
@@ -154,7 +153,7 @@ class Hub:
         self._orphans: dict[tuple[str, str], float] = {}  # (room, pid) present at start -> deadline
         self._tasks: set[asyncio.Task] = set()
         self._ticker: asyncio.Task | None = None
-        self.ledger: Any = None  # server.ledger.LedgerService: checkpoints and anchors, fed after each append
+        self.ledger: Any = None  # server.services.ledger.LedgerService: checkpoints and anchors, fed after each append
         for record in self.db.records():
             room = Room.open(EventLog(self.db.logs, record.id), self.limits)
             self.rooms[record.id] = self._live(room, record)

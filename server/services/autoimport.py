@@ -12,8 +12,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import library, studies
-from .errors import ApiError
+from server.api import studies
+from server.middleware.errors import ApiError
+from server.services import imports as library
 
 log = logging.getLogger("theatrum.import")
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .catalog import Catalog
-from .worker import run_job
+from server.services.worker import run_job
+from server.storage.catalog import Catalog
 
 log = logging.getLogger("theatrum.jobs")
 

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from server.middleware.errors import ApiError
 from sessions.ledger.anchors import Anchor, AnchorBackend, LocalAnchorChain
 from sessions.ledger.bundle import Anchoring, BundleCheckpoint, BundleContents, bundle_bytes, public_key_pem
 from sessions.ledger.note import (
@@ -50,8 +51,6 @@ from sessions.ledger.policy import DEFAULT_ORIGIN_PREFIX, CheckpointPolicy, cut_
 from sessions.ledger.sqlite import connect
 from sessions.ledger.tree import SizeError
 from sessions.log import EventLog, LogCorruptError
-
-from .errors import ApiError
 
 logger = logging.getLogger("theatrum.ledger")
 
@@ -347,7 +346,7 @@ class LedgerService:
             if name == "local":
                 backends.append(chain)
             elif name == "evm":
-                from .evm import EvmAnchor
+                from server.services.evm import EvmAnchor
 
                 if not config.evm_rpc or not config.evm_key:
                     raise ValueError("the evm anchor needs THEATRUM_EVM_RPC and THEATRUM_EVM_KEY")

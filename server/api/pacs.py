@@ -37,9 +37,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from dicomweb_client.api import DICOMwebClient
 
-from . import library
-from .auth import load_or_create_secret
-from .errors import ApiError, read_json
+from server.middleware.auth import load_or_create_secret
+from server.middleware.errors import ApiError, read_json
+from server.services import imports as library
 
 log = logging.getLogger("theatrum.pacs")
 

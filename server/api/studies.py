@@ -17,11 +17,10 @@ from aiohttp import web
 
 from reconstruction import __version__
 from reconstruction.presets import preset_names_for, presets_for
-
-from . import library
-from .delivery import artifact_kind, send_glb
-from .errors import ApiError, read_json
-from .jobs import QueueFullError, new_job_id
+from server.api.glb import artifact_kind, send_glb
+from server.middleware.errors import ApiError, read_json
+from server.services import imports as library
+from server.services.jobs import QueueFullError, new_job_id
 
 MIN_TRIANGLES, MAX_TRIANGLES = 1_000, 2_000_000
 DEFAULT_TRIANGLES = 300_000

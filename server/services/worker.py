@@ -62,8 +62,7 @@ def _run(spec: dict, conn: Connection) -> None:
     from reconstruction.delivery import mesh_artifacts
     from reconstruction.pipeline import load_volume
     from reconstruction.surface import extract_surface
-
-    from .artifacts import ArtifactStore
+    from server.storage.artifacts import ArtifactStore
 
     presets = list(spec["presets"])
     report = _Reporter(conn, len(presets))

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .artifacts import atomic_write_bytes
-from .errors import error_response
+from server.middleware.errors import error_response
+from server.storage.artifacts import atomic_write_bytes
 
 PUBLIC_PATHS = frozenset({"/api/health", "/api/join", "/api/ledger/key"})
 

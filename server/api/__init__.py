@@ -1,0 +1,1 @@
+"""HTTP handlers: parse the request, call a service or a store, answer JSON (or a file)."""

@@ -1,0 +1,1 @@
+"""The `theatrum` command line."""

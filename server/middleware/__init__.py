@@ -1,0 +1,1 @@
+"""aiohttp middleware: access, CORS, gzip, JSON errors, metrics, plain websockets."""

@@ -1,0 +1,1 @@
+"""The server's long-lived parts: imports, reconstruction jobs, the session hub, invites, the ledger service, PACS."""

@@ -1,0 +1,1 @@
+"""Where the server keeps things: the catalog, content-addressed files, the room database, checkpoints, keys."""
