@@ -3,7 +3,7 @@
 // desktops never load it.
 const emulate = new URLSearchParams(window.location.search).get('xr-emulate');
 if (emulate) {
-	const { installEmulator } = await import('./emulate.js');
+	const { installEmulator } = await import('./emulator.js');
 	installEmulator(emulate);
 }
 const { start } = await import('./app.js');

@@ -1,16 +1,17 @@
-// The toolbox: which tool is active, which tools the role allows (and why not), and the dispatch of input
-// from the mouse (desktop.js) and the controllers (xr.js) to the active tool. Every tool acts only through
-// hub ops, so every participant sees the result; the server is the judge of each op.
+// The toolbox: which tool is active, which tools the role allows (and why not, in the server's permissions'
+// words), and the dispatch of input from the mouse (DesktopInput) and the controllers (ImmersiveSession) to
+// the active tool. Every tool acts only through hub ops, so every participant sees the result; the server is
+// the judge of each op.
 //
 // An input is {source: 'mouse' | 'left' | 'right', ray: Ray (world), controller: Object3D | null, event}.
 // A tool may implement press(input), move(input), release(input), cancel(), and states its op `kind` for the
 // permission check (null: always allowed).
-import { may } from '../roles.js';
 
 export class Toolbox extends EventTarget {
-	constructor(context) {
+	constructor(context, permissions) {
 		super();
 		this.context = context;
+		this.permissions = permissions;
 		this.tools = new Map();
 		this.order = [];
 		this.active = null;
@@ -35,14 +36,14 @@ export class Toolbox extends EventTarget {
 	}
 
 	/** Recompute what my role allows after a state change; a tool that became forbidden is put down. */
-	refresh(state) {
+	render(state) {
 		const me = state?.me();
 		for (const [id, tool] of this.tools) {
 			let reason = null;
 			if (!me) reason = 'not connected to the room';
 			else if (state.room.closed) reason = 'the room is closed';
 			else if (tool.kind) {
-				reason = may(me.role, tool.kind, { locked: state.locked, muted: me.muted });
+				reason = this.permissions.may(me.role, tool.kind, { locked: state.locked, muted: me.muted });
 				// Say the lock too when the role alone already forbids moving the model: it is what changed.
 				if (reason && tool.kind === 'model.transform' && state.locked && !reason.includes('locked')) {
 					reason = `${reason}; the model is also locked by the instructor`;

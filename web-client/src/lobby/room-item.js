@@ -1,0 +1,81 @@
+// One room in the lobby: its state, its invites (links, QR codes, room codes, all copyable) and Close; a closed
+// room is replayed instead (a training review, in this tab).
+import { enterRoom } from '../net/credentials.js';
+import { fill, h } from '../ui/dom.js';
+import { DEFAULT_REPLAY_SPEED, REPLAY_SPEEDS } from '../ui/replay-bar.js';
+
+export class RoomItem {
+	constructor(lobby, room) {
+		this.lobby = lobby;
+		this.room = room;
+		this.invites = h('div', { class: 'invites' });
+		this.element = h('li', { class: 'room', 'data-id': room.id },
+			h('div', { class: 'row' },
+				h('strong', {}, room.title || 'Untitled room'),
+				h('span', { class: 'muted' }, ` ${room.mode} · ${room.present} present · seq ${room.seq}${room.closed ? ' · closed' : ''}`),
+				room.closed ? this.replayControls() : [
+					h('button', { class: 'show-invites', onclick: () => this.loadInvites() }, 'Invites'),
+					h('button', { class: 'close-room', onclick: () => this.close() }, 'Close')]),
+			this.invites);
+		this.element.room = this;
+	}
+
+	replayControls() {
+		this.replaySpeed = h('select', { class: 'replay-speed', 'aria-label': 'Replay speed' },
+			REPLAY_SPEEDS.map((s) => h('option', { value: s, selected: s === DEFAULT_REPLAY_SPEED }, `${s}×`)));
+		const button = h('button', { class: 'replay-room primary', onclick: () => this.replay(button) }, 'Replay');
+		return [this.replaySpeed, button];
+	}
+
+	/** Review the closed room in this tab: a personal observer invite (good for a replay only), played back. */
+	async replay(button) {
+		button.disabled = true;
+		try {
+			const invite = await this.lobby.api.post(`/api/rooms/${this.room.id}/invites`, { role: 'observer', name: 'Review' });
+			enterRoom(invite.token, { replay: { speed: Number(this.replaySpeed.value) } });
+		} catch (error) {
+			this.lobby.toasts.say(`Cannot replay: ${error.message}`, 'error');
+			button.disabled = false;
+		}
+	}
+
+	async loadInvites() {
+		const detail = await this.lobby.api.get(`/api/rooms/${this.room.id}`);
+		this.showInvites(detail.invites);
+	}
+
+	showInvites(invites) {
+		fill(this.invites, Object.values(invites).map((invite) => {
+			const qr = h('img', { class: 'qr', alt: `QR code of the ${invite.role} invite`, width: 132, height: 132 });
+			if (invite.qr) this.lobby.api.blobUrl(invite.qr).then((url) => { qr.src = url; }).catch(() => { qr.alt = 'QR code unavailable'; });
+			const link = h('input', { class: 'invite-link', readonly: true, value: invite.link });
+			return h('div', { class: 'invite', 'data-role': invite.role },
+				invite.qr ? qr : null,
+				h('div', { class: 'invite-text' },
+					h('strong', {}, `${invite.role}`), h('span', { class: 'muted' }, ` as "${invite.name}"`),
+					h('div', { class: 'row' }, link, h('button', { class: 'copy-link', onclick: () => copy(link.value, this.lobby.toasts, 'Link') }, 'Copy link')),
+					invite.code ? h('div', { class: 'row' },
+						h('code', { class: 'room-code' }, `${invite.code.slice(0, 4)} ${invite.code.slice(4)}`),
+						h('button', { class: 'copy-code', onclick: () => copy(invite.code, this.lobby.toasts, 'Code') }, 'Copy code')) : null,
+					h('button', { class: 'open-invite', onclick: () => enterRoom(invite.token) }, `Open as ${invite.role}`)));
+		}));
+	}
+
+	async close() {
+		try {
+			await this.lobby.api.post(`/api/rooms/${this.room.id}/close`);
+			await this.lobby.refresh();
+		} catch (error) {
+			this.lobby.toasts.say(`Cannot close: ${error.message}`, 'error');
+		}
+	}
+}
+
+async function copy(text, toasts, what) {
+	try {
+		await navigator.clipboard.writeText(text);
+		toasts.say(`${what} copied`, 'info');
+	} catch {
+		toasts.say(`${what}: ${text}`, 'info'); // no clipboard here (an insecure origin): show it to copy by hand
+	}
+}

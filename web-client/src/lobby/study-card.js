@@ -1,0 +1,168 @@
+// One study in the lobby: its series, reconstruction (presets and triangle budget as the server offers them,
+// live progress), its meshes (a training room refuses those that can show a face), a 3D preview, and room
+// creation.
+import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
+
+import { MeshLoader } from '../scene/mesh-loader.js';
+import { Stage } from '../scene/stage.js';
+import { fill, h } from '../ui/dom.js';
+import { ProgressBar } from '../ui/progress-bar.js';
+
+const JOB_POLL_MS = 1000;
+
+export class StudyCard {
+	constructor(lobby, study) {
+		this.lobby = lobby;
+		this.element = h('li', { class: 'study', 'data-id': study.id });
+		this.preview = null;
+		this.update(study);
+	}
+
+	update(study) {
+		this.study = study;
+		const config = this.lobby.config;
+		const series = study.series[0];
+		// The tissues the server reconstructs for this study's modality (none known: the server chooses).
+		const offered = config.presetsFor(study.modalities);
+		this.presetBoxes = (offered?.presets ?? []).map((p) => h('input', { type: 'checkbox', name: 'preset', value: p, checked: offered.default_presets.includes(p) }));
+		const budgets = config.targetTriangles;
+		this.budget = h('select', { class: 'budget', 'aria-label': 'Triangle budget per tissue' },
+			budgets.choices.map((b) => h('option', { value: b, selected: b === budgets.default }, `${b / 1000}k triangles`)));
+		this.reconstructButton = h('button', { class: 'reconstruct primary', onclick: () => this.reconstruct() }, 'Reconstruct');
+		const jobBox = h('div', { class: 'job' });
+		this.jobProgress = new ProgressBar(jobBox, { className: 'job-progress' });
+		this.jobProgress.hide();
+		this.meshList = h('ul', { class: 'meshes' });
+		this.previewBox = h('div', { class: 'preview', hidden: true });
+		this.roomTitle = h('input', { class: 'room-title', placeholder: 'Room title (no patient names)', maxlength: config.limits.max_title_length, value: study.description || '' });
+		this.roomMode = h('select', { class: 'room-mode', onchange: () => this.renderMeshes() },
+			h('option', { value: 'training' }, 'Training (de-identified)'), h('option', { value: 'consult' }, 'Consult'));
+		this.createButton = h('button', { class: 'create-room primary', onclick: () => this.createRoom() }, 'Create room');
+		fill(this.element,
+			h('div', { class: 'study-head' },
+				h('strong', {}, study.description || 'Untitled study'),
+				h('span', { class: 'muted' }, ` ${study.modalities.join('/')} · ${study.instances} instances`
+					+ (series ? ` · ${series.description || 'series'}: ${series.slices} slices ${series.rows}×${series.columns}` : ''))),
+			h('div', { class: 'row reconstruct-row' }, this.presetBoxes.map((box) => h('label', { class: 'check' }, box, box.value)), this.budget, this.reconstructButton),
+			jobBox,
+			this.meshList,
+			this.previewBox,
+			h('div', { class: 'row create-row' }, this.roomTitle, this.roomMode, this.createButton));
+		this.renderMeshes();
+		if (study.meshes?.length) this.showPreview();
+	}
+
+	/** The meshes to choose for a room; a training room takes none that can show the face (the server's
+	 * identifying presets). */
+	renderMeshes() {
+		const training = this.roomMode.value === 'training';
+		const forbidden = (mesh) => training && this.lobby.config.identifying(mesh.preset);
+		fill(this.meshList, (this.study.meshes || []).map((m) => {
+			const refused = forbidden(m);
+			return h('li', {},
+				h('label', { class: 'check', title: refused ? `a ${m.preset} surface can show the face: training rooms take de-identified data only` : '' },
+					h('input', { type: 'checkbox', class: 'mesh-choice', value: m.id, checked: !refused, disabled: refused }),
+					`${m.preset} · ${m.triangles.toLocaleString()} triangles`),
+				refused ? h('small', { class: 'reason' }, 'not in training rooms (can show the face)') : null);
+		}));
+		this.createButton.disabled = !(this.study.meshes || []).some((m) => !forbidden(m));
+	}
+
+	async reconstruct() {
+		const presets = this.presetBoxes.filter((b) => b.checked).map((b) => b.value);
+		if (this.presetBoxes.length && !presets.length) {
+			this.lobby.toasts.say('Choose at least one tissue', 'warn');
+			return;
+		}
+		this.reconstructButton.disabled = true;
+		this.jobProgress.set(0, 'Queued');
+		try {
+			const answer = await this.lobby.api.post(`/api/studies/${this.study.id}/meshes`, {
+				...(presets.length ? { presets } : {}), target_triangles: Number(this.budget.value),
+			});
+			if (answer.meshes) await this.done();
+			else {
+				this.job = answer.job;
+				this.lobby.watch(answer.job.id, this);
+				this.onJob(answer.job);
+				this.poll(answer.job.id);
+			}
+		} catch (error) {
+			this.jobProgress.set(0, `Failed: ${error.message}`);
+			this.reconstructButton.disabled = false;
+		}
+	}
+
+	/** A fallback to the socket's job events: the job's state over HTTP, once a second, until it ends. */
+	async poll(jobId) {
+		while (this.job?.id === jobId && !['done', 'failed', 'cancelled'].includes(this.job.state)) {
+			await new Promise((resolve) => setTimeout(resolve, JOB_POLL_MS));
+			if (this.job?.id !== jobId || ['done', 'failed', 'cancelled'].includes(this.job.state)) break;
+			try {
+				this.onJob(await this.lobby.api.get(`/api/jobs/${jobId}`));
+			} catch {
+				// the socket may still tell us
+			}
+		}
+	}
+
+	onJob(job) {
+		if (this.job?.id !== job.id || this.job.finished) return;
+		this.job = job;
+		this.jobProgress.set((job.percent ?? 0) / 100, `${job.state}${job.stage ? `: ${job.stage}` : ''}`);
+		this.jobProgress.element.dataset.state = job.state;
+		if (job.state === 'done') {
+			job.finished = true;
+			this.done();
+		} else if (job.state === 'failed' || job.state === 'cancelled') {
+			job.finished = true;
+			this.jobProgress.set(0, `${job.state}: ${job.error ?? ''}`);
+			this.reconstructButton.disabled = false;
+		}
+	}
+
+	async done() {
+		this.jobProgress.set(1, 'Meshes ready');
+		this.jobProgress.element.dataset.state = 'done';
+		this.reconstructButton.disabled = false;
+		this.update(await this.lobby.api.get(`/api/studies/${this.study.id}`));
+		this.jobProgress.set(1, 'Meshes ready');
+		this.jobProgress.element.dataset.state = 'done';
+	}
+
+	/** A small 3D view of the study's meshes (coarse level), turned with the mouse. */
+	async showPreview() {
+		const ids = this.study.meshes.map((m) => m.id).join(',');
+		if (this.previewIds === ids) return;
+		this.previewIds = ids;
+		this.previewBox.hidden = false;
+		if (!this.preview) {
+			const stage = new Stage(this.previewBox);
+			const controls = new OrbitControls(stage.camera, stage.renderer.domElement);
+			this.preview = { stage, controls };
+			stage.start();
+		}
+		const { stage, controls } = this.preview;
+		for (const child of [...stage.modelFrame.children]) stage.modelFrame.remove(child);
+		const loader = new MeshLoader(stage, this.lobby.token);
+		await loader.load(this.study.meshes.map((m) => m.id), { coarseOnly: true });
+		stage.fitCamera(controls);
+		this.previewBox.dataset.loaded = 'true';
+	}
+
+	async createRoom() {
+		const mesh_ids = [...this.meshList.querySelectorAll('.mesh-choice:checked')].map((b) => b.value);
+		this.createButton.disabled = true;
+		try {
+			const created = await this.lobby.api.post('/api/rooms', {
+				study_id: this.study.id, mesh_ids, mode: this.roomMode.value, title: this.roomTitle.value.trim(),
+			});
+			this.lobby.toasts.say(`Room "${created.room.title}" created`, 'info');
+			await this.lobby.showRoom(created.room.id, created.invites);
+		} catch (error) {
+			this.lobby.toasts.say(`Cannot create the room: ${error.message}`, 'error');
+		} finally {
+			this.createButton.disabled = false;
+		}
+	}
+}

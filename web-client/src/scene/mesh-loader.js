@@ -1,0 +1,124 @@
+// The room's meshes: GET /api/meshes/{id}.glb (Draco-compressed), the coarse level first (?lod=0, at most
+// 30,000 triangles, a fast first picture), then full detail, which replaces it. Progress covers both.
+// The coarse meshes stay, invisible, as cheap picking proxies for the per-frame hover ray.
+import { Box3, DoubleSide } from 'three';
+import { DRACOLoader } from 'three/addons/loaders/DRACOLoader.js';
+import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
+
+import { PatientFrame } from './patient-frame.js';
+import { Tissue } from './tissue.js';
+
+const DRACO_PATH = '/vendor/three/examples/jsm/libs/draco/';
+const COARSE_SHARE = 0.3; // of the progress bar
+
+export class MeshLoader {
+	constructor(stage, token) {
+		this.stage = stage;
+		const draco = new DRACOLoader().setDecoderPath(DRACO_PATH);
+		this.loader = new GLTFLoader().setDRACOLoader(draco);
+		if (token) this.loader.setRequestHeader({ Authorization: `Bearer ${token}` });
+		this.draco = draco;
+		this.tissues = [];
+		this.patient = new PatientFrame();
+	}
+
+	/** Load `meshIds`, coarse then full (unless coarseOnly: a preview). onProgress(fraction, words); onCoarse()
+	 * once the first picture is up. */
+	async load(meshIds, { onProgress = () => {}, onCoarse = () => {}, coarseOnly = false } = {}) {
+		const coarseBytes = new Map();
+		const fullBytes = new Map();
+		const share = (bytes) => {
+			let sum = 0;
+			for (const { l, t } of bytes.values()) sum += t ? Math.min(1, l / t) : 0;
+			return sum / Math.max(1, meshIds.length);
+		};
+		const report = (words) => onProgress(COARSE_SHARE * share(coarseBytes) + (1 - COARSE_SHARE) * share(fullBytes), words);
+		const fetch = (id, coarse) => {
+			const bytes = coarse ? coarseBytes : fullBytes;
+			const url = `/api/meshes/${encodeURIComponent(id)}.glb${coarse ? '?lod=0' : ''}`;
+			const words = coarse ? 'Loading a first view' : 'Loading full detail';
+			return this.loader.loadAsync(url, (e) => {
+				bytes.set(id, { l: e.loaded, t: e.lengthComputable ? e.total : 0 });
+				report(words);
+			}).then((gltf) => {
+				bytes.set(id, { l: 1, t: 1 });
+				report(words);
+				return gltf;
+			});
+		};
+
+		report('Loading a first view');
+		const coarse = await Promise.all(meshIds.map((id) => fetch(id, true).catch(() => null)));
+		const bounds = new Box3();
+		coarse.forEach((gltf, i) => {
+			if (!gltf) return;
+			if (i === 0 || !this.tissues.length) this.patient = PatientFrame.of(gltf.scene);
+			for (const mesh of this.adopt(gltf, meshIds[i])) {
+				this.tissues.push(new Tissue(meshIds[i], presetOf(mesh), mesh));
+				mesh.geometry.computeBoundingBox();
+				bounds.union(mesh.geometry.boundingBox.clone().applyMatrix4(mesh.matrix));
+			}
+		});
+		if (!bounds.isEmpty()) {
+			this.stage.placePatient(bounds);
+			onCoarse();
+		}
+
+		if (coarseOnly && !bounds.isEmpty()) {
+			onProgress(1, 'Ready');
+			return this.tissues;
+		}
+		const full = await Promise.all(meshIds.map((id) => fetch(id, false)));
+		full.forEach((gltf, i) => {
+			if (!this.tissues.length) this.patient = PatientFrame.of(gltf.scene);
+			for (const mesh of this.adopt(gltf, meshIds[i])) {
+				const preset = presetOf(mesh);
+				const tissue = this.tissues.find((t) => t.meshId === meshIds[i] && t.preset === preset);
+				if (tissue) {
+					this.stage.modelFrame.remove(tissue.mesh);
+					tissue.mesh = mesh;
+				} else {
+					this.tissues.push(new Tissue(meshIds[i], preset, mesh));
+				}
+			}
+		});
+		if (bounds.isEmpty()) {
+			for (const t of this.tissues) {
+				t.mesh.geometry.computeBoundingBox();
+				bounds.union(t.mesh.geometry.boundingBox.clone().applyMatrix4(t.mesh.matrix));
+			}
+			this.stage.placePatient(bounds);
+			onCoarse();
+		}
+		onProgress(1, 'Ready');
+		this.draco.dispose(); // the decoder workers are no longer needed
+		return this.tissues;
+	}
+
+	/** Put a loaded glTF's meshes into model space, with materials that clip and show their cut side. */
+	adopt(gltf, meshId) {
+		const meshes = [];
+		gltf.scene.updateMatrixWorld(true);
+		gltf.scene.traverse((object) => {
+			if (object.isMesh) meshes.push(object);
+		});
+		for (const mesh of meshes) {
+			mesh.matrix.copy(mesh.matrixWorld); // node transforms, relative to the glTF scene (= model space)
+			mesh.matrix.decompose(mesh.position, mesh.quaternion, mesh.scale);
+			const material = mesh.material;
+			material.side = DoubleSide; // a clip plane opens the surface: show its inside
+			material.clippingPlanes = this.stage.clipPlanes;
+			mesh.userData.meshId = meshId;
+			this.stage.modelFrame.add(mesh);
+		}
+		return meshes;
+	}
+
+	tissueOf(mesh) {
+		return this.tissues.find((t) => t.mesh === mesh || t.proxy === mesh) ?? null;
+	}
+}
+
+function presetOf(mesh) {
+	return mesh.userData?.preset ?? mesh.parent?.userData?.preset ?? mesh.name ?? 'mesh';
+}
