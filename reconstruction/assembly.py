@@ -21,9 +21,9 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import numpy as np
 
-from .errors import InconsistentSeriesError, NonContiguousSeriesError
+from .errors import InconsistentSeriesError, NonContiguousSeriesError, VolumeTooLargeError
 from .instance import Instance
-from .pixels import decode_stored, output_dtype, rescale
+from .pixels import DEFAULT_MAX_VOXELS, check_declared_size, decode_stored, output_dtype, rescale
 from .progress import Progress, no_progress
 from .series import ORIENTATION_TOLERANCE, POSITION_TOLERANCE, Series, Slice, stack_normal
 from .sources import Archives
@@ -39,11 +39,20 @@ UNEVEN_TOLERANCE = 0.02
 """Spacings that differ by less than this (mm) plus 1% are even: positions are often written to 0.01 mm."""
 
 
-def assemble_volume(series: Series, *, allow_gaps: bool = False, progress: Progress | None = None) -> Volume:
+def assemble_volume(
+    series: Series,
+    *,
+    allow_gaps: bool = False,
+    progress: Progress | None = None,
+    max_voxels: int = DEFAULT_MAX_VOXELS,
+) -> Volume:
     """Decode and stack ``series`` into a Volume; report ("decoding", i, n) per slice.
 
     Requires at least one slice. Raises InconsistentSeriesError, NonContiguousSeriesError (unless
-    ``allow_gaps``), and the decoding errors (PixelDataError, UnsupportedTransferSyntaxError).
+    ``allow_gaps``), and the decoding errors (PixelDataError, UnsupportedTransferSyntaxError). Before anything
+    is allocated, an instance whose header declares more than ``max_voxels`` voxels or more pixel data than
+    it holds is a PixelDataError naming its file, and a series of more than ``max_voxels`` voxels a
+    VolumeTooLargeError.
     """
     progress = progress or no_progress
     if not series.slices:
@@ -63,9 +72,10 @@ def assemble_volume(series: Series, *, allow_gaps: bool = False, progress: Progr
     gaps = _gap_check(series, slices, distances, firsts, allow_gaps)
     warnings = list(gaps)
 
+    _check_declared_sizes(series, len(slices), max_voxels)
     dtype = output_dtype(series.modality, [(s.instance, s.frame) for s in slices])
     voxels = np.empty((len(slices), series.rows, series.columns), dtype=dtype)
-    digests = _decode_into(voxels, slices, progress)
+    digests = _decode_into(voxels, slices, progress, max_voxels)
 
     dropped = _duplicates(series, voxels, groups, distances)
     if dropped:
@@ -124,6 +134,18 @@ def pixel_hash(
 def slice_digest(voxels: np.ndarray) -> bytes:
     """SHA-256 of one slice's bytes (hashlib releases the GIL, so decoding threads do this in parallel)."""
     return hashlib.sha256(np.ascontiguousarray(voxels).data).digest()
+
+
+def _check_declared_sizes(series: Series, slices: int, max_voxels: int) -> None:
+    for instance in series.instances:
+        check_declared_size(instance, max_voxels)
+    voxels = slices * series.rows * series.columns
+    if voxels > max_voxels:
+        raise VolumeTooLargeError(
+            series.label,
+            f"{slices} slices of {series.rows} x {series.columns} are {voxels} voxels, "
+            f"more than the limit of {max_voxels}",
+        )
 
 
 def _check_one_grid(series: Series) -> None:
@@ -196,7 +218,7 @@ def _gap_check(
     return [f"not contiguous: {g}" for g in found]
 
 
-def _decode_into(voxels: np.ndarray, slices: list[Slice], progress: Progress) -> list[bytes]:
+def _decode_into(voxels: np.ndarray, slices: list[Slice], progress: Progress, max_voxels: int) -> list[bytes]:
     """Decode each instance once (in a thread pool), rescale its frames into their stack slots, and return
     each slot's `slice_digest`."""
     slots: dict[int, tuple[Instance, list[tuple[int, Slice]]]] = {}
@@ -207,7 +229,7 @@ def _decode_into(voxels: np.ndarray, slices: list[Slice], progress: Progress) ->
     progress("decoding", 0, total)
 
     def decode(instance: Instance, targets: list[tuple[int, Slice]]) -> int:
-        stored = decode_stored(instance, archives)
+        stored = decode_stored(instance, archives, max_voxels=max_voxels)
         for k, s in targets:
             frame = s.frame
             rescale(

@@ -20,8 +20,16 @@ class InputError(ReconstructionError):
     """An input path cannot be read as DICOM (missing, not DICOM, truncated, unsafe zip)."""
 
 
+class DecompressionBombError(InputError):
+    """A compressed input expands past its limits (a deflated DICOM dataset): refused before it is inflated."""
+
+
 class NoVolumeError(ReconstructionError):
     """No series in the input can be assembled into a 3D volume (or the requested one is absent)."""
+
+
+class VolumeTooLargeError(NoVolumeError):
+    """A series declares more voxels than the caller allows: refused before anything is allocated."""
 
 
 class UnsupportedTransferSyntaxError(ReconstructionError):

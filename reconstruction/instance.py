@@ -21,7 +21,8 @@ from typing import BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.tag import Tag
+from pydicom.filereader import read_dataset
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -32,7 +33,8 @@ from pydicom.uid import (
     SegmentationStorage,
 )
 
-from .errors import InputError
+from .deflate import DEFAULT_MAX_INFLATED_BYTES, file_meta_syntax, inflated_dataset
+from .errors import DecompressionBombError, InputError
 from .frames import Frame, read_frames
 from .header_values import BadValue, integer, keywords, strings, text
 from .progress import Progress, no_progress
@@ -62,9 +64,9 @@ _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UT", b"SQ", b"UC
 class Instance:
     """The header of one DICOM image file: identity, pixel format, and one `Frame` per frame.
 
-    ``pixel_offset``/``pixel_length``: where the Pixel Data value starts in the file and its length (None for
-    encapsulated data, which runs to the sequence delimiter). ``pixel_offset`` is None when the offset is not
-    meaningful (a deflated dataset); decoding then re-reads the whole dataset.
+    ``pixel_offset``/``pixel_length``: where the Pixel Data value starts and its length (None for encapsulated
+    data, which runs to the sequence delimiter). The offset counts in the file, or for a deflated dataset in
+    the inflated dataset after the File Meta.
     """
 
     ref: FileRef
@@ -101,16 +103,25 @@ class Instance:
 
 
 def read_instances(
-    refs: Sequence[FileRef], progress: Progress | None = None
+    refs: Sequence[FileRef],
+    progress: Progress | None = None,
+    *,
+    max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
 ) -> tuple[list[Instance], list[Skipped]]:
-    """Read every file's header in a thread pool, in order; report ("reading", i, n)."""
+    """Read every file's header in a thread pool, in order; report ("reading", i, n).
+
+    Raises DecompressionBombError (and reads no further file) for a deflated dataset that inflates past
+    ``max_inflated_bytes`` or its ratio limit (see ``deflate``); every other bad file becomes a Skipped.
+    """
     progress = progress or no_progress
     instances: list[Instance] = []
     skipped: list[Skipped] = []
     total = len(refs)
     progress("reading", 0, total)
+    read = functools.partial(read_instance, max_inflated_bytes=max_inflated_bytes)
     with _quiet_pydicom(), Archives() as archives, ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
-        for done, result in enumerate(pool.map(functools.partial(read_instance, archives=archives), refs), 1):
+        # When a result raises, map's iterator cancels the reads that have not started.
+        for done, result in enumerate(pool.map(functools.partial(read, archives=archives), refs), 1):
             (instances if isinstance(result, Instance) else skipped).append(result)
             progress("reading", done, total)
     return instances, skipped
@@ -130,21 +141,25 @@ def _quiet_pydicom() -> Iterator[None]:
         yield
 
 
-def read_instance(ref: FileRef, archives: Archives | None = None) -> Instance | Skipped:
-    """Read one file's header (zip members through ``archives`` if given). Never raises for a bad file: the
-    problem becomes the Skipped reason."""
+def read_instance(
+    ref: FileRef, archives: Archives | None = None, *, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES
+) -> Instance | Skipped:
+    """Read one file's header (zip members through ``archives`` if given). Raises DecompressionBombError for
+    a deflated dataset past its limits; for any other bad file the problem becomes the Skipped reason."""
     try:
         with archives.open(ref) if archives is not None else ref.open() as fp:
-            return _read(ref, fp)
+            return _read(ref, fp, max_inflated_bytes)
     except BadValue as e:
         return Skipped(str(ref), str(e))
+    except DecompressionBombError:
+        raise
     except InputError as e:
         return Skipped(str(ref), e.problem)
     except Exception as e:  # pydicom raises many exception types on malformed files
         return Skipped(str(ref), f"unreadable DICOM header ({type(e).__name__}: {str(e)[:160]})")
 
 
-def _read(ref: FileRef, fp: BinaryIO) -> Instance | Skipped:
+def _read(ref: FileRef, fp: BinaryIO, max_inflated_bytes: int) -> Instance | Skipped:
     head = fp.read(132)
     fp.seek(0)
     if head[:2] == b"\x1f\x8b":
@@ -152,8 +167,15 @@ def _read(ref: FileRef, fp: BinaryIO) -> Instance | Skipped:
     if head[:4] == b"PK\x03\x04":
         return Skipped(str(ref), "zip archive inside a zip archive")  # files and folders are sniffed
     has_preamble = head[128:132] == b"DICM"
-    ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not has_preamble, specific_tags=_HEADER_TAGS)
-    meta = getattr(ds, "file_meta", None) or Dataset()
+    if file_meta_syntax(fp)[0] == DeflatedExplicitVRLittleEndian:
+        ds, meta, location = _read_deflated(ref, fp, has_preamble, max_inflated_bytes)
+        transfer_syntax: str = DeflatedExplicitVRLittleEndian
+    else:
+        fp.seek(0)
+        ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not has_preamble, specific_tags=_HEADER_TAGS)
+        meta = getattr(ds, "file_meta", None) or Dataset()
+        transfer_syntax = _transfer_syntax(ds, meta)
+        location = _pixel_data_location(fp, little=transfer_syntax != ExplicitVRBigEndian)
     sop_class = text(ds, "SOPClassUID") or text(meta, "MediaStorageSOPClassUID")
     if sop_class == MediaStorageDirectoryStorage or "DirectoryRecordSequence" in ds:
         return Skipped(str(ref), "directory record")
@@ -162,14 +184,6 @@ def _read(ref: FileRef, fp: BinaryIO) -> Instance | Skipped:
     if not sop_class and not ("Rows" in ds and "Columns" in ds):
         what = "DICOM file without SOP Class UID or image attributes" if has_preamble else "not a DICOM file"
         return Skipped(str(ref), what)
-    transfer_syntax = _transfer_syntax(ds, meta)
-    if transfer_syntax == DeflatedExplicitVRLittleEndian:
-        fp.seek(0)
-        full = pydicom.dcmread(fp, force=not has_preamble)
-        location: tuple[int | None, int | None] | str | None = (None, None) if "PixelData" in full else None
-    else:
-        little = transfer_syntax != ExplicitVRBigEndian
-        location = _pixel_data_location(fp, little)
     if location is None:
         name = UID(sop_class).name if sop_class else ""
         return Skipped(str(ref), f"no pixel data ({name})" if name else "no pixel data")
@@ -179,6 +193,28 @@ def _read(ref: FileRef, fp: BinaryIO) -> Instance | Skipped:
         if keyword not in ds:
             return Skipped(str(ref), f"pixel data without {keyword}")
     return _instance(ref, ds, sop_class, transfer_syntax, location)
+
+
+def _read_deflated(
+    ref: FileRef, fp: BinaryIO, has_preamble: bool, max_inflated_bytes: int
+) -> tuple[Dataset, Dataset, tuple[int, int | None] | str | None]:
+    """The header, File Meta and pixel data location (in the inflated dataset) of a deflated file, inflating
+    no further than the pixel data element's header."""
+    fp.seek(132 if has_preamble else 0)
+    meta = read_dataset(fp, is_implicit_VR=False, is_little_endian=True, stop_when=_after_file_meta)
+    reader = inflated_dataset(fp, source=str(ref), max_bytes=max_inflated_bytes)
+    ds = read_dataset(
+        reader, is_implicit_VR=False, is_little_endian=True, stop_when=_at_pixel_data, specific_tags=_HEADER_TAGS
+    )
+    return ds, meta, _pixel_data_location(reader, little=True)
+
+
+def _after_file_meta(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return tag.group != 0x0002
+
+
+def _at_pixel_data(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return tag == _PIXEL_DATA or tag in _FLOAT_PIXEL_DATA
 
 
 def _transfer_syntax(ds: Dataset, meta: Dataset) -> str:

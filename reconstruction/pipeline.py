@@ -14,9 +14,11 @@ from pathlib import Path
 
 from . import __version__
 from .assembly import assemble_volume
+from .deflate import DEFAULT_MAX_INFLATED_BYTES
 from .errors import NoVolumeError
 from .gltf import write_glb
 from .mesh import Mesh
+from .pixels import DEFAULT_MAX_VOXELS
 from .presets import preset_names_for
 from .progress import Progress, no_progress
 from .series import Scan, Series, find_series, pick_series
@@ -103,11 +105,16 @@ def load_volume(
     series_uid: str | None = None,
     allow_gaps: bool = False,
     progress: Progress | None = None,
+    max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
+    max_voxels: int = DEFAULT_MAX_VOXELS,
 ) -> tuple[Scan, Series, Volume, dict[str, float]]:
-    """Find the series in ``inputs``, pick one (``series_uid`` or the best 3D one) and assemble its Volume."""
+    """Find the series in ``inputs``, pick one (``series_uid`` or the best 3D one) and assemble its Volume.
+
+    ``max_inflated_bytes`` as for `find_series`, ``max_voxels`` as for `assemble_volume`.
+    """
     progress = progress or no_progress
     clock = _Clock()
-    scan = find_series(inputs, progress=progress)
+    scan = find_series(inputs, progress=progress, max_inflated_bytes=max_inflated_bytes)
     try:
         series = pick_series(scan, series_uid)
     except NoVolumeError as e:
@@ -115,7 +122,7 @@ def load_volume(
             raise
         raise NoVolumeError(", ".join(str(p) for p in inputs), e.problem) from None
     clock.lap("reading")
-    volume = assemble_volume(series, allow_gaps=allow_gaps, progress=progress)
+    volume = assemble_volume(series, allow_gaps=allow_gaps, progress=progress, max_voxels=max_voxels)
     clock.lap("decoding")
     return scan, series, volume, clock.seconds
 

@@ -28,6 +28,7 @@ from pydicom.uid import (
     JPEGLosslessSV1,
 )
 
+from .deflate import inflated_dataset
 from .errors import InputError, PixelDataError, UnsupportedTransferSyntaxError
 from .frames import Frame
 from .instance import Instance
@@ -53,24 +54,48 @@ LIBJPEG_TRANSFER_SYNTAXES = {
 }
 """JPEG (ISO 10918) transfer syntaxes libjpeg decodes; used directly where pydicom has no plugin."""
 
+DEFAULT_MAX_VOXELS = 1 << 30
+"""The most voxels a header may declare for one instance or one volume (2 GiB as int16) before it is refused."""
+
 INT16 = np.dtype(np.int16)
 FLOAT32 = np.dtype(np.float32)
 _INT16_MIN, _INT16_MAX = np.iinfo(np.int16).min, np.iinfo(np.int16).max
 
 
-def decode_stored(instance: Instance, archives: Archives | None = None) -> np.ndarray:
+def decode_stored(
+    instance: Instance, archives: Archives | None = None, *, max_voxels: int = DEFAULT_MAX_VOXELS
+) -> np.ndarray:
     """Every frame's stored values, shape (frames, rows, columns), in native byte order.
 
     Requires a monochrome instance (one sample per pixel) with BitsAllocated 8, 16 or 32. Zip members are
     read through ``archives`` if given. Raises UnsupportedTransferSyntaxError or PixelDataError, naming the
-    file, when the pixels cannot be decoded.
+    file, when the pixels cannot be decoded or their declared size is refused (`check_declared_size`).
     """
     _check_format(instance)
+    check_declared_size(instance, max_voxels)
     with contextlib.nullcontext(archives) if archives is not None else Archives() as reader:
         data = _pixel_bytes(instance, reader)
     if instance.transfer_syntax_uid in NATIVE_TRANSFER_SYNTAXES:
         return _native(instance, data)
     return _encapsulated(instance, data)
+
+
+def check_declared_size(instance: Instance, max_voxels: int = DEFAULT_MAX_VOXELS) -> None:
+    """Refuse, before anything is allocated for it, an instance whose header declares more than ``max_voxels``
+    voxels, or native pixel data shorter than Rows × Columns × frames × SamplesPerPixel × BitsAllocated / 8.
+
+    Raises PixelDataError naming the file.
+    """
+    voxels = instance.rows * instance.columns * instance.number_of_frames
+    if voxels > max_voxels:
+        raise PixelDataError(
+            instance.path,
+            f"the header declares {instance.rows} x {instance.columns} x {instance.number_of_frames} voxels, "
+            f"more than the limit of {max_voxels}",
+        )
+    length = instance.pixel_length
+    if instance.transfer_syntax_uid in NATIVE_TRANSFER_SYNTAXES and length is not None:
+        _check_length(instance, length)
 
 
 def decode_rescaled(instance: Instance, dtype: np.dtype | None = None) -> np.ndarray:
@@ -169,14 +194,21 @@ def _check_format(instance: Instance) -> None:
 
 
 def _pixel_bytes(instance: Instance, archives: Archives) -> bytes:
-    """The Pixel Data value (for encapsulated data: from its start to the end of the file)."""
+    """The Pixel Data value: native data as far as the header needs it, encapsulated data from its start to
+    the end of the file."""
     ref = instance.ref
+    if instance.pixel_offset is None:
+        raise PixelDataError(instance.path, "no pixel data offset")
+    length = instance.pixel_length
+    if instance.transfer_syntax_uid in NATIVE_TRANSFER_SYNTAXES:
+        length = min(_native_size(instance), length if length is not None else _native_size(instance))
+    end = None if length is None else instance.pixel_offset + length
     try:
-        if instance.pixel_offset is None:
+        if instance.transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
             with archives.open(ref) as fp:
-                ds = pydicom.dcmread(fp, force=True)
-            return bytes(ds.PixelData)
-        end = None if instance.pixel_length is None else instance.pixel_offset + instance.pixel_length
+                reader = inflated_dataset(fp, source=instance.path, max_bytes=end or 0)
+                reader.seek(instance.pixel_offset)
+                return reader.read(length or 0)
         if ref.member is not None:
             return archives.read_bytes(ref)[instance.pixel_offset : end]
         with open(ref.path, "rb") as fp:
@@ -195,11 +227,21 @@ def _native(instance: Instance, data: bytes) -> np.ndarray:
     dtype = np.dtype(f"{order}{'i' if signed else 'u'}{itemsize}")
     shape = (instance.number_of_frames, instance.rows, instance.columns)
     count = shape[0] * shape[1] * shape[2]
-    if len(data) < count * itemsize:
-        raise PixelDataError(instance.path, f"pixel data truncated: {len(data)} of {count * itemsize} bytes")
+    _check_length(instance, len(data))
     values = np.frombuffer(data, dtype=dtype, count=count).reshape(shape)
     values = values.astype(dtype.newbyteorder("="), copy=False)
     return fit_bits_stored(values, instance.bits_stored, signed)
+
+
+def _native_size(instance: Instance) -> int:
+    """Bytes of native pixel data the header declares."""
+    frame = instance.rows * instance.columns * instance.samples_per_pixel * instance.bits_allocated // 8
+    return frame * instance.number_of_frames
+
+
+def _check_length(instance: Instance, length: int) -> None:
+    if length < _native_size(instance):
+        raise PixelDataError(instance.path, f"pixel data truncated: {length} of {_native_size(instance)} bytes")
 
 
 def _encapsulated(instance: Instance, data: bytes) -> np.ndarray:

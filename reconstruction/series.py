@@ -42,6 +42,7 @@ from pydicom.uid import (
     XRayRadiofluoroscopicImageStorage,
 )
 
+from .deflate import DEFAULT_MAX_INFLATED_BYTES
 from .errors import NoVolumeError
 from .frames import Frame
 from .instance import Instance, read_instances
@@ -165,13 +166,16 @@ def find_series(
     progress: Progress | None = None,
     *,
     zip_limits: ZipLimits | Mapping[str, float] | None = None,
+    max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
 ) -> Scan:
     """Expand the inputs, read every header (reporting "reading"), and group the instances into series.
 
-    Requires every input to exist; raises InputError for an unreadable input or an unsafe zip (see ZipLimits).
+    Requires every input to exist; raises InputError for an unreadable input or an unsafe zip (see ZipLimits),
+    and its DecompressionBombError for a deflated DICOM dataset that inflates past ``max_inflated_bytes``
+    (or past its ratio limit, see ``deflate``).
     """
     sources = expand_inputs(inputs, zip_limits=zip_limits)
-    instances, unreadable = read_instances(sources.files, progress)
+    instances, unreadable = read_instances(sources.files, progress, max_inflated_bytes=max_inflated_bytes)
     series, skipped = group_series(instances)
     return Scan(series=series, skipped=[*sources.skipped, *unreadable, *skipped])
 
