@@ -144,12 +144,7 @@ export class Stage {
 		const size = this.bounds.getSize(new Vector3()).length() * this.modelRoot.scale.x;
 		const distance = Math.max(0.35, size * 1.5);
 		this.camera.position.set(centre.x, centre.y + distance * 0.25, centre.z + distance);
-		this.camera.lookAt(centre);
-		if (controls) {
-			controls.target.copy(centre);
-			controls.update();
-		}
-		this.invalidate();
+		this.aimAt(centre, controls);
 	}
 
 	/** Look at the patient from the front and a little above, as close as its whole bounding sphere fits the
@@ -162,6 +157,11 @@ export class Stage {
 		const distance = (1.1 * radius) / Math.sin(Math.min(vertical, horizontal) / 2);
 		const direction = new Vector3(0, 0.3, 1).normalize();
 		this.camera.position.copy(centre).addScaledVector(direction, distance);
+		this.aimAt(centre, controls);
+	}
+
+	/** Turn the camera (and the orbit `controls`, if any) toward `centre`. */
+	aimAt(centre, controls) {
 		this.camera.lookAt(centre);
 		if (controls) {
 			controls.target.copy(centre);
