@@ -1,68 +1,75 @@
 """The application: one aiohttp app with python-socketio mounted, composed explicitly from its parts.
 
-``build_app(settings)`` wires storage (catalog, artifact store), access (admin token), the job runner, the HTTP
-routes, the socket.io server and the web client's static files. Nothing registers itself behind the scenes:
-every route is listed in ``routes()``.
+`build_app(settings)` opens the stores in the data folder (catalog, artifacts, room database, ledger, keys),
+builds the services on them (imports, mesh requests, jobs, the ledger service, the session hub, the PACS),
+lists every route and middleware, and serves the web client's files. Nothing registers itself behind the
+scenes: each part is typed state (server/appkeys.py) that the app sets here.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+from functools import partial
 from pathlib import Path
 
-import socketio
 from aiohttp import web
 
-from server.api import pacs, rooms, studies
-from server.api.openapi import openapi_handler
+from reconstruction.sources import ZipLimits
+from server.api import invites, jobs, ledger, meshes, pacs, rooms, studies, system
+from server.api.errors import error_response
+from server.api.views import job_view
+from server.appkeys import (
+    ADMIN_TOKEN,
+    ADMIN_TOKEN_CREATED,
+    ARTIFACTS,
+    AUTOIMPORT,
+    CATALOG,
+    HUB,
+    JOBS,
+    LEDGER,
+    LIBRARY,
+    MESH_REQUESTS,
+    METRICS,
+    PACS,
+    PSEUDONYMS,
+    ROOM_LOGS,
+    SETTINGS,
+    SIO,
+    TMP,
+)
 from server.config import Settings
 from server.metrics import Metrics
-from server.middleware.auth import ADMIN_TOKEN_FILE, load_or_create_secret, require_token
+from server.middleware.auth import require_token
 from server.middleware.cors import cors_middleware
-from server.middleware.errors import error_response, json_errors
+from server.middleware.errors import json_errors
 from server.middleware.gzip import gzip_middleware
-from server.services import ledger
+from server.middleware.metrics import metrics_middleware
+from server.middleware.websockets import plain_websockets
+from server.services import autoimport, sockets
 from server.services.deid import Pseudonymizer
+from server.services.fanout import Fanout
 from server.services.hub import Hub
+from server.services.imports import Library
+from server.services.invites import INVITE_KEY_FILE, InviteSigner
 from server.services.jobs import JobRunner
-from server.services.sockets import attach_sockets, plain_websockets
+from server.services.ledger import LedgerConfig, LedgerService
+from server.services.meshes import MeshRequests, job_spec, record_mesh
+from server.services.pacs import REF_KEY_FILE, Pacs, PacsConfig, RefCodec
 from server.storage.artifacts import ArtifactStore
 from server.storage.catalog import Catalog
+from server.storage.keys import ADMIN_TOKEN_FILE, load_or_create_secret
+from server.storage.roomdb import ROOM_DB, RoomDatabase
 
 log = logging.getLogger("theatrum")
 
-
-async def health(request: web.Request) -> web.Response:
-    runner: JobRunner = request.app["jobs"]
-    return web.json_response({"status": "ok", "queued_jobs": runner.queued_count()})
+PSEUDONYM_KEY_FILE = "pseudonym-key"
 
 
 def routes() -> list[web.RouteDef]:
-    return [
-        web.get("/api/health", health),
-        web.get("/api/openapi.json", openapi_handler),
-        web.get("/api/studies", studies.list_studies),
-        web.post("/api/studies", studies.upload_study),
-        web.get("/api/studies/{study_id}", studies.get_study),
-        web.delete("/api/studies/{study_id}", studies.delete_study),
-        web.post("/api/studies/{study_id}/meshes", studies.request_meshes),
-        web.get("/api/studies/{study_id}/meshes", studies.list_meshes),
-        web.get("/api/jobs/{job_id}", studies.get_job),
-        web.delete("/api/jobs/{job_id}", studies.cancel_job),
-        web.get("/api/meshes/{mesh_id}.glb", studies.get_mesh_glb),
-        web.get("/api/meshes/{mesh_id}", studies.get_mesh),
-        web.get("/api/pacs/search", pacs.search),
-        web.post("/api/pacs/import", pacs.import_study),
-        web.post("/api/rooms", rooms.create_room),
-        web.get("/api/rooms", rooms.list_rooms),
-        web.get("/api/rooms/{room_id}", rooms.get_room),
-        web.post("/api/rooms/{room_id}/close", rooms.close_room),
-        web.post("/api/rooms/{room_id}/invites", rooms.create_invite),
-        web.get("/api/rooms/{room_id}/invites/{role}.png", rooms.invite_qr),
-        web.get("/api/rooms/{room_id}/events", rooms.get_events),
-        web.post("/api/join", rooms.join),
-        *ledger.routes(),
-    ]
+    """Every route of the HTTP API."""
+    return [*system.routes(), *studies.routes(), *meshes.routes(), *jobs.routes(), *pacs.routes(),
+            *rooms.routes(), *invites.routes(), *ledger.routes()]
 
 
 async def _api_not_found(request: web.Request) -> web.Response:
@@ -74,37 +81,41 @@ def build_app(settings: Settings) -> web.Application:
     data.mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
     app = web.Application(
-        middlewares=[metrics.middleware, plain_websockets, cors_middleware(settings.cors_origins),
+        middlewares=[metrics_middleware(metrics), plain_websockets, cors_middleware(settings.cors_origins),
                      gzip_middleware, json_errors, require_token],
         client_max_size=1024**2,  # JSON bodies; uploads are streamed and limited separately
     )
-    app["settings"] = settings
-    app["metrics"] = metrics
-    app["admin_token"], app["admin_token_created"] = load_or_create_secret(data / ADMIN_TOKEN_FILE)
-    key, _ = load_or_create_secret(data / "pseudonym-key")
-    app["pseudonyms"] = Pseudonymizer(key.encode())
-    app["catalog"] = Catalog(data / "catalog.sqlite")
-    app["store"] = ArtifactStore(data / "objects")
-    app["tmp"] = data / "tmp"
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app[ADMIN_TOKEN], app[ADMIN_TOKEN_CREATED] = load_or_create_secret(data / ADMIN_TOKEN_FILE)
+    pseudonyms = app[PSEUDONYMS] = Pseudonymizer(load_or_create_secret(data / PSEUDONYM_KEY_FILE)[0].encode())
+    catalog = app[CATALOG] = Catalog(data / "catalog.sqlite")
+    store = app[ARTIFACTS] = ArtifactStore(data / "objects")
+    app[TMP] = data / "tmp"
+    app[LIBRARY] = Library(catalog, store, pseudonyms,
+                           ZipLimits(max_bytes=settings.max_unzipped_bytes, max_ratio=settings.max_zip_ratio))
+    app[PACS] = Pacs(PacsConfig(settings.pacs_url, settings.pacs_user, settings.pacs_password,
+                                settings.max_upload_bytes),
+                     RefCodec(load_or_create_secret(data / REF_KEY_FILE)[0]))
 
     app.add_routes(routes())
-    app.router.add_get("/metrics", metrics.handle)
+    app.router.add_get("/metrics", system.metrics)
     app.router.add_route("*", "/api/{tail:.*}", _api_not_found)
-    sio = attach_sockets(app, settings)
-    app["sio"] = sio
-    app["hub"] = Hub(sio, data, settings, metrics, app["pseudonyms"])
-    app["ledger"] = ledger.LedgerService.open(data, ledger.LedgerConfig.from_settings(settings),
-                                              ledger.hub_logs(app["hub"]))
-    app["hub"].ledger = app["ledger"]
-    app["jobs"] = JobRunner(
-        app["catalog"],
-        spec_for=lambda job: studies.job_spec(app, job),
-        on_mesh=lambda job, mesh: studies.record_mesh(app, job, mesh),
-        workers=settings.worker_count,
-        max_queued=settings.max_queued_jobs,
-        on_update=lambda job: studies.push_job_update(app, job),
-        metrics=metrics,
-    )
+    sio = app[SIO] = sockets.socket_server(app, settings)
+    app[LEDGER] = LedgerService.open(data, LedgerConfig.from_settings(settings))
+    invite_key, _ = load_or_create_secret(data / INVITE_KEY_FILE)
+    hub = app[HUB] = Hub(Fanout(sio), RoomDatabase(data / ROOM_DB), InviteSigner(invite_key.encode()),
+                         app[LEDGER], settings, metrics, pseudonyms)
+    app[ROOM_LOGS] = hub.log_of
+    sockets.handle(sio, hub, app[ADMIN_TOKEN], metrics)
+
+    async def job_changed(job: dict) -> None:
+        await sio.emit("job", job_view(job), room=sockets.ADMIN_ROOM)
+
+    app[JOBS] = JobRunner(catalog, spec_for=partial(job_spec, catalog, store), on_mesh=partial(record_mesh, catalog),
+                          workers=settings.worker_count, max_queued=settings.max_queued_jobs,
+                          on_update=job_changed, metrics=metrics)
+    app[MESH_REQUESTS] = MeshRequests(catalog, app[JOBS])
     _add_static(app, settings.web_client)
     app.on_startup.append(_startup)
     app.on_shutdown.append(_shutdown)
@@ -139,31 +150,32 @@ def _add_static(app: web.Application, root: Path) -> None:
 
 
 async def _startup(app: web.Application) -> None:
-    removed = app["store"].remove_partials()
+    removed = app[ARTIFACTS].remove_partials()
     if removed:
         log.warning("removed %d partial artifact file(s) left by an earlier crash", removed)
-    tmp: Path = app["tmp"]
+    tmp = app[TMP]
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True, exist_ok=True)
-    await app["jobs"].start()
-    for live in app["hub"].rooms.values():
-        app["ledger"].watch(live.room.log)
-    await app["ledger"].start()
-    await app["hub"].start()
+    await app[JOBS].start()
+    await app[HUB].start()  # the ledger follows every room from here
+    await app[LEDGER].start()
+
+
+async def import_on_start(app: web.Application) -> None:
+    """Start importing the studies named in the settings (THEATRUM_IMPORTS, --import) in the background."""
+    task = autoimport.import_in_background([Path(p) for p in app[SETTINGS].imports], app[LIBRARY],
+                                           app[MESH_REQUESTS])
+    if task is not None:
+        app[AUTOIMPORT] = task
 
 
 async def _shutdown(app: web.Application) -> None:
-    await app["hub"].shutdown()  # close the sockets; no leaves are logged, clients reconnect to the next server
+    await app[HUB].shutdown()  # close the sockets; no leaves are logged, clients reconnect to the next server
 
 
 async def _cleanup(app: web.Application) -> None:
-    await app["ledger"].stop()
-    await app["hub"].stop()
-    await app["jobs"].stop()
-    app["catalog"].close()
-
-
-__all__ = ["build_app", "routes", "socketio"]
+    await app[LEDGER].stop()
+    await app[HUB].stop()
+    await app[JOBS].stop()
+    app[CATALOG].close()

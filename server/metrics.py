@@ -1,11 +1,10 @@
 """Prometheus metrics: HTTP requests, reconstruction job durations, connected sockets and open rooms.
 
-Each application has its own registry (tests run several apps in one process). Served at ``GET /metrics``.
+Each application has its own registry (tests run several apps in one process). Served at ``GET /metrics``;
+server/middleware/metrics.py records the requests.
 """
 
 from __future__ import annotations
-
-import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -33,25 +32,7 @@ class Metrics:
     def observe_job(self, seconds: float) -> None:
         self.job_seconds.observe(seconds)
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler):
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as e:
-            status = e.status
-            raise
-        finally:
-            info = request.match_info.route.resource
-            route = info.canonical if info is not None else "unmatched"
-            self.requests.labels(request.method, route, str(status)).inc()
-            self.request_seconds.labels(route).observe(time.perf_counter() - start)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        runner = request.app.get("jobs")
-        if runner is not None:
-            self.jobs_queued.set(runner.queued_count())
+    def exposition(self, queued_jobs: int) -> web.Response:
+        """The Prometheus text exposition of every metric."""
+        self.jobs_queued.set(queued_jobs)
         return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

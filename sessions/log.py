@@ -29,6 +29,14 @@ class LogCorruptError(LogError):
     """The stored events and the stored Merkle tree disagree, or seqs have gaps."""
 
 
+class LogUnavailableError(LogError):
+    """The store cannot write or read now (an I/O error, a locked database); nothing was appended."""
+
+
+class LogFullError(LogUnavailableError):
+    """The store has no space left; nothing was appended."""
+
+
 class LogStore(Protocol):
     """Where room logs live: rows (room, seq, leaf bytes) and each room's Merkle node hashes."""
 
@@ -38,11 +46,15 @@ class LogStore(Protocol):
 
     def append(self, room: str, seq: int, leaf: bytes) -> None:
         """Stage the event row (room, seq, leaf). Durable only after `commit`. Requires a new seq, appended
-        to the room's Merkle log just before (a store may keep the nodes in the same row)."""
+        to the room's Merkle log just before (a store may keep the nodes in the same row).
+
+        Raises LogError (LogUnavailableError when the store cannot write) and never the engine's own errors.
+        """
         ...
 
     def commit(self) -> None:
-        """Make everything staged durable before returning."""
+        """Make everything staged durable before returning. Raises LogUnavailableError (LogFullError when
+        the disk is full)."""
         ...
 
     def rollback(self) -> None:
@@ -114,22 +126,22 @@ class EventLog:
         self.store = store
         self.room = room
         try:
-            self.merkle = MerkleLog(store.node_store(room))
+            self._tree = MerkleLog(store.node_store(room))
         except (LedgerError, ValueError) as error:
             raise LogCorruptError(f"room {room}: the stored Merkle tree is unreadable: {error}") from error
         size = store.last_seq(room)
-        if size != self.merkle.size:
-            raise LogCorruptError(f"room {room}: {size} events but {self.merkle.size} Merkle leaves")
+        if size != self._tree.size:
+            raise LogCorruptError(f"room {room}: {size} events but {self._tree.size} Merkle leaves")
 
     @property
     def size(self) -> int:
         """The number of events, which is also the last seq."""
-        return self.merkle.size
+        return self._tree.size
 
     @property
     def head(self) -> str:
         """The current Merkle root, hex."""
-        return self.merkle.root().hex()
+        return self._tree.root().hex()
 
     def append(self, event: Event) -> None:
         """Append `event` durably (row and Merkle nodes in one commit). Requires event.seq == size + 1."""
@@ -139,17 +151,45 @@ class EventLog:
             raise LogError(f"room {self.room}: event seq {event.seq}, expected {self.size + 1}")
         leaf = event.leaf()
         try:
-            self.merkle.append(leaf_hash(leaf))  # its nodes go into the row (SqliteLogStore)
+            self._tree.append(leaf_hash(leaf))  # its nodes go into the row (SqliteLogStore)
             self.store.append(self.room, event.seq, leaf)
             self.store.commit()
         except BaseException:
             self.store.rollback()
-            self.merkle = MerkleLog(self.store.node_store(self.room))  # drop the in-memory compact range
+            self._tree = MerkleLog(self.store.node_store(self.room))  # drop the in-memory compact range
             raise
+
+    def root(self, size: int | None = None) -> bytes:
+        """The Merkle root of the first `size` events (default: all). Requires 0 <= size <= self.size."""
+        return self._tree.root(size)
+
+    def leaf_hash(self, seq: int) -> bytes:
+        """The Merkle leaf hash of event `seq`. Requires 1 <= seq <= self.size."""
+        return self._tree.leaf(seq - 1)
+
+    def leaves(self, after: int = 0, until: int | None = None) -> Iterator[bytes]:
+        """The leaf bytes of the events with after < seq <= until (until None: to the end), in order, read a
+        page at a time. Requires after >= 0."""
+        for _, leaf in self.store.leaves(self.room, after, until):
+            yield leaf
+
+    def inclusion_proof(self, seq: int, size: int | None = None) -> list[bytes]:
+        """The RFC 9162 inclusion proof of event `seq` in the tree of the first `size` events (default: all).
+
+        Requires 1 <= seq <= size <= self.size.
+        """
+        return self._tree.inclusion_proof(seq - 1, size)
+
+    def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
+        """The RFC 9162 proof that the tree of `size2` events extends the tree of `size1`.
+
+        Requires 0 < size1 <= size2 <= self.size.
+        """
+        return self._tree.consistency_proof(size1, size2)
 
     def events(self, after: int = 0, until: int | None = None) -> Iterator[Event]:
         """Events with after < seq <= until (until None: to the end), in order. Requires after >= 0."""
-        for _, leaf in self.store.leaves(self.room, after, until):
+        for leaf in self.leaves(after, until):
             yield Event.from_leaf(leaf)
 
     def verified_events(self) -> Iterator[Event]:
@@ -172,7 +212,7 @@ class EventLog:
                     f"room {self.room}: row {seq} holds event {event.seq} of room {event.room!r}")
             check.append(leaf_hash(leaf))
             yield event
-        if check.size != self.size or check.root() != self.merkle.root():
+        if check.size != self.size or check.root() != self._tree.root():
             raise LogCorruptError(
                 f"room {self.room}: events hash to {check.root().hex()} ({check.size} events), "
                 f"the Merkle tree holds {self.head} ({self.size} leaves)"

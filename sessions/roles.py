@@ -105,3 +105,14 @@ def may(role: Role, kind: str, *, own: bool = True, locked: bool = False, muted:
     if grant is Grant.UNLESS_LOCKED and locked:
         return "the model is locked by the instructor"
     return None
+
+
+def permissions_table() -> dict:
+    """The matrix as clients receive it (GET /api/config): {roles, matrix: {role: {kind: grant}}, tool_kinds,
+    nouns}. A kind missing from a role's row is not allowed."""
+    return {
+        "roles": [role.value for role in Role],
+        "matrix": {role.value: {kind: grant.value for kind, grant in sorted(MATRIX[role].items())} for role in Role},
+        "tool_kinds": sorted(TOOL_KINDS),
+        "nouns": dict(sorted(_NOUNS.items())),
+    }

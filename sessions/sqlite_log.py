@@ -14,12 +14,13 @@ from sessions.ledger.legacy_store import SqliteNodeStore
 from sessions.ledger.merkle import leaf_hash
 from sessions.ledger.sqlite import connect
 from sessions.ledger.tree import MerkleLog
-from sessions.log import LogCorruptError, LogError
+from sessions.log import LogCorruptError, LogError, LogFullError, LogUnavailableError
 
 _PAGE = 4096
 PAGE_SIZE = 1024  # of a new database: a commit writes whole pages to the WAL, and an event row is ~200 bytes
 WAL_CHECKPOINT_PAGES = 10_000  # copy the WAL back every ~10 MB: each page once per checkpoint
 SEQ_BITS = 40  # a row id is (log number << SEQ_BITS) | seq: 2**40 events per room, 2**23 rooms per database
+SQLITE_FULL = 13  # the result code of "database or disk is full"
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS event_logs (id INTEGER PRIMARY KEY, room TEXT NOT NULL UNIQUE)",
     "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, leaf BLOB NOT NULL, nodes BLOB NOT NULL)",
@@ -94,10 +95,15 @@ class SqliteLogStore:
                               (self.row_id(room, seq), leaf, nodes))
         except sqlite3.IntegrityError as error:
             raise LogError(f"room {room}: seq {seq} already exists") from error
+        except sqlite3.Error as error:
+            raise _unavailable(error, room) from error
 
     def commit(self) -> None:
         """Commit the open transaction (durable per `synchronous`)."""
-        self.conn.commit()
+        try:
+            self.conn.commit()
+        except sqlite3.Error as error:
+            raise _unavailable(error, "the commit") from error
 
     def rollback(self) -> None:
         """Roll back the open transaction, and drop nodes not yet written into a row."""
@@ -144,6 +150,12 @@ class SqliteLogStore:
     def close(self) -> None:
         """Close the database. Requires no open transaction worth keeping."""
         self.conn.close()
+
+
+def _unavailable(error: sqlite3.Error, what: str) -> LogUnavailableError:
+    """The log's own error for a failed write: LogFullError when SQLite says the disk is full."""
+    full = getattr(error, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(error)
+    return (LogFullError if full else LogUnavailableError)(f"{what}: the room log cannot be written: {error}")
 
 
 class RowNodeStore:

@@ -58,8 +58,8 @@ def make_bundle(events: int = 60, every: int = 9) -> Session:
     checkpoints: list[BundleCheckpoint] = []
 
     def cut(final: bool = False) -> None:
-        checkpoint, note = cut_checkpoint(room.log.merkle, origin, KEY, clock())
-        other_checkpoint, _ = cut_checkpoint(other.log.merkle, "other.example/rooms/x", KEY, clock())
+        checkpoint, note = cut_checkpoint(room.log, origin, KEY, clock())
+        other_checkpoint, _ = cut_checkpoint(other.log, "other.example/rooms/x", KEY, clock())
         chain.anchor(other_checkpoint, "someone-else")  # interleaved: this room's records are not consecutive
         local = Anchoring("local", "anchored", 1, None, chain.anchor(checkpoint, room.id))
         evm = Anchoring("evm", "pending", 3, "EvmUnavailable: connection refused") if final else \
@@ -85,7 +85,7 @@ def make_bundle(events: int = 60, every: int = 9) -> Session:
     room.leave("stu", clock())
     room.close(clock())
     cut(final=True)
-    leaves = [leaf for _, leaf in room.log.store.leaves(room.id)]
+    leaves = list(room.log.leaves())
     contents = BundleContents(room.id, origin, leaves, checkpoints, chain.for_room(room.id), chain.head())
     sizes = tuple(int(c.note.split("\n")[1]) for c in checkpoints)
     return Session(contents, KEY, sizes)

@@ -16,6 +16,7 @@ from typing import Any
 import socketio
 
 from server.app import build_app
+from server.appkeys import ADMIN_TOKEN, ARTIFACTS, CATALOG, HUB
 from server.config import Settings
 from sessions.events import Event
 from sessions.state import RoomState
@@ -33,11 +34,10 @@ def settings(data: Path, **overrides: Any) -> Settings:
 
 def seed_catalog(app) -> None:
     """Two studies: STUDY with a bone and a skin mesh, OTHER_STUDY with one mesh, each with a GLB artifact."""
-    catalog, store = app["catalog"], app["store"]
-    with catalog.transaction() as db:
+    catalog, store = app[CATALOG], app[ARTIFACTS]
+    with catalog.transaction() as batch:
         for study in (STUDY, OTHER_STUDY):
-            db.execute("INSERT OR IGNORE INTO studies (id, created_at, description, modalities) "
-                       "VALUES (?, 0, 'HEAD CT', 'CT')", (study,))
+            batch.add_study(study, "HEAD CT", "CT")
     digest = store.put_bytes(GLB, ".glb")
     for mesh_id, study, preset in ((BONE, STUDY, "bone"), (SKIN, STUDY, "skin"), (FOREIGN, OTHER_STUDY, "bone")):
         catalog.add_mesh({"id": mesh_id, "study_id": study, "series_id": "se-1", "preset": preset,
@@ -46,7 +46,7 @@ def seed_catalog(app) -> None:
 
 
 def admin(app) -> dict[str, str]:
-    return {"Authorization": f"Bearer {app['admin_token']}"}
+    return {"Authorization": f"Bearer {app[ADMIN_TOKEN]}"}
 
 
 async def start(aiohttp_server, data: Path, **overrides: Any):
@@ -185,7 +185,7 @@ class Lobby:
 
     @property
     def hub(self):
-        return self.app["hub"]
+        return self.app[HUB]
 
     @property
     def live(self):

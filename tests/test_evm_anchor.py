@@ -23,15 +23,10 @@ from web3 import Web3
 
 from server.cli.main import main
 from server.services.evm import EvmAnchor, EvmError, OnChainCheck, anchor_data, parse_anchor_data
-from server.services.ledger import (
-    ANCHORED,
-    KEY_FILE,
-    PENDING,
-    CheckpointStore,
-    LedgerService,
-    Retry,
-    load_or_create_signing_key,
-)
+from server.services.ledger import LedgerService, Retry
+from server.storage.checkpoints import ANCHORED, PENDING, CheckpointStore
+from server.storage.keys import SIGNING_KEY_FILE as KEY_FILE
+from server.storage.keys import load_or_create_signing_key
 from sessions.ledger.anchors import LocalAnchorChain
 from sessions.ledger.bundle import CHECKPOINTS, write_bundle
 from sessions.ledger.note import Checkpoint
@@ -131,13 +126,12 @@ def _service(tmp_path: Path, room, evm: EvmAnchor, retry: Retry | None = None) -
     conn = connect(tmp_path / "ledger.sqlite")
     chain = LocalAnchorChain(conn)
     return LedgerService(CheckpointStore(conn), load_or_create_signing_key(tmp_path / KEY_FILE), [chain, evm],
-                         logs=lambda rid: room.log if rid == room.id else None,
                          policy=CheckpointPolicy(every_events=6), chain=chain, retry=retry)
 
 
 def _export(service: LedgerService, room, target: Path) -> Path:
     head = service.ensure_checkpoint(room.log)
-    leaves = [leaf for _, leaf in room.log.store.leaves(room.id, 0, head.size)]
+    leaves = list(room.log.leaves(0, head.size))
     return write_bundle(target, service.bundle_contents(room.id, head.size, leaves), service.key)
 
 

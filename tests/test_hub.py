@@ -15,6 +15,7 @@ import pytest
 import socketio
 from hubtools import BONE, Lobby, RoomClient, admin, until
 
+from server.appkeys import METRICS
 from sessions.events import SERVER, Event
 from sessions.ledger.tree import MemoryNodeStore, MerkleLog
 
@@ -93,7 +94,7 @@ async def test_a_joining_client_gets_the_snapshot_and_the_room_sees_the_join(lob
     assert (join.seq, join.author, join.kind) == (3, SERVER, "participant.join")
     assert join.data == {"participant": sam.you["id"], "name": "Sam Okafor", "role": "surgeon"}
     assert sam.snapshots[0]["seq"] == 3 and sam.you["id"] != ines.you["id"]
-    assert room.app["metrics"].sockets._value.get() == 2
+    assert room.app[METRICS].sockets._value.get() == 2
 
 
 async def test_ops_are_acked_and_broadcast_to_everyone_in_one_total_order(lobby):
@@ -242,7 +243,7 @@ async def test_invalid_or_expired_invites_are_refused(lobby):
     with pytest.raises(socketio.exceptions.ConnectionError):
         await sio.connect(room.url, transports=["websocket"], wait_timeout=5)  # no auth at all
     assert [p.name for p in room.live.room.state.participants.values()] == []
-    assert room.app["metrics"].sockets._value.get() == 0
+    assert room.app[METRICS].sockets._value.get() == 0
 
 
 async def test_a_second_tab_of_the_same_invite_is_the_same_participant(lobby):
@@ -343,13 +344,13 @@ async def test_a_kicked_participant_is_disconnected_and_cannot_return(lobby):
 async def test_closing_a_room_disconnects_everyone_and_refuses_later_joins(lobby):
     room = await lobby()
     ines, sam = await room.client("instructor"), await room.client("surgeon")
-    assert room.app["metrics"].rooms._value.get() == 1
+    assert room.app[METRICS].rooms._value.get() == 1
     response = await room.http.post(f"/api/rooms/{room.id}/close", headers=admin(room.app))
     assert response.status == 200 and (await response.json())["closed"] is True
     for client in (ines, sam):
         await asyncio.wait_for(client.disconnected.wait(), 10)
         assert client.events[-1].kind == "room.close"
-    assert room.app["metrics"].rooms._value.get() == 0
+    assert room.app[METRICS].rooms._value.get() == 0
     late = RoomClient(room.url, await room.token("student"))
     with pytest.raises(socketio.exceptions.ConnectionError):
         await late.connect()

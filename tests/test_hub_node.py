@@ -38,7 +38,7 @@ async def test_the_javascript_client_speaks_the_protocol(aiohttp_server, tmp_pat
     assert (you["name"], you["role"], you["present"]) == ("Dr Node", "instructor", True)
     assert snapshot["seq"] == min(s for s, e in log.items() if e.kind == "participant.join" and
                                   e.data["participant"] == you["id"])
-    assert snapshot["head"] == room.live.room.log.merkle.root(snapshot["seq"]).hex()
+    assert snapshot["head"] == room.live.room.log.root(snapshot["seq"]).hex()
 
     create = report["create"]
     assert create["ok"] is True

@@ -13,6 +13,8 @@ import zipfile
 from conftest import REPO
 from hubtools import Lobby
 
+from server.appkeys import ADMIN_TOKEN
+
 
 def verify(path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "server.cli.main", "verify", str(path), "--json"],
@@ -27,7 +29,7 @@ async def test_room_events_are_checkpointed_anchored_exported_and_verified(aioht
             ack = await instructor.op("annotation.create", type="point", position=[n, 2.0, 3.0], label=f"p{n}")
             assert ack["ok"], ack
         await instructor.op("annotation.create", type="measurement", a=[0, 0, 0], b=[3, 4, 12])
-        http, headers = lobby.http, {"Authorization": f"Bearer {lobby.app['admin_token']}"}
+        http, headers = lobby.http, {"Authorization": f"Bearer {lobby.app[ADMIN_TOKEN]}"}
         close = await http.post(f"{lobby.url}/api/rooms/{lobby.id}/close", headers=headers)
         assert close.status == 200, await close.text()
         size = lobby.live.room.seq

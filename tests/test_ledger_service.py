@@ -11,18 +11,11 @@ from pathlib import Path
 import pytest
 from rooms import Clock, new_room, point, sqlite_store
 
-from server.services.ledger import (
-    ANCHORED,
-    FAILED,
-    KEY_FILE,
-    PENDING,
-    CheckpointStore,
-    LedgerConfig,
-    LedgerService,
-    Retry,
-    _write_new,
-    load_or_create_signing_key,
-)
+from server.services.ledger import LedgerConfig, LedgerService, Retry
+from server.storage.checkpoints import ANCHORED, FAILED, PENDING, CheckpointStore
+from server.storage.files import atomic_write
+from server.storage.keys import SIGNING_KEY_FILE as KEY_FILE
+from server.storage.keys import load_or_create_signing_key
 from sessions.events import Event
 from sessions.ledger.anchors import LocalAnchorChain, verify_anchor_chain
 from sessions.ledger.bundle import bundle_bytes
@@ -94,7 +87,6 @@ def service_for(tmp_path: Path, room, backends=("local",), *, every=5, seconds=1
     chain = LocalAnchorChain(conn, clock=clock)
     targets = [chain if b == "local" else b for b in backends]
     return LedgerService(CheckpointStore(conn), load_or_create_signing_key(tmp_path / KEY_FILE), targets,
-                         logs=lambda rid: room.log if rid == room.id else None,
                          policy=CheckpointPolicy(every, seconds), chain=chain, retry=retry, clock=clock or Now())
 
 
@@ -116,7 +108,7 @@ def test_the_key_is_created_once_0600_and_reused(tmp_path: Path):
     os.chmod(path, 0o644)
     load_or_create_signing_key(path)
     assert path.stat().st_mode & 0o777 == 0o600
-    assert not _write_new(path, b"another key")  # a racing second start never replaces the key
+    assert not atomic_write(path, b"another key", exclusive=True)  # a racing second start never replaces the key
     assert public_key_bytes(load_or_create_signing_key(path)) == public_key_bytes(key)
     assert [p.name for p in path.parent.iterdir()] == [KEY_FILE]  # no temporary file left behind
 
@@ -132,7 +124,7 @@ def test_a_checkpoint_every_n_events_signed_for_the_rooms_origin(tmp_path: Path,
     assert [s.size for s in stored] == [5, 10]
     for s in stored:
         checkpoint = parse_and_verify(s.note, service.verifier(room.id), f"theatrum.local/rooms/{room.id}")
-        assert checkpoint == s.checkpoint and checkpoint.root == room.log.merkle.root(s.size)
+        assert checkpoint == s.checkpoint and checkpoint.root == room.log.root(s.size)
 
 
 def test_the_clock_cuts_uncovered_events_after_t_seconds_and_close_cuts_at_once(tmp_path: Path, room):
@@ -290,7 +282,7 @@ async def test_the_export_of_a_served_room_verifies(tmp_path: Path, room):
     service.chain.append(room.id, service.store.latest(room.id).checkpoint)  # a crash before its status update
     ops(room, 1)
     head = service.ensure_checkpoint(room.log)  # the export cuts the head: 13, not anchored yet
-    leaves = [leaf for _, leaf in room.log.store.leaves(room.id, 0, head.size)]
+    leaves = list(room.log.leaves(0, head.size))
     report = verify_bundle(bundle_bytes(service.bundle_contents(room.id, head.size, leaves), service.key))
     assert report.ok, report.failure
     assert (report.events, report.checkpoints, report.local_anchors, report.unanchored) == (13, 4, 3, (4,))
@@ -307,4 +299,4 @@ def test_config_from_settings_fields_with_defaults():
         7, 10.0, ("local", "evm"), "http://127.0.0.1:8545", "")
     assert LedgerConfig.from_settings(object()) == LedgerConfig()
     with pytest.raises(ValueError, match="THEATRUM_EVM_RPC"):
-        LedgerService.open(Path("/nonexistent-unused"), LedgerConfig(anchors=("evm",)), lambda _: None)
+        LedgerService.open(Path("/nonexistent-unused"), LedgerConfig(anchors=("evm",)))

@@ -88,12 +88,13 @@ def test_proofs_from_the_room_log_verify(tmp_path):
     clock = Clock()
     room = new_room(PEOPLE, store=sqlite_store(tmp_path), clock=clock)
     _fill(room, clock, 10)
-    merkle, size = room.log.merkle, room.seq
+    log, size = room.log, room.seq
     root = bytes.fromhex(room.head)
     for event in room.events_since(0):
-        proof = merkle.inclusion_proof(event.seq - 1, size)
+        proof = log.inclusion_proof(event.seq, size)
+        assert log.leaf_hash(event.seq).hex() == event.hash
         verify_inclusion(bytes.fromhex(event.hash), event.seq - 1, size, proof, root)
-    verify_consistency(5, size, merkle.consistency_proof(5, size), merkle.root(5), root)
+    verify_consistency(5, size, log.consistency_proof(5, size), log.root(5), root)
 
 
 def test_rooms_share_a_database_without_mixing(tmp_path):
@@ -202,7 +203,7 @@ def test_a_database_of_the_earlier_layout_is_moved_to_node_columns_with_the_same
     assert tables == {"event_logs", "events"}
     reopened = Room.open(EventLog(store, ROOM))
     assert (reopened.head, reopened.state.snapshot()) == (room.head, room.state.snapshot())
-    assert reopened.log.merkle.inclusion_proof(3, 17) == room.log.merkle.inclusion_proof(3, 17)
+    assert reopened.log.inclusion_proof(4, 17) == room.log.inclusion_proof(4, 17)
     reopened.apply(point(label="after"), "sam", clock())
     room.apply(point(label="after"), "sam", reopened.events_since(reopened.seq - 1)[0].at)
     assert reopened.head == room.head

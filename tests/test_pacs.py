@@ -21,6 +21,7 @@ from orthanc import PHILIPS, free_port, orthanc_fixture, phantom_files  # noqa: 
 
 from server.api.pacs import RefCodec
 from server.app import build_app
+from server.appkeys import ADMIN_TOKEN, SIO, TMP
 from server.config import Settings
 
 SUMMARY_KEYS = {"ref", "study_date", "description", "modalities", "series", "instances"}
@@ -28,7 +29,7 @@ VOLUME_SLICES = {"S21570": 28, "S21610": 54}  # per study folder: its one volume
 
 
 def auth(app) -> dict:
-    return {"Authorization": f"Bearer {app['admin_token']}"}
+    return {"Authorization": f"Bearer {app[ADMIN_TOKEN]}"}
 
 
 async def client_for(aiohttp_client, data: Path, pacs_url: str = "", **settings):
@@ -162,7 +163,7 @@ async def test_import_by_ref_stores_each_study_with_progress(client, phantom, mo
     async def record(event, data=None, room=None, **kwargs):
         events.append((event, data, room))
 
-    monkeypatch.setattr(app["sio"], "emit", record)
+    monkeypatch.setattr(app[SIO], "emit", record)
     refs = await ref_by_slices(client)
     assert sorted(refs) == sorted(VOLUME_SLICES.values())
     for slices, ref in refs.items():
@@ -193,7 +194,7 @@ async def test_import_by_ref_stores_each_study_with_progress(client, phantom, mo
     r = await client.get("/api/studies", headers=client.h)
     listed = await r.json()
     assert sorted(s["series"][0]["slices"] for s in listed["studies"]) == [28, 54]
-    assert not list(Path(app["tmp"]).iterdir()), "the import left temp files behind"
+    assert not list(Path(app[TMP]).iterdir()), "the import left temp files behind"
 
 
 async def test_import_again_is_idempotent(client, phantom):
@@ -215,7 +216,7 @@ async def test_import_again_is_idempotent(client, phantom):
 async def test_import_of_a_study_not_on_the_pacs_is_404(client):
     status, body = await import_ref(client, {"study_instance_uid": "1.2.826.0.1.3680043.2.1125.1"})
     assert status == 404 and body["error"] == "not_found"
-    assert not list(Path(client.server.app["tmp"]).iterdir())
+    assert not list(Path(client.server.app[TMP]).iterdir())
 
 
 async def test_unknown_forged_or_foreign_refs_are_refused(client, phantom):
@@ -262,7 +263,7 @@ async def test_no_pacs_configured_is_503(no_pacs_client):
     assert r.status == 503 and (await r.json())["error"] == "no_pacs"
     r = await c.post("/api/pacs/import", json={"study_instance_uid": "1.2.3"}, headers=c.h)
     assert r.status == 503 and (await r.json())["error"] == "no_pacs"
-    assert not list(Path(c.server.app["tmp"]).iterdir())
+    assert not list(Path(c.server.app[TMP]).iterdir())
 
 
 @pytest.mark.parametrize("url", ["ftp://pacs.example/dicom-web", "pacs.example"])
@@ -280,7 +281,7 @@ async def test_pacs_down_is_502(aiohttp_client, tmp_path):
     assert body["error"] == "pacs_unavailable" and "PLASTIC" not in body["detail"]
     r = await c.post("/api/pacs/import", json={"study_instance_uid": "1.2.3"}, headers=c.h)
     assert r.status == 502 and (await r.json())["error"] == "pacs_unavailable"
-    assert not list(Path(c.server.app["tmp"]).iterdir())
+    assert not list(Path(c.server.app[TMP]).iterdir())
 
 
 @pytest.fixture

@@ -16,8 +16,13 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rooms import Clock, new_room, point, sqlite_store
 
+from server.api.ledger import routes
+from server.appkeys import LEDGER, ROOM_LOGS
 from server.middleware.errors import json_errors
-from server.services.ledger import KEY_FILE, CheckpointStore, LedgerService, load_or_create_signing_key, routes
+from server.services.ledger import LedgerService
+from server.storage.checkpoints import CheckpointStore
+from server.storage.keys import SIGNING_KEY_FILE as KEY_FILE
+from server.storage.keys import load_or_create_signing_key
 from sessions.ledger.anchors import LocalAnchorChain
 from sessions.ledger.policy import CheckpointPolicy
 from sessions.ledger.sqlite import connect
@@ -132,20 +137,20 @@ async def client(aiohttp_client, tmp_path: Path, room):
     conn = connect(tmp_path / "ledger.sqlite")
     chain = LocalAnchorChain(conn)
     service = LedgerService(CheckpointStore(conn), load_or_create_signing_key(tmp_path / KEY_FILE), [chain],
-                            logs=lambda rid: room.log if rid == room.id else None,
-                            policy=CheckpointPolicy(every_events=7), chain=chain)
+                               policy=CheckpointPolicy(every_events=7), chain=chain)
     for i in range(30):
         room.apply(point(float(i), label=f"Läsion {i}"), "ines" if i % 2 else "sam", clock())
         service.appended(room.log)
     await service.anchor_due()
     app = web.Application(middlewares=[json_errors])
-    app["ledger"] = service
+    app[LEDGER] = service
+    app[ROOM_LOGS] = lambda room_id: room.log if room_id == room.id else None
     app.add_routes(routes())
     return await aiohttp_client(app)
 
 
 def leaves_of(room) -> list[bytes]:
-    return [leaf for _, leaf in room.log.store.leaves(room.id)]
+    return list(room.log.leaves())
 
 
 async def test_the_key_endpoint(client, room):

@@ -11,6 +11,7 @@ import pytest
 import segno
 from hubtools import BONE, FOREIGN, OTHER_STUDY, SKIN, STUDY, RoomClient, admin, create_room, start, until
 
+from server.appkeys import HUB, METRICS, SETTINGS
 from server.services.invites import InviteError, InviteSigner, normalise_code
 from sessions.events import Event
 from sessions.ledger.tree import MemoryNodeStore, MerkleLog
@@ -42,8 +43,8 @@ async def test_creating_a_room_returns_one_invite_per_role(api):
     assert room["seq"] == 1 and room["participants"] == [] and room["present"] == 0
     invites = body["invites"]
     assert list(invites) == ["instructor", "surgeon", "student", "observer"]
-    signer = app["hub"].invites
-    base = app["settings"].base_url
+    signer = app[HUB].invites
+    base = app[SETTINGS].base_url
     for role, invite in invites.items():
         parsed = signer.verify(invite["token"])
         assert (parsed.room, parsed.role.value) == (room["id"], role)
@@ -86,7 +87,7 @@ async def test_a_bad_room_request_is_refused_and_creates_nothing(api, body, stat
     assert response.status == status, await response.text()
     assert (await response.json())["error"] == code
     assert (await (await http.get("/api/rooms", headers=admin(app))).json())["rooms"] == []
-    assert app["metrics"].rooms._value.get() == 0
+    assert app[METRICS].rooms._value.get() == 0
 
 
 async def test_a_consult_room_may_show_the_skin_and_the_study_stays_pseudonymous(api):
@@ -132,7 +133,7 @@ async def test_an_expired_or_forged_invite_reads_nothing(api):
     app, http, _ = api
     body = await create_room(http, app)
     room = body["room"]["id"]
-    signer = app["hub"].invites
+    signer = app[HUB].invites
     expired = signer.issue(room, "surgeon", "Late", int(time.time()) - 1)
     forged = InviteSigner(b"k" * 32).issue(room, "surgeon", "Mallory", int(time.time()) + 600)
     for token in (expired, forged, "x.y", "é"):
@@ -173,7 +174,7 @@ async def test_the_invite_key_is_private_and_survives_a_restart(aiohttp_server, 
         token = (await create_room(http, app))["invites"]["student"]["token"]
     await server.close()  # one server per data folder: the room database is locked while it runs
     _, again, url = await start(aiohttp_server, tmp_path / "data")
-    assert again["hub"].invites.verify(token).role.value == "student"
+    assert again[HUB].invites.verify(token).role.value == "student"
 
 
 # ---- QR codes ------------------------------------------------------------------------------------------
@@ -296,7 +297,7 @@ async def test_the_room_view_summarises_participants_and_state(api):
     assert view["summary"]["annotations"] == {"note": 1, "point": 2}
     assert view["summary"]["clip_planes"] == 1 and view["summary"]["locked"] is True
     assert view["summary"]["follow"] == ines.you["id"]
-    assert view["seq"] == app["hub"].rooms[room].room.seq and view["head"] == app["hub"].rooms[room].room.head
+    assert view["seq"] == app[HUB].rooms[room].room.seq and view["head"] == app[HUB].rooms[room].room.head
     listed = (await (await http.get("/api/rooms", headers=admin(app))).json())["rooms"]
     assert [r["id"] for r in listed] == [room] and "participants" not in listed[0]
     await ines.close()
@@ -322,7 +323,7 @@ async def test_the_log_pages_in_order_and_folds_to_the_head(api):
     for x in range(6):
         await ines.call("op", {"kind": "annotation.create", "type": "point", "position": [x, 0, 0]})
     await ines.close()
-    live = app["hub"].rooms[room].room
+    live = app[HUB].rooms[room].room
     await until(lambda: live.seq == 9, "the leave")  # open, join, 6 ops, leave
     whole = await (await http.get(f"/api/rooms/{room}/events", headers=admin(app))).json()
     events = [Event.from_wire(room, e) for e in whole["events"]]

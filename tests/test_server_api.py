@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import DICOM, require_path
 
-from server.api.openapi import openapi_document
+from server.api.system import openapi_document
 from server.app import build_app, routes
+from server.appkeys import ADMIN_TOKEN
 from server.config import Settings
 
 PHILIPS = DICOM / "ct-head-phantom-philips"
@@ -20,7 +21,7 @@ REGULAR = PHILIPS / "DICOM" / "S21570" / "S2010"
 
 
 def auth(app) -> dict:
-    return {"Authorization": f"Bearer {app['admin_token']}"}
+    return {"Authorization": f"Bearer {app[ADMIN_TOKEN]}"}
 
 
 @pytest.fixture
@@ -63,7 +64,7 @@ async def test_api_requires_a_token(client, path):
 async def test_admin_token_file_is_private(client, tmp_path):
     token_file = tmp_path / "data" / "admin-token"
     assert token_file.stat().st_mode & 0o777 == 0o600
-    assert token_file.read_text().strip() == client.server.app["admin_token"]
+    assert token_file.read_text().strip() == client.server.app[ADMIN_TOKEN]
 
 
 async def test_cors_is_off_by_default(client):

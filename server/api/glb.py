@@ -15,7 +15,7 @@ import re
 
 from aiohttp import web
 
-from server.middleware.errors import ApiError
+from server.api.errors import ApiError
 
 CACHE_CONTROL = "private, max-age=31536000, immutable"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")

@@ -1,5 +1,5 @@
-"""HTTP handlers of rooms: create one (with its invites, codes and QR codes), list, inspect, close, mint
-invites, read the ordered log, and redeem a room code. The socket side of rooms is server/hub.py.
+"""HTTP handlers of rooms: create one (with its invites, codes and QR codes), list, inspect, close, and read
+the ordered log. Invites are server/api/invites.py; the socket side of rooms is server/services/hub.py.
 
 Room views are de-identified like the rest of the API: the study appears only as its pseudonymous id, with
 the room's own title. Training rooms refuse skin surfaces: a skin surface can show the patient's face.
@@ -7,16 +7,17 @@ the room's own title. Training rooms refuse skin surfaces: a skin surface can sh
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from typing import Any
 
 from aiohttp import web
 
+from server.api.errors import ApiError
+from server.api.params import query_int, read_json
+from server.appkeys import CATALOG, HUB, SETTINGS
 from server.middleware.auth import is_admin
-from server.middleware.errors import ApiError, read_json
 from server.services.hub import Hub, LiveRoom
-from server.services.invites import InviteError, display_name, invite_link, normalise_code, qr_png
+from server.services.invites import InviteError, display_name, invite_link
 from sessions.ops import OpError
 from sessions.roles import Role
 from sessions.room import RoomMode
@@ -64,7 +65,7 @@ def invite_view(request: web.Request, live: LiveRoom, role: Role, name: str, tok
         "role": role.value,
         "name": name,
         "token": token,
-        "link": invite_link(request.app["settings"].base_url, token),
+        "link": invite_link(request.app[SETTINGS].base_url, token),
         "code": code,
         "qr": f"/api/rooms/{live.id}/invites/{role.value}.png" if qr else None,
         "expires_at": exp,
@@ -83,25 +84,21 @@ def role_invites(request: web.Request, hub: Hub, live: LiveRoom) -> dict[str, di
     return invites
 
 
-def _hub(request: web.Request) -> Hub:
-    return request.app["hub"]
-
-
-def _room_or_404(request: web.Request) -> LiveRoom:
-    live = _hub(request).rooms.get(request.match_info["room_id"])
+def room_or_404(request: web.Request) -> LiveRoom:
+    live = request.app[HUB].rooms.get(request.match_info["room_id"])
     if live is None:
         raise ApiError(404, "not_found", f"no room {request.match_info['room_id']!r}")
     return live
 
 
-def _role(value: Any) -> Role:
+def role_or_400(value: Any) -> Role:
     try:
         return Role(value)
     except ValueError:
         raise ApiError(400, "bad_parameter", f"role must be one of {[r.value for r in Role]}") from None
 
 
-def _name(value: Any) -> str:
+def display_name_or_400(value: Any) -> str:
     try:
         return display_name(value)
     except InviteError as e:
@@ -131,13 +128,13 @@ def _room_body(body: dict) -> tuple[str, list[str], RoomMode, str, dict[Role, st
     names = body.get("names", {})
     if not isinstance(names, dict):
         raise ApiError(400, "bad_parameter", "names must map roles to display names")
-    chosen = {_role(role): _name(name) for role, name in names.items()}
+    chosen = {role_or_400(role): display_name_or_400(name) for role, name in names.items()}
     return study_id, list(dict.fromkeys(mesh_ids)), mode, title, {**DEFAULT_NAMES, **chosen}
 
 
 async def create_room(request: web.Request) -> web.Response:
     study_id, mesh_ids, mode, title, names = _room_body(await read_json(request))
-    catalog = request.app["catalog"]
+    catalog = request.app[CATALOG]
     if catalog.study(study_id) is None:
         raise ApiError(404, "not_found", f"no study {study_id!r}")
     for mesh_id in mesh_ids:
@@ -149,7 +146,7 @@ async def create_room(request: web.Request) -> web.Response:
         if mode is RoomMode.TRAINING and mesh["preset"] in IDENTIFYING_PRESETS:
             raise ApiError(422, "identifying_mesh", f"mesh {mesh_id} is a {mesh['preset']} surface, which "
                            "can show the patient's face: training rooms take de-identified data only")
-    hub = _hub(request)
+    hub = request.app[HUB]
     try:
         live = hub.create_room(mode, title, study_id, mesh_ids, names)
     except OpError as e:
@@ -159,106 +156,47 @@ async def create_room(request: web.Request) -> web.Response:
 
 
 async def list_rooms(request: web.Request) -> web.Response:
-    rooms = [room_view(live, detail=False) for live in _hub(request).rooms.values()]
+    rooms = [room_view(live, detail=False) for live in request.app[HUB].rooms.values()]
     return web.json_response({"rooms": rooms})
 
 
 async def get_room(request: web.Request) -> web.Response:
     """Admin or an invite of this room; only the admin also gets the room's invites back."""
-    live = _room_or_404(request)
+    live = room_or_404(request)
     view = room_view(live, detail=True)
     if is_admin(request):
-        view["invites"] = role_invites(request, _hub(request), live)
+        view["invites"] = role_invites(request, request.app[HUB], live)
     return web.json_response(view)
 
 
 async def close_room(request: web.Request) -> web.Response:
-    live = _room_or_404(request)
+    live = room_or_404(request)
     if live.room.closed:
         raise ApiError(409, "conflict", f"room {live.id} is already closed")
-    await _hub(request).close_room(live)
+    await request.app[HUB].close_room(live)
     return web.json_response(room_view(live, detail=True))
 
 
-# -- invites ------------------------------------------------------------------------------------------------
-async def create_invite(request: web.Request) -> web.Response:
-    """A personal invite (a new participant) for one role; on a closed room it is good for a replay only."""
-    live = _room_or_404(request)
-    body = await read_json(request)
-    unknown = set(body) - {"role", "name", "ttl"}
-    if unknown:
-        raise ApiError(400, "bad_parameter", f"unknown field(s): {', '.join(sorted(unknown))}")
-    role, name = _role(body.get("role")), _name(body.get("name"))
-    ttl = body.get("ttl", request.app["settings"].invite_ttl)
-    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 60 <= ttl <= 30 * 86_400:
-        raise ApiError(400, "bad_parameter", "ttl must be an integer number of seconds in [60, 2592000]")
-    token, exp = _hub(request).issue_invite(live, role, name, ttl)
-    return web.json_response(invite_view(request, live, role, name, token, exp), status=201)
-
-
-async def invite_qr(request: web.Request) -> web.Response:
-    live = _room_or_404(request)
-    try:
-        role = Role(request.match_info["role"])
-    except ValueError:
-        raise ApiError(404, "not_found", f"no role {request.match_info['role']!r}") from None
-    if live.room.closed:
-        raise ApiError(409, "conflict", f"room {live.id} is closed")
-    token, exp = _hub(request).role_invite(live, role)
-    if exp <= time.time():
-        raise ApiError(410, "expired",
-                       "the room's invites have expired; mint one with POST /api/rooms/{id}/invites")
-    png = qr_png(invite_link(request.app["settings"].base_url, token))
-    return web.Response(body=png, content_type="image/png", headers={"Cache-Control": "no-store"})
-
-
-async def join(request: web.Request) -> web.Response:
-    """Redeem a room code: a personal invite for the code's room and role. Public, throttled per address."""
-    hub = _hub(request)
-    if not hub.join_throttle.allow(request.remote or "?", time.monotonic()):
-        retry = max(1, round(60 / hub.join_throttle.per_minute))
-        raise ApiError(429, "too_many_requests", "too many attempts; wait and try again",
-                       {"Retry-After": str(retry)})
-    body = await read_json(request)
-    unknown = set(body) - {"code", "name"}
-    if unknown:
-        raise ApiError(400, "bad_parameter", f"unknown field(s): {', '.join(sorted(unknown))}")
-    try:
-        code = normalise_code(body.get("code"))
-    except InviteError as e:
-        raise ApiError(400, "bad_parameter", str(e)) from None
-    name = _name(body.get("name"))
-    try:
-        live, role, token, exp = hub.redeem_code(code, name)
-    except InviteError as e:
-        raise ApiError(404, "not_found", str(e)) from None
-    view = invite_view(request, live, role, name, token, exp)
-    return web.json_response({"room": live.id, **view}, status=201)
-
-
 # -- the log ------------------------------------------------------------------------------------------------
-def _seq_parameter(request: web.Request, name: str, default: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "bad_parameter", f"{name} must be an integer") from None
-    if value < 0:
-        raise ApiError(400, "bad_parameter", f"{name} must be >= 0")
-    return value
-
-
 async def get_events(request: web.Request) -> web.Response:
     """The ordered log: events with from < seq <= to, at most MAX_EVENTS per page (`next` continues)."""
-    live = _room_or_404(request)
+    live = room_or_404(request)
     room = live.room
-    after = _seq_parameter(request, "from", 0)
-    until = min(_seq_parameter(request, "to", room.seq), room.seq)
+    after = query_int(request, "from", default=0)
+    until = min(query_int(request, "to", default=room.seq), room.seq)
     if until < after:
         raise ApiError(400, "bad_parameter", "to must be >= from")
     last = min(until, after + MAX_EVENTS)
     events = [event.to_wire() for event in room.events_since(after, last)]
     return web.json_response({"room": room.id, "seq": room.seq, "head": room.head, "events": events,
                               "next": last if last < until else None})
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.post("/api/rooms", create_room),
+        web.get("/api/rooms", list_rooms),
+        web.get("/api/rooms/{room_id}", get_room),
+        web.post("/api/rooms/{room_id}/close", close_room),
+        web.get("/api/rooms/{room_id}/events", get_events),
+    ]

@@ -137,10 +137,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from aiohttp import web
 
-    from server.app import build_app
+    from server.app import build_app, import_on_start
+    from server.appkeys import ADMIN_TOKEN
     from server.config import SettingsError, from_environment
     from server.eventloop import new_event_loop
-    from server.services.autoimport import import_on_start
 
     try:
         settings = from_environment(host=args.host, port=args.port, data=args.data,
@@ -161,7 +161,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          f"unreadable: {e}") from None
     except LogError as e:
         raise UsageError(f"{settings.data / 'rooms.sqlite'}: {e}") from None
-    token = app["admin_token"]
+    token = app[ADMIN_TOKEN]
 
     async def announce(_app: web.Application) -> None:
         url = settings.base_url

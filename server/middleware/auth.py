@@ -1,7 +1,7 @@
-"""Access: the admin token (created on first start, stored 0600) and the bearer-token middleware.
+"""Access: the bearer-token middleware (the admin token is created by server/storage/keys.py).
 
 Every ``/api`` endpoint except the public ones (``/api/health``, and ``/api/join``, which redeems a room
-code and is throttled) requires ``Authorization: Bearer <admin token>``. A room invite (server/invites.py)
+code and is throttled) requires ``Authorization: Bearer <admin token>``. A room invite (server/services/invites.py)
 is a narrower bearer token: it may call only the endpoints of ``INVITE_ROUTES``, and only for its own room
 and that room's meshes. The token may also arrive as ``?token=`` on the login URL the server prints; the web
 client moves it into the header.
@@ -10,37 +10,23 @@ client moves it into the header.
 from __future__ import annotations
 
 import hmac
-import os
-import secrets
-from pathlib import Path
 
 from aiohttp import web
 
-from server.middleware.errors import error_response
-from server.storage.artifacts import atomic_write_bytes
+from server.api.errors import error_response
+from server.appkeys import ADMIN_TOKEN, HUB
 
 PUBLIC_PATHS = frozenset({"/api/health", "/api/join", "/api/ledger/key"})
 
 # What a room invite may call: (method, route) -> the path parameter that must be its room ("room_id") or
-# one of its room's meshes ("mesh_id"). Everything else needs the admin token.
-INVITE_ROUTES = {
+# one of its room's meshes ("mesh_id"), or None for a route any valid invite may call. Everything else needs
+# the admin token.
+INVITE_ROUTES: dict[tuple[str, str], str | None] = {
+    ("GET", "/api/config"): None,
     ("GET", "/api/meshes/{mesh_id}.glb"): "mesh_id",
     ("GET", "/api/rooms/{room_id}"): "room_id",
     ("GET", "/api/rooms/{room_id}/events"): "room_id",
 }
-ADMIN_TOKEN_FILE = "admin-token"
-
-
-def load_or_create_secret(path: Path, nbytes: int = 32) -> tuple[str, bool]:
-    """Read a URL-safe secret from ``path``, or create it 0600; returns (secret, created)."""
-    if path.exists():
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            os.chmod(path, 0o600)
-        return path.read_text().strip(), False
-    secret = secrets.token_urlsafe(nbytes)
-    atomic_write_bytes(path, (secret + "\n").encode(), mode=0o600)
-    return secret, True
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -53,7 +39,7 @@ def bearer_token(request: web.Request) -> str | None:
 
 def is_admin(request: web.Request) -> bool:
     token = bearer_token(request)
-    admin = request.app["admin_token"].encode()
+    admin = request.app[ADMIN_TOKEN].encode()
     return token is not None and hmac.compare_digest(token.encode("utf-8", "surrogatepass"), admin)
 
 
@@ -61,13 +47,16 @@ def invite_allows(request: web.Request, token: str) -> bool:
     """Whether ``token`` is a valid room invite and this request is in its scope (see ``INVITE_ROUTES``)."""
     resource = request.match_info.route.resource
     method = "GET" if request.method == "HEAD" else request.method
-    parameter = INVITE_ROUTES.get((method, resource.canonical if resource is not None else ""))
-    hub = request.app.get("hub")
-    if parameter is None or hub is None:
+    route = (method, resource.canonical if resource is not None else "")
+    hub = request.app.get(HUB)
+    if route not in INVITE_ROUTES or hub is None:
         return False
+    parameter = INVITE_ROUTES[route]
     access = hub.access(token)  # None unless a valid, unexpired invite of a room that did not kick its holder
     if access is None:
         return False
+    if parameter is None:
+        return True
     value = request.match_info.get(parameter)
     return value == access.room if parameter == "room_id" else value in access.meshes
 

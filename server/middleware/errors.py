@@ -1,38 +1,42 @@
-"""HTTP errors as JSON: every 4xx/5xx body is ``{"error": code, "detail": text}``."""
+"""Errors as JSON: an ApiError, an HTTP exception or an internal failure under /api becomes ``{"error", "detail"}``."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 from aiohttp import web
 
+from server.api.errors import ApiError, error_response
+from server.services.errors import (
+    Busy,
+    Conflict,
+    Invalid,
+    NotFound,
+    ServiceError,
+    TooLarge,
+    Unavailable,
+    UpstreamError,
+)
+from server.storage.errors import StorageError, StorageFullError
+
 log = logging.getLogger("theatrum.http")
-
-
-class ApiError(Exception):
-    """Raised by handlers; the middleware turns it into a JSON response."""
-
-    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None):
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.headers = headers or {}
-
-
-def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status,
-        text=json.dumps({"error": code, "detail": detail}),
-        content_type="application/json",
-        headers=headers,
-    )
 
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
           406: "not_acceptable", 409: "conflict", 411: "length_required", 413: "too_large",
           415: "unsupported_media_type", 416: "range_not_satisfiable", 422: "unprocessable", 429: "too_many_requests"}
+
+
+# The HTTP status of each service error (server/services/errors.py).
+SERVICE_STATUS: dict[type[ServiceError], int] = {
+    Invalid: 400, NotFound: 404, Conflict: 409, TooLarge: 413, Busy: 429, UpstreamError: 502, Unavailable: 503,
+    ServiceError: 400,
+}
+
+
+def service_status(error: ServiceError) -> int:
+    """The HTTP status of a service error: its class's, or its nearest base class's."""
+    return next(SERVICE_STATUS[kind] for kind in type(error).__mro__ if kind in SERVICE_STATUS)
 
 
 @web.middleware
@@ -41,6 +45,15 @@ async def json_errors(request: web.Request, handler):
         return await handler(request)
     except ApiError as e:
         return error_response(e.status, e.code, e.detail, e.headers)
+    except ServiceError as e:
+        headers = {"Retry-After": str(e.retry_after)} if e.retry_after is not None else None
+        return error_response(service_status(e), e.code, e.detail, headers)
+    except StorageFullError:
+        log.error("%s %s: the disk is full", request.method, request.path)
+        return error_response(507, "insufficient_storage", "the server's disk is full; nothing was stored")
+    except StorageError:
+        log.exception("%s %s: storage failed", request.method, request.path)
+        return error_response(503, "unavailable", "the server cannot read or write its storage now")
     except web.HTTPException as e:
         if e.status < 400 or not request.path.startswith(("/api", "/metrics")):
             raise
@@ -49,16 +62,3 @@ async def json_errors(request: web.Request, handler):
     except Exception:
         log.exception("internal error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "the server failed; see its log")
-
-
-async def read_json(request: web.Request) -> dict:
-    """The request body as a JSON object, or a 400/415 ApiError."""
-    if request.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "malformed_json", "the body must be a JSON object")
-    return body

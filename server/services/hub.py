@@ -1,27 +1,23 @@
-"""The session hub: rooms over socket.io. Invites in; snapshots, ops and acks, events, poses and resumes out.
+"""The session hub: every live room, the sockets in it, and what each socket message does to it.
 
 One Hub per app keeps every room of the room database in memory as a `LiveRoom`: the `sessions.room.Room`
 (state and log), an asyncio.Lock that serialises its ops, its PoseHub, the connected sockets of each
 participant, and its subscribers (the sockets that receive its broadcasts). An op goes: rate limit, then
-under the room's lock parse and check it (sessions), append it to the log and commit (SQLite), and start
-sending the `event` to the subscribers (the sender too); then the ack.
+under the room's lock parse and check it (sessions), append it to the log and commit, let the ledger cut a
+checkpoint if one is due, and queue the `event` for the subscribers (the sender too); then the ack.
 
-Order without waiting. Nothing under a room's lock awaits: deciding an event and sending it happen in one
-step of the event loop. `_send` encodes a message once and puts it, synchronously, on the outgoing queue of
-each recipient's engine.io socket (what python-socketio's emit does through one task per recipient), so
-every socket receives a room's messages in the order `_send` was called, an op's event is queued before its
-ack, and a broadcast costs one encode plus one queue put per recipient. Recipients are the subscriber list
-at the moment of the send. `_send` is the one place that writes to sockets: a multi-node deployment (a
-socket.io message queue) replaces it, and nothing else.
+Order without waiting. Nothing under a room's lock awaits: deciding an event and queueing it happen in one
+step of the event loop, and `Fanout.send` (server/services/fanout.py) queues synchronously, so every socket
+receives a room's messages in the order they were decided and an op's event before its ack.
 
-A socket enters in two steps. The connect handler checks the invite and logs the join; a refusal is a refused
+A socket enters in two steps. `connect` checks the invite and logs the join; a refusal is a refused
 connection. Once python-socketio has accepted the connection, `_welcome` (under the room's lock) sends the
 snapshot, or for a reconnect with `last_seq` the missed events, and adds the socket to the subscribers: the
 history holds every event up to the room's seq, and every later event is sent to the new subscriber.
 
 Poses are not logged: each room's PoseHub keeps the latest pose per participant and a tick (~20 Hz) sends one
-batched `poses` frame per room. A closed room can be replayed read-only by a socket that connects with
-`auth.replay`: it gets the snapshot after `from` and then the events at the requested speed.
+batched `poses` frame per room. A closed room can be played back (server/services/playback.py). The socket
+handlers that call this class are registered in server/services/sockets.py.
 """
 
 from __future__ import annotations
@@ -29,44 +25,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import secrets
-import sqlite3
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import engineio.packet
 import socketio
-import socketio.packet
 
+from server.clock import now_ms
 from server.config import Settings
 from server.metrics import Metrics
-from server.middleware.auth import load_or_create_secret
+from server.services import playback
 from server.services.deid import Pseudonymizer
-from server.services.invites import INVITE_KEY_FILE, Invite, InviteError, InviteSigner, JoinThrottle, new_room_code
-from server.storage.roomdb import ROOM_DB, RoomCode, RoomDatabase, RoomRecord
-from sessions.events import Event, ServerKind
+from server.services.fanout import Fanout
+from server.services.invites import Invite, InviteError, InviteSigner, JoinThrottle, new_room_code
+from server.services.ledger import LedgerService
+from server.storage.errors import StorageError
+from server.storage.roomdb import RoomCode, RoomDatabase, RoomRecord
+from sessions.events import Event
 from sessions.limits import RateLimiter, ViolationCounter, op_rate_limiter
 from sessions.log import EventLog, LogError
 from sessions.ops import ErrorCode, OpError, OpKind
 from sessions.poses import PoseHub, PoseLimits
-from sessions.replay import TrackPoint, schedule, state_at
+from sessions.replay import TrackPoint
 from sessions.roles import Role
 from sessions.room import Room, RoomInfo, RoomMode
 
 log = logging.getLogger("theatrum.hub")
 
-NAMESPACE = "/"
 REFUSED = "invalid or expired invite"
-MAX_REPLAY_SPEED = 100.0
-
-
-def now_ms() -> int:
-    """Server time in ms since the Unix epoch."""
-    return time.time_ns() // 1_000_000
 
 
 def refused(message: str, code: str | None = None) -> socketio.exceptions.ConnectionRefusedError:
@@ -81,26 +69,17 @@ def nack(error: OpError) -> dict[str, Any]:
     return {"ok": False, "error": error.to_json()}
 
 
-@dataclass(frozen=True)
-class Replay:
-    """A read-only replay request: start after event `start`, play at `speed`, cap silences at `max_gap` s."""
-
-    start: int
-    speed: float
-    max_gap: float
-
-
 @dataclass(eq=False)
 class Member:
     """One connected socket: its room and participant, its op rate limiter and violation counter."""
 
     sid: str
     room: str
-    pid: str
+    participant: str
     limiter: RateLimiter
     violations: ViolationCounter
     last_seq: int | None = None
-    replay: Replay | None = None
+    replay: playback.Replay | None = None
     task: asyncio.Task | None = None
 
 
@@ -114,8 +93,8 @@ class RoomAccess:
 
 @dataclass(eq=False)
 class LiveRoom:
-    """A room in memory: the domain Room, the lock that orders its log, its poses, its sockets by pid, and the
-    sockets subscribed to its broadcasts."""
+    """A room in memory: the domain Room, the lock that orders its log, its poses, its sockets by participant,
+    and the sockets subscribed to its broadcasts."""
 
     room: Room
     record: RoomRecord
@@ -131,44 +110,48 @@ class LiveRoom:
 
 
 class Hub:
-    """Every room of the server and the socket.io handlers that drive them."""
+    """Every room of the server, and what socket messages do to them."""
 
-    def __init__(self, sio: socketio.AsyncServer, data: Path, settings: Settings, metrics: Metrics,
-                 pseudonyms: Pseudonymizer):
-        """Open (or create) the room database in `data` and rebuild every room from its log."""
-        self.sio = sio
+    def __init__(self, fanout: Fanout, db: RoomDatabase, invites: InviteSigner, ledger: LedgerService,
+                 settings: Settings, metrics: Metrics, pseudonyms: Pseudonymizer):
+        """Rebuild every room of `db` from its log."""
+        self.fanout = fanout
+        self.db = db
+        self.invites = invites
+        self.ledger = ledger
         self.settings = settings
         self.metrics = metrics
         self.pseudonyms = pseudonyms
-        key, _ = load_or_create_secret(data / INVITE_KEY_FILE)
-        self.invites = InviteSigner(key.encode())
         self.join_throttle = JoinThrottle(settings.join_rate)
         self.limits = settings.room_limits
         self.pose_limits: PoseLimits = settings.pose_limits
         self.code_roles = tuple(Role(r) for r in settings.room_code_roles)
-        self.db = RoomDatabase(data / ROOM_DB)
         self.rooms: dict[str, LiveRoom] = {}
         self.members: dict[str, Member] = {}
         self.closing = False
-        self._orphans: dict[tuple[str, str], float] = {}  # (room, pid) present at start -> deadline
+        self._orphans: dict[tuple[str, str], float] = {}  # (room, participant) present at start -> deadline
         self._tasks: set[asyncio.Task] = set()
         self._ticker: asyncio.Task | None = None
-        self.ledger: Any = None  # server.services.ledger.LedgerService: checkpoints and anchors, fed after each append
         for record in self.db.records():
             room = Room.open(EventLog(self.db.logs, record.id), self.limits)
             self.rooms[record.id] = self._live(room, record)
         self._count_rooms()
-        sio.on("op", self.on_op)
-        sio.on("pose", self.on_pose)
-        sio.on("resume", self.on_resume)
 
     def _live(self, room: Room, record: RoomRecord) -> LiveRoom:
         return LiveRoom(room, record, PoseHub(self.pose_limits), frozenset(room.info.meshes))
 
+    def log_of(self, room_id: str) -> EventLog | None:
+        """The event log of room `room_id`, or None."""
+        live = self.rooms.get(room_id)
+        return live.room.log if live is not None else None
+
     # ---- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the pose tick, and give participants present at the last stop a grace period to return."""
+        """Let the ledger follow every room, start the pose tick, and give participants present at the last
+        stop a grace period to return. Raises LogCorruptError if a log no longer matches its checkpoints."""
+        for live in self.rooms.values():
+            self.ledger.watch(live.room.log)
         deadline = time.monotonic() + self.settings.room_rejoin_grace
         for live in self.rooms.values():
             for participant in live.room.present():
@@ -178,16 +161,9 @@ class Hub:
 
     async def shutdown(self) -> None:
         """The server is stopping: log no leaves from now on (clients will come back), and close every
-        engine.io connection so that the web server stops at once (clients see a transport close, and
-        reconnect to the next server)."""
+        connection so that the web server stops at once (clients reconnect to the next server)."""
         self.closing = True
-        # Not eio.disconnect(): it waits for each socket's queue to drain, forever if its writer is gone. And
-        # a CLOSE packet alone leaves the websocket open (engine.io-client ignores it): the None stops the
-        # socket's writer, which closes the websocket.
-        for socket in list(self.sio.eio.sockets.values()):
-            with contextlib.suppress(Exception):
-                await socket.close(wait=False, reason=self.sio.eio.reason.SERVER_DISCONNECT)
-                socket.queue.put_nowait(None)
+        await self.fanout.close_all()
 
     async def stop(self) -> None:
         """Stop the tick and every replay, and close the database."""
@@ -224,8 +200,7 @@ class Hub:
             self.db.rollback()
             raise
         live = self.rooms[room_id] = self._live(room, record)
-        if self.ledger is not None:
-            self.ledger.watch(room.log)
+        self.ledger.watch(room.log)
         self._count_rooms()
         return live
 
@@ -233,15 +208,14 @@ class Hub:
         """Log room.close, send it, and disconnect everyone. Raises OpError (forbidden) if already closed."""
         async with live.lock:
             event = live.room.close(now_ms())
+            self.ledger.closed(live.room.log)
             self._broadcast(live, event)  # everyone has the close queued before their socket goes
-            if self.ledger is not None:
-                self.ledger.closed(live.room.log)
         self.db.delete_codes(live.id)
         self._count_rooms()
         live.poses = PoseHub(self.pose_limits)
         for sids in list(live.sockets.values()):
             for sid in list(sids):
-                await self.sio.disconnect(sid)
+                await self.fanout.disconnect(sid)
         return event
 
     def role_invite(self, live: LiveRoom, role: Role) -> tuple[str, int]:
@@ -302,20 +276,23 @@ class Hub:
         last_seq = auth.get("last_seq")
         if last_seq is not None and (isinstance(last_seq, bool) or not isinstance(last_seq, int)):
             raise refused("last_seq must be an integer", ErrorCode.INVALID.value)
-        pid = self.participant_id(invite)
-        member = Member(sid, live.id, pid, op_rate_limiter(self.limits),
+        participant = self.participant_id(invite)
+        member = Member(sid, live.id, participant, op_rate_limiter(self.limits),
                         ViolationCounter.for_room(self.limits), last_seq)
         if auth.get("replay") is not None:
-            member.replay = self._replay_request(live, pid, auth["replay"])
+            try:
+                member.replay = playback.replay_request(live.room, participant, auth["replay"])
+            except OpError as error:
+                raise refused(error.detail, error.code.value) from None
         else:
             async with live.lock:
                 try:
-                    event = live.room.join(pid, invite.name, invite.role, now_ms())
+                    event = live.room.join(participant, invite.name, invite.role, now_ms())
                 except OpError as error:
                     raise refused(error.detail, error.code.value) from None
-                live.sockets.setdefault(pid, set()).add(sid)
+                live.sockets.setdefault(participant, set()).add(sid)
                 if event is not None:
-                    self._broadcast(live, event)
+                    self._appended(live, event)
         self.members[sid] = member
         member.task = self._spawn(self._welcome(member))
 
@@ -330,24 +307,25 @@ class Hub:
         if live is None or member.replay is not None:
             return
         live.subscribers.discard(sid)
-        sids = live.sockets.get(member.pid, set())
+        sids = live.sockets.get(member.participant, set())
         sids.discard(sid)
         if sids:
             return
-        live.sockets.pop(member.pid, None)
-        live.poses.remove(member.pid)
+        live.sockets.pop(member.participant, None)
+        live.poses.remove(member.participant)
         if self.closing:
             return
-        await self._leave(live, member.pid, _leave_reason(reason))
+        await self._leave(live, member.participant, _leave_reason(reason))
 
-    async def _leave(self, live: LiveRoom, pid: str, reason: str) -> None:
-        """Log pid's leave unless they came back meanwhile. Requires a pid with no sockets when called."""
+    async def _leave(self, live: LiveRoom, participant: str, reason: str) -> None:
+        """Log the participant's leave unless they came back meanwhile. Requires a participant with no
+        sockets when called."""
         async with live.lock:
-            if live.sockets.get(pid) or self.closing:
+            if live.sockets.get(participant) or self.closing:
                 return
-            event = live.room.leave(pid, now_ms(), reason)
+            event = live.room.leave(participant, now_ms(), reason)
             if event is not None:
-                self._broadcast(live, event)
+                self._appended(live, event)
 
     async def _welcome(self, member: Member) -> None:
         """Once the connection is accepted: the history (snapshot or missed events), subscribe, avatars."""
@@ -356,19 +334,20 @@ class Hub:
             return
         live = self.rooms[member.room]
         if member.replay is not None:
-            await self._replay(live, member)
+            await playback.play(live.room, member.participant, member.sid, member.replay, self.fanout,
+                                lambda since: self.db.track(live.id, since=since))
             return
         async with live.lock:
             if self.members.get(member.sid) is not member:
                 return
             self._send_history(live, member, member.last_seq)
             live.subscribers.add(member.sid)
-            self._send("poses", {"poses": live.poses.latest(), "gone": []}, member.sid)
+            self.fanout.send("poses", {"poses": live.poses.latest(), "gone": []}, member.sid)
 
     async def _accepted(self, sid: str) -> bool:
         """Wait until python-socketio has sent CONNECT for `sid` (right after the connect handler)."""
         for attempt in range(2000):
-            if self.sio.manager.is_connected(sid, NAMESPACE):
+            if self.fanout.is_connected(sid):
                 return True
             if sid not in self.members:
                 return False
@@ -379,10 +358,10 @@ class Hub:
         """Send the events after `last_seq`, or a snapshot; True for a snapshot. Requires the room's lock."""
         events = None if last_seq is None else live.room.catch_up(last_seq)
         if events is None:
-            self._send("snapshot", live.room.snapshot_for(member.pid), member.sid)
+            self.fanout.send("snapshot", live.room.snapshot_for(member.participant), member.sid)
             return True
         for event in events:
-            self._send("event", event.to_wire(), member.sid)
+            self.fanout.send("event", event.to_wire(), member.sid)
         return False
 
     # ---- messages ----------------------------------------------------------------------------------
@@ -400,12 +379,12 @@ class Hub:
                 raise OpError(ErrorCode.LIMIT, f"too many ops: at most {self.limits.op_rate:g} per second "
                                                f"(bursts of {self.limits.op_burst:g})")
             async with live.lock:
-                event = live.room.apply(message, member.pid, now_ms())
-                self._broadcast(live, event)  # the kicked see their kick before their socket goes
+                event = live.room.apply(message, member.participant, now_ms())
+                self._appended(live, event)  # the kicked see their kick before their socket goes
         except OpError as error:
             self._violation(member, error)
             return nack(error)
-        except (LogError, sqlite3.Error):
+        except LogError:
             log.exception("room %s: the op could not be logged", live.id)
             return {"ok": False, "error": {"code": "unavailable",
                                            "detail": "the server could not record the op"}}
@@ -419,11 +398,11 @@ class Hub:
         if member is None or member.replay is not None:
             return
         live = self.rooms[member.room]
-        participant = live.room.participant(member.pid)
+        participant = live.room.participant(member.participant)
         if participant is None or not participant.present:
             return
         try:
-            live.poses.receive(member.pid, message, time.monotonic())
+            live.poses.receive(member.participant, message, time.monotonic())
         except OpError as error:
             self._violation(member, error)
 
@@ -455,45 +434,30 @@ class Hub:
         if error.code in (ErrorCode.STALE_VERSION, ErrorCode.NOT_FOUND):
             return
         if member.violations.record(time.monotonic()):
-            log.warning("room %s: disconnecting %s after repeated violations (%s)", member.room, member.pid,
+            log.warning("room %s: disconnecting %s after repeated violations (%s)", member.room, member.participant,
                         error.detail)
             self._spawn(self._drop(member.sid))
 
     async def _drop(self, sid: str) -> None:
         await asyncio.sleep(0)  # let the ack go out first
-        await self.sio.disconnect(sid)
+        await self.fanout.disconnect(sid)
 
-    async def _remove(self, live: LiveRoom, pid: str) -> None:
-        """Disconnect every socket of `pid` (kicked) and drop their avatar."""
-        live.poses.remove(pid)
-        for sid in list(live.sockets.get(pid, ())):
-            await self.sio.disconnect(sid)
+    async def _remove(self, live: LiveRoom, participant: str) -> None:
+        """Disconnect every socket of `participant` (kicked) and drop their avatar."""
+        live.poses.remove(participant)
+        for sid in list(live.sockets.get(participant, ())):
+            await self.fanout.disconnect(sid)
+
+    def _appended(self, live: LiveRoom, event: Event) -> None:
+        """After `event` is in the log: cut a checkpoint if one is due, then send the event to the room's
+        subscribers. Requires the room's lock (keeps seq order)."""
+        if not live.room.closed:
+            self.ledger.appended(live.room.log)
+        self._broadcast(live, event)
 
     def _broadcast(self, live: LiveRoom, event: Event) -> None:
-        """Send `event` to the room's subscribers (and let the ledger cut a checkpoint when one is due).
-        Requires the room's lock (keeps seq order)."""
-        if self.ledger is not None and not live.room.closed:
-            self.ledger.appended(live.room.log)
-        self._send("event", event.to_wire(), live.subscribers)
-
-    def _send(self, name: str, data: Any, to: str | Collection[str]) -> int:
-        """Queue socket.io event `name` with `data` for one sid or several; returns how many sockets got it.
-
-        Messages reach each socket in the order of the calls (see the module docstring). A sid that is gone or
-        closing is skipped. Requires JSON-encodable data without bytes.
-        """
-        sids = (to,) if isinstance(to, str) else to
-        if not sids:
-            return 0
-        encoded = self.sio.packet_class(socketio.packet.EVENT, data=[name, data], binary=False).encode()
-        frame = engineio.packet.Packet(engineio.packet.MESSAGE, encoded)
-        eio_sid_of, sockets, queued = self.sio.manager.eio_sid_from_sid, self.sio.eio.sockets, 0
-        for sid in sids:
-            socket = sockets.get(eio_sid_of(sid, NAMESPACE))
-            if socket is not None and not socket.closed:
-                socket.queue.put_nowait(frame)
-                queued += 1
-        return queued
+        """Send `event` to the room's subscribers. Requires the room's lock (keeps seq order)."""
+        self.fanout.send("event", event.to_wire(), live.subscribers)
 
     # ---- poses and the tick ------------------------------------------------------------------------
 
@@ -510,7 +474,7 @@ class Hub:
             frame = live.poses.tick(now)
             self._record_track(live, now)
             if frame is not None and live.subscribers:
-                self._send("poses", frame, live.subscribers)
+                self.fanout.send("poses", frame, live.subscribers)
                 sent += 1
         for key, deadline in list(self._orphans.items()):
             if now >= deadline:
@@ -530,7 +494,7 @@ class Hub:
         points = [TrackPoint(wall - round((now - s.time) * 1000), s.participant, s.pose.to_json()) for s in samples]
         try:
             self.db.add_track(live.id, points)
-        except sqlite3.Error:
+        except StorageError:
             log.exception("room %s: the avatar track could not be recorded", live.id)  # a replay loses a moment
 
     async def _tick_loop(self, period: float) -> None:
@@ -545,50 +509,6 @@ class Hub:
             if delay < 0:
                 next_at, delay = time.monotonic(), 0.0
             await asyncio.sleep(delay)
-
-    # ---- replay ------------------------------------------------------------------------------------
-
-    def _replay_request(self, live: LiveRoom, pid: str, request: Any) -> Replay:
-        """The checked replay request of a connecting socket. Raises ConnectionRefusedError."""
-        if not live.room.closed:
-            raise refused("only a closed room can be replayed", ErrorCode.FORBIDDEN.value)
-        participant = live.room.participant(pid)
-        if participant is not None and participant.kicked:
-            raise refused("you were removed from this room", ErrorCode.FORBIDDEN.value)
-        if not isinstance(request, Mapping) or set(request) - {"from", "speed", "max_gap"}:
-            raise refused("replay must be {from?, speed?, max_gap?}", ErrorCode.INVALID.value)
-        start, speed, max_gap = request.get("from", 1), request.get("speed", 1.0), request.get("max_gap", 5.0)
-        if isinstance(start, bool) or not isinstance(start, int) or not 1 <= start <= live.room.seq:
-            raise refused(f"replay.from must be a seq in [1, {live.room.seq}]", ErrorCode.INVALID.value)
-        for value, name, high in ((speed, "speed", MAX_REPLAY_SPEED), (max_gap, "max_gap", 3600.0)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
-                    or not 0 <= value <= high or (name == "speed" and value < 0.1):
-                raise refused(f"replay.{name} is out of range", ErrorCode.INVALID.value)
-        return Replay(start, float(speed), float(max_gap))
-
-    async def _replay(self, live: LiveRoom, member: Member) -> None:
-        """Play a closed room back to one socket: the snapshot after `start`, then the events on schedule."""
-        request = member.replay
-        assert request is not None
-        events = live.room.events_since(0)
-        state = state_at(events, request.start)
-        participant = state.participant(member.pid)
-        snapshot = {**state.snapshot(), "you": participant.to_json() if participant else None,
-                    "head": live.room.log.merkle.root(request.start).hex(),
-                    "replay": {"speed": request.speed, "max_gap": request.max_gap, "last": live.room.seq}}
-        self._send("snapshot", snapshot, member.sid)
-        played = events[request.start - 1:]  # from the snapshot's event: the clock starts there, it is not sent
-        track = self.db.track(live.id, since=played[0].at)
-        for delay, item in schedule(played, request.speed, max_gap=request.max_gap, track=track):
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if isinstance(item, TrackPoint):
-                self._send("poses", {"poses": {item.participant: item.pose}, "gone": []}, member.sid)
-            elif item.seq > request.start:
-                self._send("event", item.to_wire(), member.sid)
-                if item.kind == ServerKind.PARTICIPANT_LEAVE:
-                    self._send("poses", {"poses": {}, "gone": [item.data["participant"]]}, member.sid)
-        self._send("replay.end", {"seq": live.room.seq}, member.sid)
 
     def _spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.create_task(coroutine)

@@ -1,65 +1,55 @@
-"""The socket.io endpoint: python-socketio's AsyncServer in aiohttp mode, mounted on the app.
+"""The socket.io endpoint: python-socketio's AsyncServer in aiohttp mode, and every handler it dispatches to.
 
 A client connecting with ``auth: {token}`` equal to the admin token joins the ``admin`` room and receives
-``job`` events (reconstruction progress). Any other token must be a room invite: the session hub
-(server/hub.py) admits the socket to its room or refuses the connection, and handles its ``op``, ``pose``
-and ``resume`` messages.
+``job`` and ``pacs`` events (reconstruction and import progress). Any other token must be a room invite: the
+session hub (server/services/hub.py) admits the socket to its room or refuses the connection, and handles its
+``op``, ``pose`` and ``resume`` messages. docs/protocol.md is the protocol.
 """
 
 from __future__ import annotations
 
 import hmac
-import logging
 
 import socketio
-from aiohttp import hdrs, web
+from aiohttp import web
 
 from server.config import Settings
+from server.metrics import Metrics
+from server.middleware.websockets import SOCKET_PATH
+from server.services.hub import Hub
 
-log = logging.getLogger("theatrum.sockets")
 ADMIN_ROOM = "admin"
 
 
-SOCKET_PATH = "/socket.io/"
-
-
-@web.middleware
-async def plain_websockets(request: web.Request, handler):
-    """Serve socket.io's websockets without permessage-deflate: strip the offer, and aiohttp accepts none.
-
-    A room's traffic is many small frames (events, 20 Hz pose frames of a few KB) to every member: deflating
-    each copy for each socket costs the server CPU and every client latency, to save bandwidth that a
-    headset's link does not miss. HTTP responses keep their gzip (server/compression.py).
-    """
-    if request.path.startswith(SOCKET_PATH) and hdrs.SEC_WEBSOCKET_EXTENSIONS in request.headers:
-        headers = request.headers.copy()
-        del headers[hdrs.SEC_WEBSOCKET_EXTENSIONS]
-        request = request.clone(headers=headers)
-    return await handler(request)
-
-
-def attach_sockets(app: web.Application, settings: Settings) -> socketio.AsyncServer:
+def socket_server(app: web.Application, settings: Settings) -> socketio.AsyncServer:
+    """A python-socketio server mounted on `app` at /socket.io/ (handlers are added by `handle`)."""
     cors = list(settings.cors_origins) if settings.cors_origins else []
     # async_handlers=False: a socket's messages are handled in its reader, in order, without a task each
     # (thousands of poses a second); no handler waits on anything slow.
     sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins=cors, logger=False,
                                engineio_logger=False, max_http_buffer_size=1_000_000, async_handlers=False)
     sio.attach(app, socketio_path=SOCKET_PATH.strip("/"))
-    metrics = app["metrics"]
+    return sio
 
-    @sio.event
+
+def handle(sio: socketio.AsyncServer, hub: Hub, admin_token: str, metrics: Metrics) -> None:
+    """Register every socket handler: connect, disconnect, op, pose and resume."""
+    admin = admin_token.encode()
+
     async def connect(sid, environ, auth):
         token = (auth or {}).get("token") if isinstance(auth, dict) else None
-        admin = app["admin_token"].encode()
         if isinstance(token, str) and hmac.compare_digest(token.encode("utf-8", "surrogatepass"), admin):
             await sio.enter_room(sid, ADMIN_ROOM)
         else:
-            await app["hub"].connect(sid, auth)  # refuses with ConnectionRefusedError
+            await hub.connect(sid, auth)  # refuses with ConnectionRefusedError
         metrics.sockets.inc()
 
-    @sio.event
     async def disconnect(sid, reason=None):
         metrics.sockets.dec()
-        await app["hub"].disconnect(sid, reason)
+        await hub.disconnect(sid, reason)
 
-    return sio
+    sio.on("connect", connect)
+    sio.on("disconnect", disconnect)
+    sio.on("op", hub.on_op)
+    sio.on("pose", hub.on_pose)
+    sio.on("resume", hub.on_resume)

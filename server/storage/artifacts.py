@@ -1,42 +1,15 @@
-"""Content-addressed artifact files: ``<root>/<sha256[:2]>/<sha256><suffix>``, written atomically.
+"""Content-addressed files: ``<root>/<sha256[:2]>/<sha256><suffix>``, each written whole (server/storage/files.py).
 
-A file is written to a temporary name in the same folder, fsynced, then renamed into place, so a crash
-never leaves a partial artifact under a final name. Temporary files left by a crash are removed at start.
+DICOM instances (``.dcm``) and mesh artifacts (``.glb``) live here, named by the SHA-256 of their content, so
+the same bytes are stored once and a name always means the same content.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-TMP_PREFIX = ".tmp-"
-
-
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` via a temporary file + rename (same folder, so the rename is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+from server.storage.files import atomic_write, remove_partials
 
 
 class ArtifactStore:
@@ -53,32 +26,11 @@ class ArtifactStore:
         return self.root / digest[:2] / f"{digest}{suffix}"
 
     def put_bytes(self, data: bytes, suffix: str = "") -> str:
+        """Store `data` (once) and return its digest."""
         digest = hashlib.sha256(data).hexdigest()
         path = self.path_for(digest, suffix)
         if not path.exists():
-            atomic_write_bytes(path, data)
-        return digest
-
-    def put_file(self, src: Path, suffix: str = "", *, move: bool = False) -> str:
-        """Store a file's content (moving it when ``move`` and on the same filesystem)."""
-        digest = sha256_file(src)
-        path = self.path_for(digest, suffix)
-        if path.exists():
-            if move:
-                src.unlink(missing_ok=True)
-            return digest
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
-        os.close(fd)
-        try:
-            if move:
-                shutil.move(str(src), tmp)
-            else:
-                shutil.copyfile(src, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            atomic_write(path, data, mode=0o644)
         return digest
 
     def exists(self, digest: str, suffix: str = "") -> bool:
@@ -88,9 +40,5 @@ class ArtifactStore:
         self.path_for(digest, suffix).unlink(missing_ok=True)
 
     def remove_partials(self) -> int:
-        """Delete temporary files a crash left behind; returns how many."""
-        n = 0
-        for p in self.root.rglob(f"{TMP_PREFIX}*"):
-            p.unlink(missing_ok=True)
-            n += 1
-        return n
+        """Delete the temporary files a crash left behind; returns how many."""
+        return remove_partials(self.root)

@@ -7,13 +7,17 @@ series. Queries are short and run on the caller's thread; the server calls them 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from server.storage.errors import sqlite_errors
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -74,6 +78,23 @@ CREATE INDEX IF NOT EXISTS meshes_study ON meshes(study_id);
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 
 
+@dataclass(frozen=True)
+class SeriesRecord:
+    """A series row: its pseudonym, its study, the original UID (never shown), what it is, and the content
+    address of its pixels (`input_hash`, over its instances' SHA-256)."""
+
+    id: str
+    study_id: str
+    uid: str
+    modality: str
+    description: str
+    slices: int
+    rows: int
+    columns: int
+    spacing_mm: list[float]
+    input_hash: str
+
+
 class Catalog:
     """A thin, typed wrapper over the catalog database. Thread-safe through one lock."""
 
@@ -93,15 +114,31 @@ class Catalog:
 
     # -- low level ---------------------------------------------------------------------------------------
     def _all(self, sql: str, args: Iterable[Any] = ()) -> list[dict]:
-        with self._lock:
+        with self._lock, sqlite_errors("the catalog"):
             return [dict(r) for r in self._db.execute(sql, tuple(args)).fetchall()]
+
+    def _execute(self, sql: str, args: Iterable[Any] = ()) -> None:
+        with self._lock, sqlite_errors("the catalog"):
+            self._db.execute(sql, tuple(args))
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """The connection inside one IMMEDIATE transaction, under the lock."""
+        with self._lock, sqlite_errors("the catalog"):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def _one(self, sql: str, args: Iterable[Any] = ()) -> dict | None:
         rows = self._all(sql, args)
         return rows[0] if rows else None
 
-    def transaction(self):
-        """``with catalog.transaction() as db:`` runs statements atomically."""
+    def transaction(self) -> _Transaction:
+        """``with catalog.transaction() as batch:`` makes the batch's writes atomically (an import)."""
         return _Transaction(self)
 
     # -- studies -----------------------------------------------------------------------------------------
@@ -135,7 +172,7 @@ class Catalog:
 
     def delete_study(self, study_id: str) -> list[str]:
         """Remove a study and everything derived from it; returns the artifact digests no longer referenced."""
-        with self.transaction() as db:
+        with self._writing() as db:
             shas = [r[0] for r in db.execute("SELECT sha256 FROM instances WHERE study_id = ?", (study_id,))]
             for (arts,) in db.execute("SELECT artifacts FROM meshes WHERE study_id = ?", (study_id,)):
                 shas.extend(json.loads(arts).values())
@@ -152,13 +189,12 @@ class Catalog:
 
     # -- jobs --------------------------------------------------------------------------------------------
     def add_job(self, job: dict) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO jobs (id, study_id, series_id, params, cache_key, state, created_at) "
-                "VALUES (?, ?, ?, ?, ?, 'queued', ?)",
-                (job["id"], job["study_id"], job["series_id"], json.dumps(job["params"], sort_keys=True),
-                 job["cache_key"], time.time()),
-            )
+        self._execute(
+            "INSERT INTO jobs (id, study_id, series_id, params, cache_key, state, created_at) "
+            "VALUES (?, ?, ?, ?, ?, 'queued', ?)",
+            (job["id"], job["study_id"], job["series_id"], json.dumps(job["params"], sort_keys=True),
+             job["cache_key"], time.time()),
+        )
 
     def job(self, job_id: str) -> dict | None:
         r = self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -176,19 +212,17 @@ class Catalog:
         if "state" in fields and fields["state"] not in JOB_STATES:
             raise ValueError(f"unknown job state {fields['state']!r}")
         cols = ", ".join(f"{k} = ?" for k in fields)
-        with self._lock:
-            self._db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
+        self._execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
 
     # -- meshes ------------------------------------------------------------------------------------------
     def add_mesh(self, mesh: dict) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO meshes (id, study_id, series_id, preset, threshold, triangles, vertices, "
-                "bbox_lps_mm, artifacts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (mesh["id"], mesh["study_id"], mesh["series_id"], mesh["preset"], mesh["threshold"],
-                 mesh["triangles"], mesh["vertices"], json.dumps(mesh["bbox_lps_mm"]),
-                 json.dumps(mesh["artifacts"], sort_keys=True), time.time()),
-            )
+        self._execute(
+            "INSERT OR REPLACE INTO meshes (id, study_id, series_id, preset, threshold, triangles, vertices, "
+            "bbox_lps_mm, artifacts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (mesh["id"], mesh["study_id"], mesh["series_id"], mesh["preset"], mesh["threshold"],
+             mesh["triangles"], mesh["vertices"], json.dumps(mesh["bbox_lps_mm"]),
+             json.dumps(mesh["artifacts"], sort_keys=True), time.time()),
+        )
 
     def mesh(self, mesh_id: str) -> dict | None:
         r = self._one("SELECT * FROM meshes WHERE id = ?", (mesh_id,))
@@ -199,18 +233,57 @@ class Catalog:
         return [_decode_mesh(r) for r in rows]
 
 
+class Batch:
+    """The writes of one import, in one transaction (see `Catalog.transaction`)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def add_study(self, study_id: str, description: str, modality: str) -> None:
+        """Add the study if it is new, and `modality` to its modalities."""
+        self._db.execute("INSERT OR IGNORE INTO studies (id, created_at, description, modalities) VALUES (?, ?, ?, '')",
+                         (study_id, time.time(), description))
+        (current,) = self._db.execute("SELECT modalities FROM studies WHERE id = ?", (study_id,)).fetchone()
+        modalities = set(filter(None, current.split("\\"))) | {modality}
+        self._db.execute("UPDATE studies SET modalities = ? WHERE id = ?", ("\\".join(sorted(modalities)), study_id))
+
+    def instance_sha256(self, sop_uid: str) -> str | None:
+        """The content hash of a stored instance, or None if it is new."""
+        row = self._db.execute("SELECT sha256 FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone()
+        return row[0] if row else None
+
+    def add_instance(self, sop_uid: str, study_id: str, sha256: str, size: int) -> None:
+        """Record a stored instance. Requires a new SOPInstanceUID."""
+        self._db.execute("INSERT INTO instances (sop_uid, study_id, sha256, bytes) VALUES (?, ?, ?, ?)",
+                         (sop_uid, study_id, sha256, size))
+
+    def put_series(self, series: SeriesRecord) -> None:
+        """Add or replace a series row."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO series (id, study_id, uid, modality, description, slices, rows, columns, "
+            "spacing_mm, input_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (series.id, series.study_id, series.uid, series.modality, series.description, series.slices,
+             series.rows, series.columns, json.dumps(series.spacing_mm), series.input_hash))
+
+
 class _Transaction:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
 
-    def __enter__(self) -> sqlite3.Connection:
+    def __enter__(self) -> Batch:
         self.catalog._lock.acquire()
-        self.catalog._db.execute("BEGIN IMMEDIATE")
-        return self.catalog._db
+        try:
+            with sqlite_errors("the catalog"):
+                self.catalog._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.catalog._lock.release()
+            raise
+        return Batch(self.catalog._db)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            self.catalog._db.execute("ROLLBACK" if exc_type else "COMMIT")
+            with sqlite_errors("the catalog"):
+                self.catalog._db.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
             self.catalog._lock.release()
 

@@ -16,7 +16,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from server.storage.errors import sqlite_errors
 from sessions.replay import TrackPoint
 from sessions.roles import Role
 from sessions.sqlite_log import SqliteLogStore
@@ -57,7 +59,7 @@ class RoomCode:
 
 
 class RoomDatabase:
-    """The logs (`logs`, a SqliteLogStore) and the room rows, in one SQLite file."""
+    """The logs (`logs`, a SqliteLogStore) and the room rows, in one SQLite file. Failures raise StorageError."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,58 +71,66 @@ class RoomDatabase:
 
     def records(self) -> list[RoomRecord]:
         """Every room, oldest first."""
-        rows = self._db.execute("SELECT id, created_at, invite_exp, names FROM rooms ORDER BY created_at, id")
-        return [RoomRecord(r[0], r[1], r[2], json.loads(r[3])) for r in rows.fetchall()]
+        rows = self._rows("SELECT id, created_at, invite_exp, names FROM rooms ORDER BY created_at, id")
+        return [RoomRecord(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
     def stage_room(self, record: RoomRecord) -> None:
         """Insert the room's row in the open transaction; it commits with the room's first event."""
         names = json.dumps(record.names, sort_keys=True)
-        self._db.execute("INSERT INTO rooms (id, created_at, invite_exp, names) VALUES (?, ?, ?, ?)",
-                         (record.id, record.created_at, record.invite_exp, names))
+        self._write("INSERT INTO rooms (id, created_at, invite_exp, names) VALUES (?, ?, ?, ?)",
+                    (record.id, record.created_at, record.invite_exp, names))
 
     def stage_code(self, code: RoomCode) -> None:
         """Insert a code in the open transaction. Requires a code that `code_taken` says is free."""
-        self._db.execute("INSERT OR REPLACE INTO room_codes (code, room, role, exp) VALUES (?, ?, ?, ?)",
-                         (code.code, code.room, code.role.value, code.exp))
+        self._write("INSERT OR REPLACE INTO room_codes (code, room, role, exp) VALUES (?, ?, ?, ?)",
+                    (code.code, code.room, code.role.value, code.exp))
 
     def code_taken(self, code: str, now: float) -> bool:
         """Whether `code` stands for a room now (an expired code is free again)."""
-        row = self._db.execute("SELECT exp FROM room_codes WHERE code = ?", (code,)).fetchone()
-        return row is not None and row[0] > now
+        rows = self._rows("SELECT exp FROM room_codes WHERE code = ?", (code,))
+        return bool(rows) and rows[0][0] > now
 
     def code(self, code: str) -> RoomCode | None:
         """The code's row, expired or not, or None."""
-        query = "SELECT code, room, role, exp FROM room_codes WHERE code = ?"
-        row = self._db.execute(query, (code,)).fetchone()
-        return RoomCode(row[0], row[1], Role(row[2]), row[3]) if row else None
+        rows = self._rows("SELECT code, room, role, exp FROM room_codes WHERE code = ?", (code,))
+        return RoomCode(rows[0][0], rows[0][1], Role(rows[0][2]), rows[0][3]) if rows else None
 
     def codes_of(self, room: str) -> dict[Role, RoomCode]:
         """The codes of `room` by role."""
-        rows = self._db.execute("SELECT code, room, role, exp FROM room_codes WHERE room = ?", (room,))
-        return {Role(r[2]): RoomCode(r[0], r[1], Role(r[2]), r[3]) for r in rows.fetchall()}
+        rows = self._rows("SELECT code, room, role, exp FROM room_codes WHERE room = ?", (room,))
+        return {Role(r[2]): RoomCode(r[0], r[1], Role(r[2]), r[3]) for r in rows}
 
     def delete_codes(self, room: str) -> None:
         """Forget the codes of `room` (it closed), committed."""
-        self._db.execute("DELETE FROM room_codes WHERE room = ?", (room,))
-        self._db.commit()
+        self._write("DELETE FROM room_codes WHERE room = ?", (room,), commit=True)
 
     def add_track(self, room: str, points: Sequence[TrackPoint]) -> None:
         """Record avatar track points of `room`, committed. Requires no staged rows (they would commit too)."""
         if points:
-            self._db.executemany(
-                "INSERT INTO pose_track (room, at, participant, pose) VALUES (?, ?, ?, ?)",
-                [(room, p.at, p.participant, json.dumps(p.pose, separators=(",", ":"))) for p in points])
-            self._db.commit()
+            self._write("INSERT INTO pose_track (room, at, participant, pose) VALUES (?, ?, ?, ?)",
+                        [(room, p.at, p.participant, json.dumps(p.pose, separators=(",", ":"))) for p in points],
+                        many=True, commit=True)
 
     def track(self, room: str, since: int = 0) -> list[TrackPoint]:
         """The recorded track of `room` from server time `since` (ms), in time order."""
-        rows = self._db.execute("SELECT at, participant, pose FROM pose_track WHERE room = ? AND at >= ?"
-                                " ORDER BY at, id", (room, since))
-        return [TrackPoint(at, participant, json.loads(pose)) for at, participant, pose in rows.fetchall()]
+        rows = self._rows("SELECT at, participant, pose FROM pose_track WHERE room = ? AND at >= ?"
+                          " ORDER BY at, id", (room, since))
+        return [TrackPoint(at, participant, json.loads(pose)) for at, participant, pose in rows]
 
     def rollback(self) -> None:
         """Drop whatever was staged."""
-        self._db.rollback()
+        with sqlite_errors(ROOM_DB):
+            self._db.rollback()
+
+    def _rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple]:
+        with sqlite_errors(ROOM_DB):
+            return self._db.execute(sql, parameters).fetchall()
+
+    def _write(self, sql: str, parameters: Sequence[Any], *, many: bool = False, commit: bool = False) -> None:
+        with sqlite_errors(ROOM_DB):
+            (self._db.executemany if many else self._db.execute)(sql, parameters)
+            if commit:
+                self._db.commit()
 
     def close(self) -> None:
         """Close the database."""

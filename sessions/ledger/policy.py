@@ -9,13 +9,22 @@ tlog-checkpoint spec recommends), so a witness reading the note knows the log it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sessions.ledger.note import Checkpoint, sign_checkpoint
-from sessions.ledger.tree import MerkleLog
 
 DEFAULT_ORIGIN_PREFIX = "theatrum.local/rooms"
+
+
+class TreeHead(Protocol):
+    """What a cut reads of a log: its size and its root at any size (a MerkleLog, a room's EventLog)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def root(self, size: int | None = None) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -57,14 +66,14 @@ def room_origin(room: str, prefix: str = DEFAULT_ORIGIN_PREFIX) -> str:
 
 
 def cut_checkpoint(
-    merkle: MerkleLog, origin: str, key: Ed25519PrivateKey, now_ms: int, size: int | None = None
+    tree: TreeHead, origin: str, key: Ed25519PrivateKey, now_ms: int, size: int | None = None
 ) -> tuple[Checkpoint, str]:
     """(checkpoint, signed note) of the tree at `size` (default: the head), signed under key name `origin`.
 
-    Requires 0 < size <= merkle.size: an empty tree proves nothing and is never checkpointed.
+    Requires 0 < size <= tree.size: an empty tree proves nothing and is never checkpointed.
     """
-    size = merkle.size if size is None else size
-    if not 0 < size <= merkle.size:
-        raise ValueError(f"checkpoint size must be in [1, {merkle.size}], got {size}")
-    checkpoint = Checkpoint(origin, size, merkle.root(size), now_ms)
+    size = tree.size if size is None else size
+    if not 0 < size <= tree.size:
+        raise ValueError(f"checkpoint size must be in [1, {tree.size}], got {size}")
+    checkpoint = Checkpoint(origin, size, tree.root(size), now_ms)
     return checkpoint, sign_checkpoint(checkpoint, origin, key)

@@ -1,0 +1,28 @@
+"""The API's errors: every 4xx/5xx body is ``{"error": code, "detail": text}``.
+
+Handlers raise `ApiError`; server/middleware/errors.py turns it (and a service's own error, see
+server/services/errors.py) into the JSON response.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+
+class ApiError(Exception):
+    """An HTTP error answer: status, a machine-readable code, a readable detail, optional headers."""
+
+    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+
+
+def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
+    """The JSON error response."""
+    return web.Response(status=status, text=json.dumps({"error": code, "detail": detail}),
+                        content_type="application/json", headers=headers)

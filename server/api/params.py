@@ -1,0 +1,36 @@
+"""Reading a request: its JSON body and its integer query parameters, or a 4xx ApiError."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server.api.errors import ApiError
+
+
+async def read_json(request: web.Request) -> dict:
+    """The request body as a JSON object, or a 400/415 ApiError."""
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "malformed_json", "the body must be a JSON object")
+    return body
+
+
+def query_int(request: web.Request, name: str, *, default: int | None = None, low: int = 0) -> int:
+    """Query parameter `name` as an integer >= `low`; `default` when absent or empty (None: it is required)."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise ApiError(400, "bad_parameter", f"{name} is required")
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "bad_parameter", f"{name} must be an integer") from None
+    if value < low:
+        raise ApiError(400, "bad_parameter", f"{name} must be >= {low}")
+    return value

@@ -1,0 +1,69 @@
+"""HTTP handlers of the server itself: health, the OpenAPI document, the client's configuration, and the
+Prometheus metrics (at /metrics, outside the API).
+
+`GET /api/config` tells a client the server's tables (presets per modality, the identifying presets, the
+triangle budgets, the room limits and the permission matrix) so that the web client copies none of them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from functools import cache
+from pathlib import Path
+
+from aiohttp import web
+
+from reconstruction import __version__
+from reconstruction.presets import preset_names_for, presets_for
+from reconstruction.surface import DEFAULT_TARGET_TRIANGLES
+from server.api.rooms import IDENTIFYING_PRESETS
+from server.appkeys import JOBS, METRICS, SETTINGS
+from server.services.meshes import MAX_TRIANGLES, MIN_TRIANGLES, TRIANGLE_CHOICES
+from server.services.playback import MAX_REPLAY_SPEED
+from sessions.roles import permissions_table
+
+OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
+MODALITIES = ("CT", "MR")
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "queued_jobs": request.app[JOBS].queued_count()})
+
+
+@cache
+def openapi_document() -> dict:
+    """docs/openapi.json, read once."""
+    return json.loads(OPENAPI.read_text())
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+async def config(request: web.Request) -> web.Response:
+    """GET /api/config: the tables a client renders (admin, or any valid room invite)."""
+    limits = request.app[SETTINGS].room_limits
+    return web.json_response({
+        "version": __version__,
+        "modalities": {m: {"presets": list(presets_for(m)), "default_presets": preset_names_for(m)}
+                       for m in MODALITIES},
+        "identifying_presets": sorted(IDENTIFYING_PRESETS),
+        "target_triangles": {"default": DEFAULT_TARGET_TRIANGLES, "min": MIN_TRIANGLES, "max": MAX_TRIANGLES,
+                             "choices": list(TRIANGLE_CHOICES)},
+        "room_limits": asdict(limits),
+        "permissions": permissions_table(),
+        "replay": {"max_speed": MAX_REPLAY_SPEED},
+    })
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return request.app[METRICS].exposition(request.app[JOBS].queued_count())
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/api/health", health),
+        web.get("/api/openapi.json", openapi),
+        web.get("/api/config", config),
+    ]

@@ -1,0 +1,37 @@
+"""What the API shows of catalog rows: de-identified views (pseudonymous ids, modality, descriptions,
+dimensions and spacing). The socket `job` events carry the same job view.
+"""
+
+from __future__ import annotations
+
+from server.storage.catalog import Catalog
+
+
+def series_view(row: dict) -> dict:
+    return {key: row[key] for key in ("id", "modality", "description", "slices", "rows", "columns", "spacing_mm")}
+
+
+def mesh_view(row: dict) -> dict:
+    view = {key: row[key] for key in ("id", "study_id", "series_id", "preset", "threshold", "triangles", "vertices",
+                                      "bbox_lps_mm")}
+    return {**view, "url": f"/api/meshes/{row['id']}.glb"}
+
+
+def job_view(job: dict) -> dict:
+    keys = ("id", "study_id", "series_id", "state", "stage", "percent", "error", "mesh_ids",
+            "created_at", "started_at", "finished_at")
+    return {**{k: job.get(k) for k in keys}, "params": job["params"]}
+
+
+def study_view(catalog: Catalog, row: dict, *, detail: bool) -> dict:
+    view = {
+        "id": row["id"],
+        "description": row["description"],
+        "modalities": [m for m in row["modalities"].split("\\") if m],
+        "created_at": row["created_at"],
+        "instances": catalog.instance_count(row["id"]),
+        "series": [series_view(s) for s in catalog.series_of(row["id"])],
+    }
+    if detail:
+        view["meshes"] = [mesh_view(m) for m in catalog.meshes_of(row["id"])]
+    return view

@@ -1,0 +1,39 @@
+"""The stores' own errors, so that callers never handle a database engine's exceptions.
+
+`StorageError` says a store could not read or write; `StorageFullError` that the disk is full (the API
+answers 507). `sqlite_errors` turns sqlite3's exceptions into these at each store's boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import sqlite3
+from collections.abc import Iterator
+
+SQLITE_FULL = 13
+
+
+class StorageError(Exception):
+    """A store could not read or write: an I/O error, a locked, corrupt or unreadable database."""
+
+
+class StorageFullError(StorageError):
+    """There is no space left to write."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` (sqlite3 or OS) says the disk is full."""
+    if isinstance(error, sqlite3.Error):
+        return getattr(error, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(error)
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def sqlite_errors(what: str) -> Iterator[None]:
+    """Raise sqlite3 errors inside the block as StorageError (StorageFullError for a full disk), naming `what`."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        kind = StorageFullError if is_disk_full(error) else StorageError
+        raise kind(f"{what}: {error}") from error

@@ -1,0 +1,48 @@
+"""Writing a file whole or not at all: a temporary file in the same folder, fsynced, then renamed (or linked).
+
+A crash never leaves a partial file under its final name; `remove_partials` sweeps the temporary files a
+crash left behind (they all start with TMP_PREFIX).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+TMP_PREFIX = ".tmp-"
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, exclusive: bool = False) -> bool:
+    """Write `data` to `path` atomically with permissions `mode`; returns whether this call wrote it.
+
+    exclusive: never replace an existing file (the final step is a hard link, which fails if `path` exists), so
+    two writers racing for a key file both end up with the first one's; the call then returns False.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)  # created 0600
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, mode)
+        if not exclusive:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def remove_partials(root: Path) -> int:
+    """Delete the temporary files a crash left anywhere under `root`; returns how many."""
+    removed = 0
+    for path in root.rglob(f"{TMP_PREFIX}*"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
