@@ -7,6 +7,10 @@ never kept, and the stream is refused with `DecompressionBombError` (naming the 
 inflated more than the caller's limit, or more than ``MAX_RATIO`` times its compressed size past
 ``RATIO_FLOOR``. Deflate itself cannot expand more than about 1032 times, so a bomb is caught after at most
 a few hundred kilobytes of input beyond the floor.
+
+What pydicom keeps of a header costs far more than its bytes (a functional-group item of 48 bytes becomes
+2.7 KB of Python objects), so while a header is read the bytes handed out are held to a stricter ratio,
+``HEADER_RATIO`` past ``HEADER_FLOOR``: real per-frame functional groups deflate about 16 times.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ MAX_RATIO = 100.0
 """Inflated bytes per compressed byte past RATIO_FLOOR: real images deflate 2 to 10 times."""
 
 RATIO_FLOOR = 64 << 20
+
+HEADER_RATIO = 20.0
+"""Header bytes read (not skipped) per compressed byte past HEADER_FLOOR."""
+
+HEADER_FLOOR = 2 << 20
 
 _INPUT_BYTES = 1 << 16  # compressed bytes per read
 _OUTPUT_BYTES = 1 << 20  # inflated bytes per step
@@ -63,11 +72,13 @@ def file_meta_syntax(fp: BinaryIO) -> tuple[str | None, int]:
         offset += size + length
 
 
-def inflated_dataset(fp: BinaryIO, *, source: str, max_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> InflatingReader:
+def inflated_dataset(
+    fp: BinaryIO, *, source: str, max_bytes: int = DEFAULT_MAX_INFLATED_BYTES, header: bool = False
+) -> InflatingReader:
     """An InflatingReader over the dataset of the deflated file ``fp``, positioned at its start."""
     _, start = file_meta_syntax(fp)
     fp.seek(start)
-    return InflatingReader(fp, source=source, max_bytes=max_bytes)
+    return InflatingReader(fp, source=source, max_bytes=max_bytes, header=header)
 
 
 class InflatingReader:
@@ -75,11 +86,16 @@ class InflatingReader:
 
     ``read``, ``tell`` and ``seek`` count positions in the inflated dataset. Seeking forward inflates and drops
     what it passes; seeking back is possible for ``_LOOKBACK`` bytes. Raises DecompressionBombError when the
-    stream inflates past ``max_bytes`` or the ratio limit, InputError when the stream is corrupt.
+    stream inflates past ``max_bytes`` or the ratio limit (or, for a ``header``, hands out bytes past the
+    header ratio limit), InputError when the stream is corrupt.
     """
 
-    def __init__(self, raw: BinaryIO, *, source: str, max_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> None:
+    def __init__(
+        self, raw: BinaryIO, *, source: str, max_bytes: int = DEFAULT_MAX_INFLATED_BYTES, header: bool = False
+    ) -> None:
         self.name = source
+        self._header = header
+        self._handed_out = 0
         self._raw = raw
         self._source = source
         self._max_bytes = max_bytes
@@ -99,12 +115,15 @@ class InflatingReader:
         want = None if size is None or size < 0 else self._position + size
         while (want is None or end < want) and self._inflate():
             end = self._base + len(self._data)
+            self._check_header(self._handed_out + end - self._position)
         stop = end if want is None else min(want, end)
         start = min(self._position, stop)
+        self._check_header(self._handed_out + stop - start)
         with memoryview(self._data) as view:
             out = bytes(view[start - self._base : stop - self._base])
         self._position = start + len(out)
         self._forget_before(self._position - _LOOKBACK)
+        self._handed_out += len(out)
         return out
 
     def seek(self, offset: int, whence: int = 0) -> int:
@@ -152,6 +171,14 @@ class InflatingReader:
                 self._source,
                 f"the deflated dataset inflates more than {MAX_RATIO:.0f}x "
                 f"({self._produced} bytes from {self._consumed}): refused as a decompression bomb",
+            )
+
+    def _check_header(self, handed_out: int) -> None:
+        if self._header and handed_out > HEADER_FLOOR and handed_out > HEADER_RATIO * self._consumed:
+            raise DecompressionBombError(
+                self._source,
+                f"the deflated header inflates more than {HEADER_RATIO:.0f}x "
+                f"({handed_out} bytes read from {self._consumed}): refused as a decompression bomb",
             )
 
     def _forget_before(self, position: int) -> None:

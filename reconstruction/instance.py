@@ -202,7 +202,7 @@ def _read_deflated(
     no further than the pixel data element's header."""
     fp.seek(132 if has_preamble else 0)
     meta = read_dataset(fp, is_implicit_VR=False, is_little_endian=True, stop_when=_after_file_meta)
-    reader = inflated_dataset(fp, source=str(ref), max_bytes=max_inflated_bytes)
+    reader = inflated_dataset(fp, source=str(ref), max_bytes=max_inflated_bytes, header=True)
     ds = read_dataset(
         reader, is_implicit_VR=False, is_little_endian=True, stop_when=_at_pixel_data, specific_tags=_HEADER_TAGS
     )

@@ -21,8 +21,9 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import pydicom
-from pydicom.uid import MediaStorageDirectoryStorage
+from pydicom.uid import DeflatedExplicitVRLittleEndian, MediaStorageDirectoryStorage
 
+from .deflate import file_meta_syntax
 from .errors import InputError
 
 _DIRECTORY_NAMES = {"dicomdir", "dirfile"}
@@ -301,6 +302,13 @@ def _file_set_root(path: Path, references: list[list[str]], listings: dict) -> P
 
 def _directory_records(path: Path) -> list[pydicom.Dataset]:
     """The directory records of a DICOMDIR, flat (robust to reordered or invalid record hierarchies)."""
+    try:
+        with open(path, "rb") as fp:
+            deflated = file_meta_syntax(fp)[0] == DeflatedExplicitVRLittleEndian
+    except OSError as e:
+        raise InputError(str(path), f"cannot read DICOMDIR ({e})") from e
+    if deflated:  # pydicom would inflate it whole; PS3.10 requires Explicit VR Little Endian of a DICOMDIR
+        raise InputError(str(path), "a DICOMDIR must be Explicit VR Little Endian, not deflated")
     try:
         ds = pydicom.dcmread(path, force=True)
     except Exception as e:  # pydicom raises many types on malformed files; report one typed error

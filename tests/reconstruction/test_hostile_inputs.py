@@ -65,17 +65,35 @@ def slice_pixels(z: float, rows: int = 8, columns: int = 8) -> np.ndarray:
     return (np.arange(rows * columns, dtype=np.uint16).reshape(rows, columns) + 100 * int(z) + 1000)
 
 
-def write_deflated(path: Path, z: float, filler: bytes, repeats: int, undefined_length: bool = False) -> Path:
+def encoded(ds: Dataset) -> bytes:
+    """``ds`` in explicit VR little endian, without File Meta."""
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, False
+    write_dataset(out, ds)
+    return out.getvalue()
+
+
+def write_deflated(
+    path: Path,
+    z: float,
+    filler: bytes,
+    repeats: int,
+    undefined_length: bool = False,
+    *,
+    frames: int = 1,
+    elements: bytes = b"",
+) -> Path:
     """A deflated 8x8 CT slice whose private OB element (0029,1000) holds ``filler`` ``repeats`` times (of
-    undefined length, ended by a Sequence Delimitation Item, if ``undefined_length``).
+    undefined length, ended by a Sequence Delimitation Item, if ``undefined_length``); with NumberOfFrames
+    ``frames`` when more than one, and the encoded ``elements`` (groups 0029 to 7FDF) before its pixel data.
 
     Written as it is compressed, so that a bomb of gigabytes costs the test one block: after a full flush the
     compressor starts afresh, so the same block of input compresses to the same bytes every time.
     """
     ds = ct_slice(z, 8, 8, DeflatedExplicitVRLittleEndian)
-    header = DicomBytesIO()
-    header.is_little_endian, header.is_implicit_VR = True, False
-    write_dataset(header, ds)
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    header = encoded(ds)
     pixels = slice_pixels(z).astype("<u2").tobytes()
     private = b"\x29\x00\x10\x00LO" + (14).to_bytes(2, "little") + b"THEATRUM BOMB "
     length = 0xFFFFFFFF if undefined_length else len(filler) * repeats
@@ -87,7 +105,7 @@ def write_deflated(path: Path, z: float, filler: bytes, repeats: int, undefined_
     with open(path, "wb") as f:
         f.write(b"\0" * 128 + b"DICM")
         write_file_meta_info(f, ds.file_meta, enforce_standard=True)
-        f.write(deflate.compress(header.getvalue() + private) + deflate.flush(zlib.Z_FULL_FLUSH))
+        f.write(deflate.compress(header + private) + deflate.flush(zlib.Z_FULL_FLUSH))
         block = deflate.compress(filler) + deflate.flush(zlib.Z_FULL_FLUSH)
         f.write(block)
         if repeats > 1:
@@ -95,7 +113,7 @@ def write_deflated(path: Path, z: float, filler: bytes, repeats: int, undefined_
             assert again == block, "zlib no longer repeats a fully flushed block"
             f.write(block * (repeats - 2) if repeats > 2 else b"")
             f.write(again)
-        f.write(deflate.compress(pixel_element) + deflate.flush())
+        f.write(deflate.compress(elements + pixel_element) + deflate.flush())
     return path
 
 
@@ -170,6 +188,22 @@ def test_a_deflated_bomb_is_refused_naming_the_file_without_inflating_it(
     assert result["above_idle_mb"] < MEMORY_LIMIT_MB
 
 
+def test_a_deflated_header_of_countless_small_items_is_refused_before_pydicom_keeps_them(tmp_path: Path):
+    # 14 KB that inflate to 4.8 MB of per-frame functional groups, which pydicom would make 270 MB of objects of.
+    position = Dataset()
+    position.ImagePositionPatient = [0, 0, 1]
+    group = Dataset()
+    group.PlanePositionSequence = [position]
+    item = encoded(group)
+    items = (b"\xfe\xff\x00\xe0" + len(item).to_bytes(4, "little") + item) * 100_000
+    sequence = b"\x00\x52\x30\x92SQ\x00\x00" + len(items).to_bytes(4, "little") + items  # (5200,9230)
+    bomb = write_deflated(tmp_path / "groups.dcm", 0.0, b"", 0, frames=100_000, elements=sequence)
+    assert bomb.stat().st_size < 64 * 1024
+    result = read_in_a_fresh_process(tmp_path)
+    assert result["outcome"].startswith(f"DecompressionBombError: {bomb}: the deflated header inflates more than")
+    assert result["above_idle_mb"] < MEMORY_LIMIT_MB
+
+
 def test_a_deflated_dataset_past_the_callers_limit_is_refused(tmp_path: Path):
     # Random bytes barely deflate, so only the caller's limit (e.g. from its upload limit) stops this one.
     noise = np.random.default_rng(7).integers(0, 256, MiB, dtype=np.uint8).tobytes()
@@ -178,6 +212,13 @@ def test_a_deflated_dataset_past_the_callers_limit_is_refused(tmp_path: Path):
         find_series([tmp_path], max_inflated_bytes=4 * MiB)
     assert error.value.source == str(big)
     assert len(find_series([tmp_path], max_inflated_bytes=8 * MiB).skipped) == 1  # a single slice, not a bomb
+
+
+def test_a_deflated_dicomdir_is_refused_before_it_is_inflated(tmp_path: Path):
+    dicomdir = write_deflated(tmp_path / "DICOMDIR", 0.0, bytes(16 * MiB), 255)
+    with pytest.raises(InputError, match="a DICOMDIR must be Explicit VR Little Endian") as error:
+        find_series([dicomdir])
+    assert error.value.source == str(dicomdir)
 
 
 def test_one_bomb_stops_the_whole_read(tmp_path: Path):
