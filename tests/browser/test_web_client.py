@@ -158,6 +158,12 @@ WATCH_ANNOTATIONS = """() => {
 }"""
 
 
+# The values of form elements (for Locator.evaluate_all): all of them, the checked ones, the disabled ones.
+VALUES = "(elements) => elements.map((e) => e.value)"
+CHECKED = "(boxes) => boxes.filter((b) => b.checked).map((b) => b.value)"
+DISABLED = "(boxes) => boxes.filter((b) => b.disabled).map((b) => b.value)"
+
+
 def room_events(theatrum: Theatrum, classroom: Classroom) -> list[dict]:
     r = theatrum.api.get(f"/api/rooms/{classroom.room['room']['id']}/events")
     assert r.status == 200, r.body[:500]
@@ -309,11 +315,16 @@ def test_student_resumes_after_a_dropped_connection(classroom):
     assert student.js("theatrum.room.state.seq") == instructor.js("theatrum.room.state.seq")
 
 
-def test_instructor_leads_mutes_and_promotes(classroom):
+def test_instructor_leads_mutes_and_promotes(classroom, theatrum):
     instructor, student = classroom.instructor, classroom.student
     assert not instructor.js("theatrum.xr.presenting")
     student_id = student.js("theatrum.room.state.you.id")
     me = f"#participants li[data-id='{student_id}']"
+    # Moderation is the instructor's, and the roles to choose from are the server's (its permissions).
+    assert not student.page.locator("#moderation").is_visible()
+    assert student.page.locator("#participants button.mute, #participants select.role").count() == 0
+    roles = theatrum.api.get("/api/config").json()["permissions"]["roles"]
+    assert instructor.page.locator(f"{me} select.role option").evaluate_all(VALUES) == roles
 
     # Follow-me: the student's view takes the instructor's head pose (the instructor's camera, on a desktop).
     instructor.page.click("#follow-toggle")
@@ -439,6 +450,36 @@ def skull_series(folder: Path) -> list[Path]:
     positions = [(-63.0, -63.0, k * spacing) for k in range(n)]
     return write_ct_series(folder, positions, (hu + 1024).astype(np.uint16), pixel_spacing=(spacing, spacing),
                            thickness=spacing, description="SPHERE PHANTOM")
+
+
+def test_lobby_offers_what_the_server_config_says(browser, theatrum):
+    """The tissues, the triangle budgets and the surfaces a training room refuses are the server's (GET
+    /api/config), and so are the room limits the pages enforce: the client keeps no copy of these tables."""
+    config = theatrum.api.get("/api/config").json()
+    study = theatrum.api.get(f"/api/studies/{theatrum.study['id']}").json()
+    preset_of = {m["id"]: m["preset"] for m in study["meshes"]}
+    identifying = set(config["identifying_presets"]) & set(preset_of.values())
+    assert identifying, "the imported study has no surface a training room refuses (--import builds skin)"
+    admin = Client(browser, theatrum.url, f"token={theatrum.server.token}")
+    try:
+        card = admin.page.locator(f"li.study[data-id='{study['id']}']")
+        card.wait_for(timeout=10_000)
+        ct = config["modalities"]["CT"]
+        assert card.locator("input[name='preset']").evaluate_all(VALUES) == ct["presets"]
+        assert card.locator("input[name='preset']").evaluate_all(CHECKED) == ct["default_presets"]
+        budgets = config["target_triangles"]
+        assert card.locator("select.budget option").evaluate_all(VALUES) == [str(b) for b in budgets["choices"]]
+        assert card.locator("select.budget").input_value() == str(budgets["default"])
+        assert admin.page.get_attribute("#join-name", "maxlength") == str(config["room_limits"]["max_name_length"])
+
+        choices = card.locator(".mesh-choice")
+        assert {preset_of[m] for m in choices.evaluate_all(DISABLED)} == identifying  # a training room's
+        assert card.locator(".reason", has_text="can show the face").count() == len(choices.evaluate_all(DISABLED))
+        card.locator("select.room-mode").select_option("consult")
+        assert choices.evaluate_all(DISABLED) == []
+        assert not admin.errors, admin.errors
+    finally:
+        admin.close()
 
 
 def test_lobby_upload_reconstruct_create_room_and_join(browser, theatrum, tmp_path, artifacts):

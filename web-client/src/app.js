@@ -46,8 +46,7 @@ export async function start(root) {
 		return startRoom(root, credentials.invite, { debug, replay: credentials.replay });
 	}
 	if (credentials.view === 'lobby') {
-		const { Lobby } = await import('./lobby/lobby.js');
-		const config = await ServerConfig.load(new Api(credentials.admin));
+		const [{ Lobby }, config] = await Promise.all([import('./lobby/lobby.js'), ServerConfig.load(new Api(credentials.admin))]);
 		const lobby = new Lobby(root, credentials.admin, config);
 		window.theatrum.lobby = lobby;
 		await lobby.refresh();

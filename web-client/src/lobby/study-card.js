@@ -34,7 +34,7 @@ export class StudyCard {
 		this.jobProgress.hide();
 		this.meshList = h('ul', { class: 'meshes' });
 		this.previewBox = h('div', { class: 'preview', hidden: true });
-		this.roomTitle = h('input', { class: 'room-title', placeholder: 'Room title (no patient names)', maxlength: config.limits.max_title_length, value: study.description || '' });
+		this.roomTitle = h('input', { class: 'room-title', placeholder: 'Room title (no patient names)', value: study.description || '' });
 		this.roomMode = h('select', { class: 'room-mode', onchange: () => this.renderMeshes() },
 			h('option', { value: 'training' }, 'Training (de-identified)'), h('option', { value: 'consult' }, 'Consult'));
 		this.createButton = h('button', { class: 'create-room primary', onclick: () => this.createRoom() }, 'Create room');
