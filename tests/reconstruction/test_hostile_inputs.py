@@ -10,22 +10,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from conftest import write_ct_series
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
-from pydicom.uid import (
-    CTImageStorage,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
-    JPEGBaseline8Bit,
-    generate_uid,
-)
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, JPEGBaseline8Bit
 
 from reconstruction.assembly import assemble_volume
 from reconstruction.errors import DecompressionBombError, InputError, PixelDataError, VolumeTooLargeError
@@ -37,32 +34,20 @@ SERIES_UID = "1.2.826.0.1.3680043.8.498.77"
 
 
 def ct_slice(z: float, rows: int, columns: int, transfer_syntax: str = ExplicitVRLittleEndian) -> Dataset:
-    """The header of one axial CT slice (8 bits stored in 16) of series SERIES_UID, without pixel data."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = transfer_syntax
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.StudyInstanceUID = SERIES_UID + ".1"
-    ds.SeriesInstanceUID = SERIES_UID
-    ds.Modality = "CT"
-    ds.SeriesNumber = 3
-    ds.ImagePositionPatient = [0, 0, z]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.PixelSpacing = [0.5, 0.5]
-    ds.SliceThickness = 1
+    """The header of one axial CT slice of series SERIES_UID (as conftest writes them: 12 bits stored, intercept
+    -1024) declaring ``rows`` x ``columns``, without pixel data."""
+    with tempfile.TemporaryDirectory() as folder:
+        (path,) = write_ct_series(Path(folder), [(0.0, 0.0, z)], series_uid=SERIES_UID)
+        ds = pydicom.dcmread(path)
+    del ds.PixelData
     ds.Rows, ds.Columns = rows, columns
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
     return ds
 
 
-def slice_pixels(z: float, rows: int = 8, columns: int = 8) -> np.ndarray:
-    return (np.arange(rows * columns, dtype=np.uint16).reshape(rows, columns) + 100 * int(z) + 1000)
+def slice_pixels(z: float) -> np.ndarray:
+    """8x8 stored values of the slice at ``z`` (within 12 bits)."""
+    return np.arange(64, dtype=np.uint16).reshape(8, 8) + 100 * int(z) + 1000
 
 
 def encoded(ds: Dataset) -> bytes:
@@ -123,6 +108,7 @@ def write_native_series(folder: Path, rows: int, columns: int, pixel_data: bytes
     for k in range(slices):
         ds = ct_slice(float(k), rows, columns)
         ds.PixelData = pixel_data
+        ds["PixelData"].VR = "OW"
         ds.save_as(folder / f"IM{k}.dcm", enforce_file_format=True)
     return folder
 
