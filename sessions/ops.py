@@ -1,9 +1,10 @@
 """Ops: what a client may ask a room to do, their schema, and typed errors.
 
-`parse_op(message, limits)` turns an untrusted client message `{kind, ...fields}` into an `Op` whose `data`
-is validated and normalised (numbers as finite floats, unit vectors and quaternions normalised, strings
-bounded). It checks the message alone; what depends on the room (does the annotation exist, is the version
-stale, may this role do it) is checked by `sessions.state` and `sessions.room`.
+Each kind's parser (`parse_<kind>`) turns the fields of an untrusted client message into the op's `data`,
+validated and normalised (numbers as finite floats, unit vectors and quaternions normalised, strings
+bounded). sessions/protocol.py says which parser each kind uses (`parse_op`). A parser checks the message
+alone; what depends on the room (does the annotation exist, is the version stale, may this role do it) is
+checked by `sessions.state` and `sessions.room`.
 
 Never trusted from a client: author, seq, time, role of the sender, room, hash, layer and any server-computed
 value (a measurement's length). A message carrying one is rejected, as is any unknown field.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -112,21 +113,7 @@ class Op:
     data: dict[str, Any]
 
 
-def parse_op(message: Any, limits: RoomLimits) -> Op:
-    """The validated Op of a client message, or OpError. Requires nothing of `message`."""
-    if not isinstance(message, Mapping):
-        raise invalid("an op must be a JSON object")
-    _check_size(message, limits.max_op_bytes)
-    kind_name = message.get("kind")
-    try:
-        kind = OpKind(kind_name)
-    except ValueError:
-        raise invalid(f"unknown op kind {kind_name!r}") from None
-    fields = {key: value for key, value in message.items() if key != "kind"}
-    return Op(kind, _PARSERS[kind](fields, limits))
-
-
-def _check_size(message: Mapping[str, Any], max_bytes: int) -> None:
+def check_size(message: Mapping[str, Any], max_bytes: int) -> None:
     """Refuse a message larger than `max_bytes` as JSON. Requires a mapping."""
     try:
         size = len(json.dumps(message, ensure_ascii=False, allow_nan=True).encode("utf-8", "surrogatepass"))
@@ -288,7 +275,7 @@ def annotation_field(name: str, value: Any, limits: RoomLimits) -> Any:
 # ---- one parser per kind ------------------------------------------------------------------------------
 
 
-def _annotation_create(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+def parse_annotation_create(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
     """{type, ...fields} of a new annotation. Requires the op's fields."""
     try:
         kind = AnnotationType(fields.get("type"))
@@ -303,7 +290,7 @@ def _annotation_create(fields: Mapping[str, Any], limits: RoomLimits) -> dict[st
     return data
 
 
-def _annotation_update(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+def parse_annotation_update(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
     """{id, version?, ...changed fields}. Requires the op's fields; the type check is the state's."""
     if "type" in fields:
         raise invalid("the type of an annotation cannot change")
@@ -319,13 +306,13 @@ def _annotation_update(fields: Mapping[str, Any], limits: RoomLimits) -> dict[st
     return {"id": identifier(fields["id"], "id"), **_version(fields), **changed}
 
 
-def _annotation_delete(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+def parse_annotation_delete(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
     """{id, version?}. Requires the op's fields."""
     _expect(fields, {"id"}, {"version"})
     return {"id": identifier(fields["id"], "id"), **_version(fields)}
 
 
-def _clip_set(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+def parse_clip_set(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
     """{id?, version?, normal, constant}: the plane normal . x + constant = 0 in model space (metres).
 
     Requires the op's fields; `plane` is {normal, constant} or {point, normal}.
@@ -350,13 +337,13 @@ def _clip_set(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
     return {**data, **_version(fields)}
 
 
-def _clip_clear(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+def parse_clip_clear(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
     """{id?}: one plane, or all of them. Requires the op's fields."""
     _expect(fields, set(), {"id"})
     return {"id": identifier(fields["id"], "id")} if "id" in fields else {}
 
 
-def _model_transform(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+def parse_model_transform(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
     """{position?, quaternion?, scale?, version?}, at least one of the three. Requires the op's fields."""
     _expect(fields, set(), {"position", "quaternion", "scale", "version"})
     data: dict[str, Any] = {}
@@ -371,7 +358,7 @@ def _model_transform(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str,
     return {**data, **_version(fields)}
 
 
-def _pointer_highlight(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+def parse_pointer_highlight(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
     """{position, target?}: a model-space point and optionally the id of what it points at."""
     _expect(fields, {"position"}, {"target"})
     data: dict[str, Any] = {"position": vector(fields["position"], "position", 3, limits.max_model_metres)}
@@ -380,13 +367,13 @@ def _pointer_highlight(fields: Mapping[str, Any], limits: RoomLimits) -> dict[st
     return data
 
 
-def _no_fields(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+def parse_no_fields(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
     """{}: the op carries nothing but its kind. Requires the op's fields."""
     _expect(fields, set())
     return {}
 
 
-def _participant_role(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+def parse_participant_role(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
     """{participant, role}. Requires the op's fields."""
     _expect(fields, {"participant", "role"})
     try:
@@ -396,7 +383,7 @@ def _participant_role(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str
     return {"participant": identifier(fields["participant"], "participant"), "role": role.value}
 
 
-def _participant_mute(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+def parse_participant_mute(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
     """{participant, muted}. Requires the op's fields."""
     _expect(fields, {"participant", "muted"})
     if not isinstance(fields["muted"], bool):
@@ -404,25 +391,7 @@ def _participant_mute(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str
     return {"participant": identifier(fields["participant"], "participant"), "muted": fields["muted"]}
 
 
-def _participant_kick(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+def parse_participant_kick(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
     """{participant}. Requires the op's fields."""
     _expect(fields, {"participant"})
     return {"participant": identifier(fields["participant"], "participant")}
-
-
-_PARSERS: dict[OpKind, Callable[[Mapping[str, Any], RoomLimits], dict[str, Any]]] = {
-    OpKind.ANNOTATION_CREATE: _annotation_create,
-    OpKind.ANNOTATION_UPDATE: _annotation_update,
-    OpKind.ANNOTATION_DELETE: _annotation_delete,
-    OpKind.CLIP_SET: _clip_set,
-    OpKind.CLIP_CLEAR: _clip_clear,
-    OpKind.MODEL_TRANSFORM: _model_transform,
-    OpKind.POINTER_HIGHLIGHT: _pointer_highlight,
-    OpKind.ROOM_LOCK: _no_fields,
-    OpKind.ROOM_UNLOCK: _no_fields,
-    OpKind.PARTICIPANT_ROLE: _participant_role,
-    OpKind.PARTICIPANT_MUTE: _participant_mute,
-    OpKind.PARTICIPANT_KICK: _participant_kick,
-    OpKind.FOLLOW_START: _no_fields,
-    OpKind.FOLLOW_STOP: _no_fields,
-}

@@ -17,6 +17,7 @@ from operator import itemgetter
 from typing import Any
 
 from sessions.events import Event
+from sessions.protocol import apply_event
 from sessions.state import RoomState
 
 
@@ -67,5 +68,5 @@ def state_at(events: Iterable[Event], seq: int) -> RoomState:
     for event in events:
         if event.seq > seq:
             break
-        state.apply(event)
+        apply_event(state, event)
     return state

@@ -1,7 +1,7 @@
 """A room: the authority that turns ops into events, in one total order, durably.
 
 `Room.apply(message, participant, at)` validates the op (schema, bounds), checks the sender's permission
-(sessions.roles), checks it against the state (exists, version, limits), gives it the room's next seq, builds
+(sessions.protocol), checks it against the state (exists, version, limits), gives it the room's next seq, builds
 the Event, appends it to the log (committed) and applies it to the state; then it returns the event, which
 the server acks and broadcasts. Any refusal is an OpError and changes nothing.
 
@@ -25,8 +25,9 @@ from typing import Any
 from sessions.events import SERVER, Event, ServerKind
 from sessions.limits import RoomLimits
 from sessions.log import EventLog, LogCorruptError, LogError
-from sessions.ops import ErrorCode, OpError, OpKind, identifier, invalid, parse_op, text
-from sessions.roles import Role, may
+from sessions.ops import ErrorCode, OpError, OpKind, identifier, invalid, text
+from sessions.protocol import apply_event, may, parse_op, prepare
+from sessions.roles import Role
 from sessions.state import Participant, RoomState, StateError
 
 __all__ = ["Room", "RoomInfo", "RoomLimits", "RoomMode"]
@@ -96,7 +97,7 @@ class Room:
             if event.seq == 1 and event.kind != ServerKind.ROOM_OPEN:
                 raise LogCorruptError(f"room {log.room}: the log starts with {event.kind}, not room.open")
             try:
-                state.apply(event)
+                apply_event(state, event)
             except StateError as error:
                 raise LogCorruptError(f"room {log.room}: {error}") from error
             last_at = event.at
@@ -199,7 +200,7 @@ class Room:
                      locked=self.state.locked, muted=participant.muted)
         if reason is not None:
             raise OpError(ErrorCode.FORBIDDEN, reason)
-        data = self.state.prepare(op, pid, self.seq + 1, self.limits)
+        data = prepare(self.state, op, pid, self.seq + 1, self.limits)
         return self._append(pid, op.kind, data, at)
 
     def _sender(self, pid: str) -> Participant:
@@ -231,7 +232,7 @@ class Room:
         at = max(at, self._last_at)
         event = Event.create(self.id, self.seq + 1, at, author, str(kind), data)
         self.log.append(event)
-        self.state.apply(event)
+        apply_event(self.state, event)
         self._last_at = at
         return event
 

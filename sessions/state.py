@@ -2,11 +2,13 @@
 
 Two halves, so that live ops and log replay can never disagree:
 
-- `prepare(op, author, seq, limits)` checks an op against the current state (the object exists, the version
-  is not stale, a room limit is not reached) and returns the event data, with server-computed values
+- `prepare_<kind>(data, author, seq, limits)` checks an op against the current state (the object exists, the
+  version is not stale, a room limit is not reached) and returns the event data, with server-computed values
   (ids, a measurement's length). It changes nothing; it raises OpError.
-- `apply(event)` changes the state, deterministically, from the event alone. It is used live (after the event
-  is durable) and to replay a log after a restart, so the same events always give the same snapshot.
+- `apply_<kind>(event)` changes the state, deterministically, from the event alone. It is used live (after the
+  event is durable) and to replay a log after a restart, so the same events always give the same snapshot.
+
+sessions/protocol.py says which of these each kind uses (`prepare`, `apply_event` dispatch on it).
 
 Versions. Every object records the seq of the event that last changed it (`version`) and, per field, the seq
 that last changed that field (`versions`). Last writer wins per (object, field); an op that carries
@@ -20,13 +22,13 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sessions.events import Event, ServerKind
+from sessions.events import Event
 from sessions.limits import RoomLimits
-from sessions.ops import ANNOTATION_FIELDS, AnnotationType, ErrorCode, Op, OpError, OpKind, invalid
+from sessions.ops import ANNOTATION_FIELDS, AnnotationType, ErrorCode, OpError, OpKind, invalid
 from sessions.roles import Role
 
 
@@ -157,14 +159,7 @@ class RoomState:
 
     # ---- prepare: check an op, return the event data ------------------------------------------------
 
-    def prepare(self, op: Op, author: str, seq: int, limits: RoomLimits) -> dict[str, Any]:
-        """The data of the event that `op` by `author` becomes at `seq`, or OpError. Changes nothing.
-
-        Requires a parsed op whose permission the room has already checked.
-        """
-        return _PREPARE[op.kind](self, op.data, author, seq, limits)
-
-    def _prepare_annotation_create(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+    def prepare_annotation_create(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
         """A new annotation in the author's layer. Requires a parsed annotation.create."""
         if len(self.annotations) >= limits.max_annotations:
             raise OpError(ErrorCode.LIMIT,
@@ -174,7 +169,7 @@ class RoomState:
             result["length_mm"] = measure_mm(data["a"], data["b"])
         return result
 
-    def _prepare_annotation_update(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+    def prepare_annotation_update(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
         """The changed fields (and a recomputed length). Requires a parsed annotation.update."""
         annotation = self._annotation(data["id"])
         changed = {key: value for key, value in data.items() if key not in ("id", "version")}
@@ -192,13 +187,13 @@ class RoomState:
             result["length_mm"] = measure_mm(a, b)
         return result
 
-    def _prepare_annotation_delete(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+    def prepare_annotation_delete(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
         """{id}. Requires a parsed annotation.delete."""
         annotation = self._annotation(data["id"])
         _check_version(data, annotation.version, {}, {}, f"annotation {annotation.id}")
         return {"id": annotation.id}
 
-    def _prepare_clip_set(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+    def prepare_clip_set(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
         """{id, normal, constant}: a new plane, or a replaced one. Requires a parsed clip.set."""
         plane = {"normal": data["normal"], "constant": data["constant"]}
         if "id" in data:
@@ -210,33 +205,33 @@ class RoomState:
                           f"the room has the maximum of {limits.max_clip_planes} clip planes")
         return {"id": f"c{seq}", **plane}
 
-    def _prepare_clip_clear(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+    def prepare_clip_clear(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
         """{id} of one existing plane, or {} for all. Requires a parsed clip.clear."""
         return {"id": self._clip(data["id"]).id} if "id" in data else {}
 
-    def _prepare_model_transform(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+    def prepare_model_transform(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
         """The changed transform fields. Requires a parsed model.transform."""
         changed = {key: value for key, value in data.items() if key != "version"}
         _check_version(data, self.model.version, self.model.versions, changed, "the model transform")
         return changed
 
-    def _prepare_as_is(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+    def prepare_as_is(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
         """The op's data unchanged (pointer, lock, follow). Requires a parsed op."""
         return dict(data)
 
-    def _prepare_participant_role(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+    def prepare_participant_role(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
         """{participant, role}. Requires a parsed participant.role."""
         self._target(data["participant"], author, "change your own role")
         return dict(data)
 
-    def _prepare_participant_mute(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+    def prepare_participant_mute(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
         """{participant, muted}. Requires a parsed participant.mute."""
         target = self._target(data["participant"], author, "mute yourself")
         if target.role is Role.INSTRUCTOR:
             raise OpError(ErrorCode.FORBIDDEN, "instructors cannot be muted")
         return dict(data)
 
-    def _prepare_participant_kick(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+    def prepare_participant_kick(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
         """{participant}. Requires a parsed participant.kick."""
         target = self._target(data["participant"], author, "remove yourself")
         if target.role is Role.INSTRUCTOR:
@@ -268,31 +263,18 @@ class RoomState:
 
     # ---- apply: the deterministic change -----------------------------------------------------------
 
-    def apply(self, event: Event) -> None:
-        """Apply the next event. Requires event.seq == self.seq + 1 and data made by prepare (or the room)."""
-        if event.seq != self.seq + 1:
-            raise StateError(f"event seq {event.seq} does not follow state seq {self.seq}")
-        handler = _APPLY.get(event.kind)
-        if handler is None:
-            raise StateError(f"event {event.seq}: unknown kind {event.kind!r}")
-        try:
-            handler(self, event)
-        except (KeyError, TypeError, ValueError) as error:
-            raise StateError(f"event {event.seq} ({event.kind}) cannot apply: {error!r}") from error
-        self.seq = event.seq
-
-    def _apply_room_open(self, event: Event) -> None:
+    def apply_room_open(self, event: Event) -> None:
         """Record the room's id and description. Requires the first event."""
         self.room = {"id": event.room, **copy.deepcopy(event.data)}
 
-    def _apply_room_close(self, event: Event) -> None:
+    def apply_room_close(self, event: Event) -> None:
         """Close the room: everyone leaves, follow-me ends."""
         self.closed = True
         self.follow = None
         for pid, participant in self.participants.items():
             self.participants[pid] = replace(participant, present=False)
 
-    def _apply_participant_join(self, event: Event) -> None:
+    def apply_participant_join(self, event: Event) -> None:
         """Add or return a participant, with the role the room decided."""
         data = event.data
         known = self.participants.get(data["participant"])
@@ -303,11 +285,11 @@ class RoomState:
         else:
             self.participants[known.id] = replace(known, name=data["name"], role=role, present=True)
 
-    def _apply_participant_leave(self, event: Event) -> None:
+    def apply_participant_leave(self, event: Event) -> None:
         """Mark a participant absent; a leaving leader ends follow-me."""
         self._absent(event.data["participant"])
 
-    def _apply_annotation_create(self, event: Event) -> None:
+    def apply_annotation_create(self, event: Event) -> None:
         """Add the annotation, every field at this seq."""
         data = event.data
         fields = {key: value for key, value in data.items() if key not in ("id", "type", "layer")}
@@ -316,7 +298,7 @@ class RoomState:
             event.seq, dict.fromkeys(fields, event.seq),
         )
 
-    def _apply_annotation_update(self, event: Event) -> None:
+    def apply_annotation_update(self, event: Event) -> None:
         """Overwrite the changed fields (a null position removes it)."""
         annotation = self.annotations[event.data["id"]]
         changed = {key: value for key, value in event.data.items() if key != "id"}
@@ -326,24 +308,24 @@ class RoomState:
         self.annotations[annotation.id] = replace(annotation, fields=fields, version=event.seq,
                                                   versions=versions)
 
-    def _apply_annotation_delete(self, event: Event) -> None:
+    def apply_annotation_delete(self, event: Event) -> None:
         """Remove the annotation."""
         del self.annotations[event.data["id"]]
 
-    def _apply_clip_set(self, event: Event) -> None:
+    def apply_clip_set(self, event: Event) -> None:
         """Add or replace the plane."""
         data = event.data
         self.clips[data["id"]] = ClipPlane(data["id"], tuple(data["normal"]), data["constant"], event.author,
                                            event.seq)
 
-    def _apply_clip_clear(self, event: Event) -> None:
+    def apply_clip_clear(self, event: Event) -> None:
         """Remove one plane, or all."""
         if "id" in event.data:
             del self.clips[event.data["id"]]
         else:
             self.clips.clear()
 
-    def _apply_model_transform(self, event: Event) -> None:
+    def apply_model_transform(self, event: Event) -> None:
         """Overwrite the changed transform fields."""
         data = event.data
         model = self.model
@@ -352,14 +334,14 @@ class RoomState:
             data.get("scale", model.scale), event.seq, {**model.versions, **dict.fromkeys(data, event.seq)},
         )
 
-    def _apply_nothing(self, event: Event) -> None:
+    def apply_nothing(self, event: Event) -> None:
         """A pointer highlight is history, not state."""
 
-    def _apply_lock(self, event: Event) -> None:
+    def apply_lock(self, event: Event) -> None:
         """Lock or unlock the model."""
         self.locked = event.kind == OpKind.ROOM_LOCK
 
-    def _apply_participant_role(self, event: Event) -> None:
+    def apply_participant_role(self, event: Event) -> None:
         """Change a role; an instructor is never muted, and only an instructor leads follow-me."""
         target = self.participants[event.data["participant"]]
         role = Role(event.data["role"])
@@ -368,18 +350,18 @@ class RoomState:
         if self.follow == target.id and role is not Role.INSTRUCTOR:
             self.follow = None
 
-    def _apply_participant_mute(self, event: Event) -> None:
+    def apply_participant_mute(self, event: Event) -> None:
         """Mute or unmute a participant's tools."""
         target = self.participants[event.data["participant"]]
         self.participants[target.id] = replace(target, muted=event.data["muted"])
 
-    def _apply_participant_kick(self, event: Event) -> None:
+    def apply_participant_kick(self, event: Event) -> None:
         """Remove a participant for good."""
         target = self.participants[event.data["participant"]]
         self.participants[target.id] = replace(target, kicked=True)
         self._absent(target.id)
 
-    def _apply_follow(self, event: Event) -> None:
+    def apply_follow(self, event: Event) -> None:
         """Start (the author leads) or stop follow-me."""
         self.follow = event.author if event.kind == OpKind.FOLLOW_START else None
 
@@ -440,43 +422,3 @@ def _check_version(data: Mapping[str, Any], version: int, versions: Mapping[str,
     if any(changed_at > seen for changed_at in touched):
         raise OpError(ErrorCode.STALE_VERSION,
                       f"{what} changed after version {seen}; it is now at version {version}", version)
-
-
-_Prepare = Callable[[RoomState, dict, str, int, RoomLimits], dict]
-_PREPARE: dict[OpKind, _Prepare] = {
-    OpKind.ANNOTATION_CREATE: RoomState._prepare_annotation_create,
-    OpKind.ANNOTATION_UPDATE: RoomState._prepare_annotation_update,
-    OpKind.ANNOTATION_DELETE: RoomState._prepare_annotation_delete,
-    OpKind.CLIP_SET: RoomState._prepare_clip_set,
-    OpKind.CLIP_CLEAR: RoomState._prepare_clip_clear,
-    OpKind.MODEL_TRANSFORM: RoomState._prepare_model_transform,
-    OpKind.POINTER_HIGHLIGHT: RoomState._prepare_as_is,
-    OpKind.ROOM_LOCK: RoomState._prepare_as_is,
-    OpKind.ROOM_UNLOCK: RoomState._prepare_as_is,
-    OpKind.PARTICIPANT_ROLE: RoomState._prepare_participant_role,
-    OpKind.PARTICIPANT_MUTE: RoomState._prepare_participant_mute,
-    OpKind.PARTICIPANT_KICK: RoomState._prepare_participant_kick,
-    OpKind.FOLLOW_START: RoomState._prepare_as_is,
-    OpKind.FOLLOW_STOP: RoomState._prepare_as_is,
-}
-
-_APPLY: dict[str, Callable[[RoomState, Event], None]] = {
-    ServerKind.ROOM_OPEN: RoomState._apply_room_open,
-    ServerKind.ROOM_CLOSE: RoomState._apply_room_close,
-    ServerKind.PARTICIPANT_JOIN: RoomState._apply_participant_join,
-    ServerKind.PARTICIPANT_LEAVE: RoomState._apply_participant_leave,
-    OpKind.ANNOTATION_CREATE: RoomState._apply_annotation_create,
-    OpKind.ANNOTATION_UPDATE: RoomState._apply_annotation_update,
-    OpKind.ANNOTATION_DELETE: RoomState._apply_annotation_delete,
-    OpKind.CLIP_SET: RoomState._apply_clip_set,
-    OpKind.CLIP_CLEAR: RoomState._apply_clip_clear,
-    OpKind.MODEL_TRANSFORM: RoomState._apply_model_transform,
-    OpKind.POINTER_HIGHLIGHT: RoomState._apply_nothing,
-    OpKind.ROOM_LOCK: RoomState._apply_lock,
-    OpKind.ROOM_UNLOCK: RoomState._apply_lock,
-    OpKind.PARTICIPANT_ROLE: RoomState._apply_participant_role,
-    OpKind.PARTICIPANT_MUTE: RoomState._apply_participant_mute,
-    OpKind.PARTICIPANT_KICK: RoomState._apply_participant_kick,
-    OpKind.FOLLOW_START: RoomState._apply_follow,
-    OpKind.FOLLOW_STOP: RoomState._apply_follow,
-}

@@ -7,6 +7,7 @@ environment variable CI is set, a missing ../shared is a failure instead, so CI 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,38 @@ def require_path(path: Path, what: str = "") -> Path:
 def require_tool(path: str | Path, what: str) -> Path:
     """Like require_path, for an installed program that CI's .ci/run installs."""
     return require_path(Path(path), what)
+
+
+# A test that uses one of these fixtures runs that external service; it gets the marker named here.
+SERVICE_FIXTURES = {"orthanc": "pacs", "anvil": "evm"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark what needs an external part, so the quick loop can leave it out: everything under tests/browser
+    is `browser`; a test using the Orthanc fixture is `pacs`, one using anvil is `evm`."""
+    browser = REPO / "tests" / "browser"
+    for item in items:
+        if browser in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.browser)
+        for fixture, marker in SERVICE_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(getattr(pytest.mark, marker))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def bundle_session():
+    """A recorded room checkpointed every 9 events, as export-bundle contents with the key that signed them
+    (tests/bundles.py). Shared: never mutate it."""
+    from bundles import make_bundle
+
+    return make_bundle()
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from server.app import build_app
 from server.appkeys import ADMIN_TOKEN, ARTIFACTS, CATALOG, HUB
 from server.config import Settings
 from sessions.events import Event
+from sessions.protocol import apply_event
 from sessions.state import RoomState
 
 STUDY = "st-test-study"
@@ -159,7 +160,7 @@ class RoomClient:
         elif event.seq > self.seq + 1:
             self.gaps += 1
         else:
-            self.state.apply(event)
+            apply_event(self.state, event)
             self.seq = event.seq
             self.events.append(event)
 

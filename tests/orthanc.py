@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import DICOM, require_path, require_tool
+from conftest import DICOM, free_port, require_path, require_tool
 
 ORTHANC = Path("/usr/sbin/Orthanc")
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -56,13 +55,6 @@ class Orthanc:
                                      headers={"Content-Type": "application/dicom"})
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.loads(r.read())
-
-
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def orthanc_config(folder: Path, http_port: int, dicom_port: int) -> dict:

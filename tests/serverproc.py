@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conftest import REPO, require_path
+from conftest import REPO, free_port, require_path
 
 THEATRUM = Path(sys.executable).parent / "theatrum"
 VALIDATOR_SCRIPT = REPO / "tests" / "tools" / "validate_gltf.mjs"
@@ -34,13 +33,6 @@ FINAL_STATES = ("done", "failed", "cancelled")
 
 class ServerExited(RuntimeError):
     """The server process ended while a test was waiting for it."""
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def zip_tree(folder: Path, *, deflate: bool = True) -> bytes:

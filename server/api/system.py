@@ -21,7 +21,7 @@ from server.api.rooms import IDENTIFYING_PRESETS
 from server.appkeys import JOBS, METRICS, SETTINGS
 from server.services.meshes import MAX_TRIANGLES, MIN_TRIANGLES, TRIANGLE_CHOICES
 from server.services.playback import MAX_REPLAY_SPEED
-from sessions.roles import permissions_table
+from sessions.protocol import permissions_table
 
 OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 MODALITIES = ("CT", "MR")

@@ -16,8 +16,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import DICOM, REPO, require_path
-from orthanc import free_port, orthanc_fixture  # noqa: F401
+from conftest import DICOM, REPO, free_port, require_path
+from orthanc import orthanc_fixture  # noqa: F401
 
 REGULAR = DICOM / "ct-head-phantom-philips" / "DICOM" / "S21570" / "S2010"
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance," \

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from bundles import resign
-from conftest import REPO, require_tool
+from conftest import REPO, free_port, require_tool
 from rooms import Clock, new_room, point, sqlite_store
 from web3 import Web3
 
@@ -52,12 +51,6 @@ class Node:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start_anvil(port: int, log: Path) -> Node:

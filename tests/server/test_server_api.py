@@ -13,7 +13,7 @@ from conftest import DICOM, require_path
 
 from server.api.system import openapi_document
 from server.app import build_app, routes
-from server.appkeys import ADMIN_TOKEN
+from server.appkeys import ADMIN_TOKEN, JOBS
 from server.config import Settings
 
 PHILIPS = DICOM / "ct-head-phantom-philips"
@@ -285,13 +285,22 @@ async def test_bounded_queue_and_cancellation(aiohttp_client, tmp_path):
     c.h = auth(app)
     study_id = await upload_regular(c)
     url = f"/api/studies/{study_id}/meshes"
+    runner, started = app[JOBS], asyncio.Event()
+    notify = runner.on_update
+
+    async def on_update(job: dict) -> None:
+        if job["state"] == "running":
+            started.set()
+        await notify(job)
+
+    runner.on_update = on_update
     jobs = []
     # The first job is the longest (two presets at the full budget): it is still running when cancelled.
     for body in ({"presets": ["bone", "skin"]}, {"presets": ["bone"], "target_triangles": 21_000}):
         r = await c.post(url, json=body, headers=c.h)
         assert r.status == 202, await r.text()
         jobs.append((await r.json())["job"]["id"])
-        await asyncio.sleep(0.3)  # the first leaves the queue for the worker; the second waits in it
+        await asyncio.wait_for(started.wait(), 60)  # the first left the queue for the worker; the second waits
     r = await c.post(url, json={"presets": ["bone"], "target_triangles": 22_000}, headers=c.h)
     assert r.status == 429, await r.text()
     assert (await r.json())["error"] == "queue_full" and "Retry-After" in r.headers

@@ -23,14 +23,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DICOM, REPO, require_path
+from conftest import DICOM, REPO, free_port, require_path
 from serverproc import (
     FINAL_STATES,
     THEATRUM,
     Api,
     ServerProcess,
     command_line,
-    free_port,
     validate_glb,
     zip_tree,
 )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 import random
 import struct
-from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from sessions.ledger.canonical import CanonicalError, canonical_json, decode_event, encode_event
 from sessions.ledger.merkle import leaf_hash
@@ -151,7 +151,7 @@ def test_decode_accepts_the_golden_bytes() -> None:
 
 
 def test_the_documented_example_is_what_the_code_computes() -> None:
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "ledger.md").read_text()
+    doc = (REPO / "docs" / "ledger.md").read_text()
     line = next(text for text in doc.splitlines() if text.startswith('{"at":1732838400123,'))
     leaf = line.encode()
     hex_block = doc.split("In hex:\n\n```\n", 1)[1].split("```", 1)[0].replace("\n", "")

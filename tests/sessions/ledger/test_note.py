@@ -7,9 +7,9 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
+from conftest import REPO
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -382,7 +382,7 @@ def _rehash(anchor: Anchor, **changes) -> Anchor:
 
 
 def test_the_documented_example_note_verifies_with_the_documented_key() -> None:
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "ledger.md").read_text()
+    doc = (REPO / "docs" / "ledger.md").read_text()
     note = doc.split("key: never use it):\n\n```\n", 1)[1].split("```", 1)[0]
     vkey = doc.split("Its verifier key: `", 1)[1].split("`", 1)[0]
     checkpoint = parse_and_verify(note, Verifier.from_vkey(vkey))

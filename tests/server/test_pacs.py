@@ -16,8 +16,8 @@ from pathlib import Path
 import pydicom
 import pytest
 from aiohttp import web
-from conftest import require_path
-from orthanc import PHILIPS, free_port, orthanc_fixture, phantom_files  # noqa: F401
+from conftest import free_port, require_path
+from orthanc import PHILIPS, orthanc_fixture, phantom_files  # noqa: F401
 
 from server.api.pacs import RefCodec
 from server.app import build_app

@@ -10,21 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from bundles import KEY, OTHER_KEY, make_bundle
+from bundles import KEY, OTHER_KEY
 
 from server.cli.main import main
 from sessions.ledger.bundle import EVENTS, public_key_pem, write_bundle
 from sessions.ledger.note import public_key_bytes, verifier_for
 
 
-@pytest.fixture(scope="module")
-def session():
-    return make_bundle()
-
-
 @pytest.fixture
-def bundle(tmp_path: Path, session) -> Path:
-    return write_bundle(tmp_path / "room.zip", session.contents, session.key)
+def bundle(tmp_path: Path, bundle_session) -> Path:
+    return write_bundle(tmp_path / "room.zip", bundle_session.contents, bundle_session.key)
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -33,24 +28,25 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_a_good_bundle_exits_0_with_a_summary(capsys, bundle: Path, session):
+def test_a_good_bundle_exits_0_with_a_summary(capsys, bundle: Path, bundle_session):
     code, out, err = run(capsys, bundle)
     assert code == 0 and err == ""
     assert out.startswith(f"OK {bundle}\n")
-    events, checkpoints = len(session.contents.leaves), len(session.sizes)
-    assert f"room {session.contents.room}: {events} events, {checkpoints} checkpoints" in out
+    events, checkpoints = len(bundle_session.contents.leaves), len(bundle_session.sizes)
+    assert f"room {bundle_session.contents.room}: {events} events, {checkpoints} checkpoints" in out
     assert "7 local" in out and "1 EVM (0 checked on chain)" in out and "not pinned" in out
 
 
-def test_json_output(capsys, bundle: Path, session):
+def test_json_output(capsys, bundle: Path, bundle_session):
     code, out, _ = run(capsys, bundle, "--json")
     report = json.loads(out)
     assert code == 0 and report["ok"] is True and report["failure"] is None
-    assert report["events"] == len(session.contents.leaves) and report["checkpoints"] == len(session.sizes)
+    assert report["events"] == len(bundle_session.contents.leaves)
+    assert report["checkpoints"] == len(bundle_session.sizes)
 
 
-def test_a_tampered_bundle_exits_1_naming_the_seq(capsys, tmp_path: Path, session):
-    folder = write_bundle(tmp_path / "room", session.contents, session.key)
+def test_a_tampered_bundle_exits_1_naming_the_seq(capsys, tmp_path: Path, bundle_session):
+    folder = write_bundle(tmp_path / "room", bundle_session.contents, bundle_session.key)
     lines = (folder / EVENTS).read_bytes().split(b"\n")
     del lines[16]
     (folder / EVENTS).write_bytes(b"\n".join(lines))
@@ -62,8 +58,8 @@ def test_a_tampered_bundle_exits_1_naming_the_seq(capsys, tmp_path: Path, sessio
     assert code == 1 and failure["seq"] == 17 and failure["where"] == "seq 17"
 
 
-def test_pinned_keys(capsys, tmp_path: Path, bundle: Path, session):
-    vkey = verifier_for(session.contents.origin, KEY).vkey()
+def test_pinned_keys(capsys, tmp_path: Path, bundle: Path, bundle_session):
+    vkey = verifier_for(bundle_session.contents.origin, KEY).vkey()
     pem = tmp_path / "server.pem"
     pem.write_bytes(public_key_pem(public_key_bytes(KEY)))
     vkey_file = tmp_path / "server.vkey"

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from bundles import EVM_RECEIPT, KEY, OTHER_KEY, make_bundle, resign, with_checkpoints
+from bundles import EVM_RECEIPT, KEY, OTHER_KEY, resign, with_checkpoints
 
 from sessions.ledger.bundle import (
     ANCHORS,
@@ -44,14 +44,9 @@ from sessions.ledger.verify import VerifyReport, verify_bundle
 SEED = 20261129
 
 
-@pytest.fixture(scope="module")
-def session():
-    return make_bundle()
-
-
 @pytest.fixture
-def folder(tmp_path: Path, session) -> Path:
-    return write_bundle(tmp_path / "bundle", session.contents, session.key)
+def folder(tmp_path: Path, bundle_session) -> Path:
+    return write_bundle(tmp_path / "bundle", bundle_session.contents, bundle_session.key)
 
 
 def failing(report: VerifyReport):
@@ -67,29 +62,29 @@ def line_seq_at(data: bytes, position: int) -> int:
 # ---- a faithful export verifies -------------------------------------------------------------------------
 
 
-def test_a_real_rooms_export_verifies_from_a_folder_a_zip_and_bytes(tmp_path: Path, session, folder: Path):
-    zip_path = write_bundle(tmp_path / "room.zip", session.contents, session.key)
+def test_a_real_rooms_export_verifies_from_a_folder_a_zip_and_bytes(tmp_path: Path, bundle_session, folder: Path):
+    zip_path = write_bundle(tmp_path / "room.zip", bundle_session.contents, bundle_session.key)
     reports = [verify_bundle(folder), verify_bundle(zip_path), verify_bundle(zip_path.read_bytes()),
                verify_bundle(folder, strict=True, trusted_key=public_key_bytes(KEY))]
     merkle = MerkleLog(MemoryNodeStore())
-    for leaf in session.contents.leaves:
+    for leaf in bundle_session.contents.leaves:
         merkle.append_data(leaf)
     for report in reports:
         assert report.ok, report.failure
-        assert report.events == len(session.contents.leaves) == session.sizes[-1]
+        assert report.events == len(bundle_session.contents.leaves) == bundle_session.sizes[-1]
         assert report.root == merkle.root().hex()
-        assert report.checkpoints == len(session.sizes)
-        assert report.local_anchors == len(session.sizes)
+        assert report.checkpoints == len(bundle_session.sizes)
+        assert report.local_anchors == len(bundle_session.sizes)
         assert report.evm_anchors == 1 and report.evm_checked == 0
-        assert report.vkey == verifier_for(session.contents.origin, KEY).vkey()
+        assert report.vkey == verifier_for(bundle_session.contents.origin, KEY).vkey()
     assert sorted(p.name for p in folder.iterdir()) == sorted([*FILES, MANIFEST])
-    assert zip_path.read_bytes() == bundle_bytes(session.contents, session.key)  # reproducible zip bytes
+    assert zip_path.read_bytes() == bundle_bytes(bundle_session.contents, bundle_session.key)  # reproducible zip bytes
 
 
-def test_the_bundle_holds_exactly_the_leaf_bytes_and_only_pseudonyms(session, folder: Path):
+def test_the_bundle_holds_exactly_the_leaf_bytes_and_only_pseudonyms(bundle_session, folder: Path):
     lines = (folder / EVENTS).read_bytes().split(b"\n")
     assert lines.pop() == b""
-    assert lines == list(session.contents.leaves)
+    assert lines == list(bundle_session.contents.leaves)
     text = b"".join((folder / name).read_bytes() for name in [*FILES, MANIFEST]).decode("utf-8")
     assert "Name of ines" in text  # display names are what the log holds (the room's participants chose them)
     for secret in ("DOE", "PID-", "ACC-", "Saint Nowhere", "1.2.840"):  # patient identifiers and DICOM UIDs
@@ -107,7 +102,7 @@ FLIPS = {EVENTS: 160, CHECKPOINTS: 70, ANCHORS: 50, KEY_VKEY: 30, KEY_PEM: 30, R
 
 
 @pytest.mark.parametrize("name", sorted(FLIPS))
-def test_every_flipped_byte_of_every_file_is_caught(folder: Path, session, name: str):
+def test_every_flipped_byte_of_every_file_is_caught(folder: Path, bundle_session, name: str):
     rng = random.Random(f"{SEED}:{name}")
     original = (folder / name).read_bytes()
     positions = rng.sample(range(len(original)), min(FLIPS[name], len(original)))
@@ -124,7 +119,7 @@ def test_every_flipped_byte_of_every_file_is_caught(folder: Path, session, name:
             seq = line_seq_at(original, position)
             assert failure.seq == seq or (failure.seq is None and failure.checkpoint is not None), failure
             if failure.checkpoint is not None:  # the first checkpoint covering the flipped event
-                assert failure.checkpoint == next(n for n, s in enumerate(session.sizes, 1) if s >= seq)
+                assert failure.checkpoint == next(n for n, s in enumerate(bundle_session.sizes, 1) if s >= seq)
         elif name == CHECKPOINTS:
             assert failure.checkpoint is not None or failure.file == CHECKPOINTS, failure
         else:
@@ -133,8 +128,8 @@ def test_every_flipped_byte_of_every_file_is_caught(folder: Path, session, name:
     assert verify_bundle(folder).ok
 
 
-def test_a_flip_anywhere_in_the_zip_is_caught_or_changes_no_file(session):
-    data = bundle_bytes(session.contents, session.key)
+def test_a_flip_anywhere_in_the_zip_is_caught_or_changes_no_file(bundle_session):
+    data = bundle_bytes(bundle_session.contents, bundle_session.key)
     files = _unzip(data)
     rng = random.Random(SEED)
     caught = 0
@@ -191,7 +186,7 @@ def test_a_file_cut_short_inside_a_line_is_unterminated(folder: Path):
     assert "no final newline" in failure.message and failure.seq == line_seq_at(data, 1000)
 
 
-def test_an_altered_but_canonical_event_fails_the_checkpoint_that_covers_it(folder: Path, session):
+def test_an_altered_but_canonical_event_fails_the_checkpoint_that_covers_it(folder: Path, bundle_session):
     _edit_events(folder, lambda lines: [*lines[:24], lines[24].replace(b"Ventrikel", b"Ventrikal"), *lines[25:]])
     resign(folder)
     failure = failing(verify_bundle(folder))
@@ -213,28 +208,28 @@ def _note_checkpoint(note: str) -> Checkpoint:
     return parse_checkpoint_text(note[: note.index("\n\n") + 1])
 
 
-def test_a_checkpoint_signed_with_another_key_is_caught(tmp_path: Path, session):
-    checkpoints = list(session.contents.checkpoints)
+def test_a_checkpoint_signed_with_another_key_is_caught(tmp_path: Path, bundle_session):
+    checkpoints = list(bundle_session.contents.checkpoints)
     checkpoint = _note_checkpoint(checkpoints[3].note)
     checkpoints[3] = BundleCheckpoint(sign_checkpoint(checkpoint, checkpoint.origin, OTHER_KEY),
                                       checkpoints[3].anchorings)
-    bundle = write_bundle(tmp_path / "b", with_checkpoints(session, checkpoints), KEY)
+    bundle = write_bundle(tmp_path / "b", with_checkpoints(bundle_session, checkpoints), KEY)
     failure = failing(verify_bundle(bundle))
     assert failure.checkpoint == 4 and "no signature by" in failure.message
 
 
-def test_a_witness_cosignature_is_ignored_as_the_spec_says(tmp_path: Path, session):
-    checkpoints = list(session.contents.checkpoints)
+def test_a_witness_cosignature_is_ignored_as_the_spec_says(tmp_path: Path, bundle_session):
+    checkpoints = list(bundle_session.contents.checkpoints)
     checkpoint = _note_checkpoint(checkpoints[2].note)
     witness = sign_checkpoint(checkpoint, "witness.example", OTHER_KEY)
     checkpoints[2] = BundleCheckpoint(checkpoints[2].note + witness.split("\n\n")[1], checkpoints[2].anchorings)
-    assert verify_bundle(write_bundle(tmp_path / "b", with_checkpoints(session, checkpoints), KEY)).ok
+    assert verify_bundle(write_bundle(tmp_path / "b", with_checkpoints(bundle_session, checkpoints), KEY)).ok
 
 
-def test_a_bundle_re_signed_with_another_key_passes_only_until_the_key_is_pinned(tmp_path: Path, session):
+def test_a_bundle_re_signed_with_another_key_passes_only_until_the_key_is_pinned(tmp_path: Path, bundle_session):
     checkpoints = [BundleCheckpoint(sign_checkpoint(c, c.origin, OTHER_KEY), ()) for c in
-                   (_note_checkpoint(b.note) for b in session.contents.checkpoints)]
-    contents = with_checkpoints(session, checkpoints)
+                   (_note_checkpoint(b.note) for b in bundle_session.contents.checkpoints)]
+    contents = with_checkpoints(bundle_session, checkpoints)
     forged = write_bundle(tmp_path / "forged", replace(contents, anchors=(), chain_head=None), OTHER_KEY)
     assert verify_bundle(forged).ok  # self-consistent: which is why the report says to pin the key
     failure = failing(verify_bundle(forged, trusted_key=public_key_bytes(KEY)))
@@ -250,26 +245,26 @@ def test_key_files_must_agree(folder: Path):
 # ---- checkpoints that contradict each other --------------------------------------------------------------
 
 
-def test_a_fork_two_roots_for_one_size_is_caught(tmp_path: Path, session):
-    checkpoints = list(session.contents.checkpoints)
+def test_a_fork_two_roots_for_one_size_is_caught(tmp_path: Path, bundle_session):
+    checkpoints = list(bundle_session.contents.checkpoints)
     original = _note_checkpoint(checkpoints[1].note)
     fork = Checkpoint(original.origin, original.size, bytes(32), original.time)
     checkpoints.insert(2, BundleCheckpoint(sign_checkpoint(fork, fork.origin, KEY)))
-    failure = failing(verify_bundle(write_bundle(tmp_path / "b", with_checkpoints(session, checkpoints), KEY)))
+    failure = failing(verify_bundle(write_bundle(tmp_path / "b", with_checkpoints(bundle_session, checkpoints), KEY)))
     assert failure.checkpoint == 3 and "fork" in failure.message
 
 
-def test_a_signed_checkpoint_of_another_history_is_inconsistent(tmp_path: Path, session):
+def test_a_signed_checkpoint_of_another_history_is_inconsistent(tmp_path: Path, bundle_session):
     """The server signs a checkpoint over a rewritten event 5: its root is not the events' root."""
-    leaves = list(session.contents.leaves)
+    leaves = list(bundle_session.contents.leaves)
     leaves[4] = leaves[4].replace(b"Ventrikel", b"Ventricle")
     merkle = MerkleLog(MemoryNodeStore())
     for leaf in leaves[:18]:
         merkle.append_data(leaf)
-    checkpoints = list(session.contents.checkpoints)
-    _, note = cut_checkpoint(merkle, session.contents.origin, KEY, _note_checkpoint(checkpoints[1].note).time)
+    checkpoints = list(bundle_session.contents.checkpoints)
+    _, note = cut_checkpoint(merkle, bundle_session.contents.origin, KEY, _note_checkpoint(checkpoints[1].note).time)
     checkpoints[1] = BundleCheckpoint(note)
-    contents = with_checkpoints(session, checkpoints)
+    contents = with_checkpoints(bundle_session, checkpoints)
     failure = failing(verify_bundle(write_bundle(tmp_path / "anchored", contents, KEY)))
     assert failure.checkpoint == 2 and "another checkpoint of that size" in failure.message  # the anchor differs
     unanchored = [BundleCheckpoint(c.note) for c in checkpoints]
@@ -278,10 +273,10 @@ def test_a_signed_checkpoint_of_another_history_is_inconsistent(tmp_path: Path, 
     assert failure.checkpoint == 2 and "signed root" in failure.message  # and the events disagree
 
 
-def test_sizes_and_times_never_go_back(tmp_path: Path, session):
-    checkpoints = list(session.contents.checkpoints)
+def test_sizes_and_times_never_go_back(tmp_path: Path, bundle_session):
+    checkpoints = list(bundle_session.contents.checkpoints)
     checkpoints[2], checkpoints[3] = checkpoints[3], checkpoints[2]
-    failure = failing(verify_bundle(write_bundle(tmp_path / "b", with_checkpoints(session, checkpoints), KEY)))
+    failure = failing(verify_bundle(write_bundle(tmp_path / "b", with_checkpoints(bundle_session, checkpoints), KEY)))
     assert failure.checkpoint == 4 and "below" in failure.message
 
 
@@ -312,7 +307,7 @@ def test_a_receipt_must_match_its_record(folder: Path):
     assert failure.checkpoint == 5 and "receipt differs" in failure.message
 
 
-def test_on_chain_anchors_are_checked_through_rpc_check(folder: Path, session):
+def test_on_chain_anchors_are_checked_through_rpc_check(folder: Path, bundle_session):
     seen = []
 
     def on_chain(checkpoint, room, receipt):
@@ -321,7 +316,7 @@ def test_on_chain_anchors_are_checked_through_rpc_check(folder: Path, session):
 
     report = verify_bundle(folder, rpc_check=on_chain)
     assert report.ok and report.evm_checked == 1
-    assert seen == [(session.sizes[1], session.contents.room, EVM_RECEIPT["tx_hash"])]
+    assert seen == [(bundle_session.sizes[1], bundle_session.contents.room, EVM_RECEIPT["tx_hash"])]
     failure = failing(verify_bundle(folder, rpc_check=lambda *_: "no such transaction on chain"))
     assert failure.checkpoint == 2 and "no such transaction" in failure.message
 
@@ -329,14 +324,14 @@ def test_on_chain_anchors_are_checked_through_rpc_check(folder: Path, session):
 # ---- strict mode and bad input ------------------------------------------------------------------------------
 
 
-def test_strict_mode_refuses_a_signed_but_non_canonical_event(tmp_path: Path, session):
-    leaves = list(session.contents.leaves)
+def test_strict_mode_refuses_a_signed_but_non_canonical_event(tmp_path: Path, bundle_session):
+    leaves = list(bundle_session.contents.leaves)
     leaves[9] = leaves[9].replace(b'{"at":', b'{"at": ', 1)  # whitespace: not canonical, same tail
     merkle = MerkleLog(MemoryNodeStore())
     for leaf in leaves:
         merkle.append_data(leaf)
-    _, note = cut_checkpoint(merkle, session.contents.origin, KEY, 1_800_000_000_000)
-    contents = with_checkpoints(session, [BundleCheckpoint(note)])
+    _, note = cut_checkpoint(merkle, bundle_session.contents.origin, KEY, 1_800_000_000_000)
+    contents = with_checkpoints(bundle_session, [BundleCheckpoint(note)])
     bundle = write_bundle(tmp_path / "b", replace(contents, leaves=leaves, anchors=(), chain_head=None), KEY)
     assert verify_bundle(bundle).ok  # the fast pass checks hashes and each line's seq and room only
     failure = failing(verify_bundle(bundle, strict=True))
