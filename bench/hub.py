@@ -78,7 +78,7 @@ def serve_bare(port: int) -> None:
 
     from server.services.sockets import plain_websockets
 
-    # The transport exactly as ours runs it (server/sockets.py): handlers inline, no permessage-deflate.
+    # The transport exactly as ours runs it (server/services/sockets.py): handlers inline, no permessage-deflate.
     sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False, async_handlers=False)
     app = web.Application(middlewares=[plain_websockets])
     sio.attach(app)

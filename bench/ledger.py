@@ -17,7 +17,7 @@ Prints one table; every row has a reference measured in the same run, and the ra
 - verify: the leaf hashes and root of 1M canonical event lines (what `theatrum verify` recomputes), against
   a raw SHA-256 of the same bytes; and the stricter check that each line is the canonical encoding of its
   event (decode_event), against plain json.loads, on 1e5 lines (all lines with --full).
-- verify bundle: `verify_bundle` of a zipped export of those 1M events (sessions/bundle_verify.py: every
+- verify bundle: `verify_bundle` of a zipped export of those 1M events (sessions/ledger/verify.py: every
   leaf, the tree, each checkpoint's signature and root, consistency between successive checkpoints, the
   manifest), with a checkpoint every 100 events (the server's default policy: 10,000 signed notes) and every
   1,000. The reference is the least any verifier does: inflate events.jsonl and SHA-256 each line.
@@ -72,7 +72,7 @@ def event_lines(n: int) -> list[bytes]:
 
 
 def leaf_hashes(lines: list[bytes]) -> list[bytes]:
-    """RFC 6962 leaf hashes. Requires nothing."""
+    """RFC 6962 leaf hashes."""
     sha256 = hashlib.sha256
     return [sha256(b"\x00" + line).digest() for line in lines]
 
@@ -87,7 +87,7 @@ def full_rebuild_root(leaves: list[bytes]) -> bytes:
 
 
 def timed(work: Callable[..., object], *args: object) -> float:
-    """Wall seconds of one call work(*args). Requires nothing."""
+    """Wall seconds of one call work(*args)."""
     start = time.perf_counter()
     work(*args)
     return time.perf_counter() - start
@@ -144,7 +144,7 @@ class Table:
         print(f"  measured: {what}", file=sys.stderr, flush=True)
 
     def print(self) -> None:
-        """Print the table to stdout. Requires nothing."""
+        """Print the table to stdout."""
         header = ("measurement", "n", "ours", "reference", "ref", "ours/ref")
         lines = [header] + [
             (what, f"{n:,}", _fmt(ours, rate), reference, _fmt(ref, rate), f"{ours / ref:.3g}")
@@ -277,7 +277,7 @@ def _inflate_and_hash(path: Path) -> None:
 
 
 def main() -> None:
-    """Run the benchmark and print the table. Requires nothing."""
+    """Run the benchmark and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--full", action="store_true", help="SQLite proofs at 1e6 and the canonical check on all"

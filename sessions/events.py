@@ -2,7 +2,7 @@
 
 An Event is an accepted op (or a server happening: room.open/close, participant.join/leave) stamped by the
 server with the room's next `seq`, the server time `at` (ms since the Unix epoch) and the `author`'s
-pseudonym. Its leaf bytes are `sessions.canonical.encode_event` of {room, seq, at, author, kind, data};
+pseudonym. Its leaf bytes are `sessions.ledger.canonical.encode_event` of {room, seq, at, author, kind, data};
 `hash` is the RFC 6962 leaf hash of those bytes, in hex.
 """
 

@@ -1,7 +1,7 @@
 """The durable, ordered event log of a room, and its Merkle tree.
 
 `EventLog(store, room)` appends events in seq order (seq n is Merkle leaf n - 1) and keeps the room's
-`MerkleLog` (sessions/ledger.py) in step: `head` is the current root in hex, `size` the number of events.
+`MerkleLog` (sessions/ledger/tree.py) in step: `head` is the current root in hex, `size` the number of events.
 `append` returns only once the event row and its Merkle nodes are committed together, so the server may
 ack and broadcast right after it; if the commit fails, nothing of the event remains.
 
@@ -83,7 +83,7 @@ class MemoryLogStore:
         self._staged: list[tuple[str, int, bytes]] = []
 
     def node_store(self, room: str) -> NodeStore:
-        """The in-memory node store of `room`. Requires nothing."""
+        """The in-memory node store of `room`."""
         return self._nodes.setdefault(room, MemoryNodeStore())
 
     def append(self, room: str, seq: int, leaf: bytes) -> None:
@@ -195,7 +195,7 @@ class EventLog:
     def verified_events(self) -> Iterator[Event]:
         """Every event in order, checking seqs are 1..size and the leaves hash to the stored root.
 
-        Requires nothing; raises LogCorruptError (at the end for a root mismatch) if the rows or the
+        Raises LogCorruptError (at the end for a root mismatch) if the rows or the
         stored subtree roots that make up the current root were altered. Other stored nodes are only
         read by proofs, which a verifier checks against a signed checkpoint.
         """
@@ -223,11 +223,11 @@ class _DiscardingNodeStore:
     """A NodeStore that keeps nothing: enough for MerkleLog.append and root() at the current size."""
 
     def get(self, level: int, index: int) -> bytes | None:
-        """Nothing is kept. Requires nothing."""
+        """Nothing is kept."""
         return None
 
     def put(self, level: int, index: int, hash_: bytes) -> None:
-        """Drop the node. Requires nothing."""
+        """Drop the node."""
 
     def leaf_count(self) -> int:
         """Always starts empty."""

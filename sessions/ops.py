@@ -166,7 +166,7 @@ def vector(value: Any, path: str, length: int, bound: float) -> list[float]:
 
 
 def _floats_within(values: list[Any], bound: float) -> list[float] | None:
-    """The items as floats if each is an int or float within +-bound, else None. Requires nothing.
+    """The items as floats if each is an int or float within +-bound, else None.
 
     NaN fails every comparison, so it is refused with the infinities (and bool is neither int nor float here)."""
     out = []

@@ -109,42 +109,43 @@ class PoseHub:
         self._tracked: dict[str, float] = {}
         self._track: deque[TrackSample] = deque(maxlen=self.limits.max_track)
 
-    def receive(self, pid: str, message: Any, now: float) -> bool:
-        """Take pid's pose; False if dropped for exceeding the rate. Requires a present participant.
+    def receive(self, participant_id: str, message: Any, now: float) -> bool:
+        """Take the participant's pose; False if dropped for exceeding the rate. Requires a present participant.
 
         Raises OpError (invalid) for a malformed pose; the server ignores it or counts a violation.
         """
-        limiter = self._rates.setdefault(pid, RateLimiter(self.limits.rate_hz, self.limits.burst))
+        limiter = self._rates.setdefault(participant_id, RateLimiter(self.limits.rate_hz, self.limits.burst))
         if not limiter.allow(now):
             return False
         pose = parse_pose(message, self.limits)
-        self._latest[pid] = pose
-        self._seen[pid] = now
-        self._changed.add(pid)
-        self._gone.discard(pid)
-        if now - self._tracked.get(pid, -float("inf")) >= 1.0 / self.limits.track_hz:
-            self._tracked[pid] = now
-            self._track.append(TrackSample(now, pid, pose))
+        self._latest[participant_id] = pose
+        self._seen[participant_id] = now
+        self._changed.add(participant_id)
+        self._gone.discard(participant_id)
+        if now - self._tracked.get(participant_id, -float("inf")) >= 1.0 / self.limits.track_hz:
+            self._tracked[participant_id] = now
+            self._track.append(TrackSample(now, participant_id, pose))
         return True
 
-    def remove(self, pid: str) -> None:
-        """Drop pid's avatar (disconnect, leave, kick); the next frame lists it as gone. Requires nothing."""
-        if pid in self._latest:
-            self._gone.add(pid)
-        self._forget(pid)
+    def remove(self, participant_id: str) -> None:
+        """Drop the participant's avatar (disconnect, leave, kick); the next frame lists it as gone."""
+        if participant_id in self._latest:
+            self._gone.add(participant_id)
+        self._forget(participant_id)
 
     def tick(self, now: float) -> dict[str, Any] | None:
-        """The batched `poses` frame {poses: {pid: pose}, gone: [pid]} since the last tick, or None if empty.
+        """The batched `poses` frame {poses: {participant id: pose}, gone: [participant id]} since the last tick,
+        or None if empty.
 
         Requires `now` not to go backwards. Expires avatars silent for `expire_s` seconds.
         """
-        for pid, seen in list(self._seen.items()):
+        for participant_id, seen in list(self._seen.items()):
             if now - seen >= self.limits.expire_s:
-                self.remove(pid)
+                self.remove(participant_id)
         if not self._changed and not self._gone:
             return None
         frame = {
-            "poses": {pid: self._latest[pid].to_json() for pid in sorted(self._changed)},
+            "poses": {participant: self._latest[participant].to_json() for participant in sorted(self._changed)},
             "gone": sorted(self._gone),
         }
         self._changed.clear()
@@ -152,8 +153,8 @@ class PoseHub:
         return frame
 
     def latest(self) -> dict[str, Any]:
-        """Every live avatar's latest pose, {pid: pose}: send it to a participant who just joined."""
-        return {pid: pose.to_json() for pid, pose in sorted(self._latest.items())}
+        """Every live avatar's latest pose, {participant_id: pose}: send it to a participant who just joined."""
+        return {participant_id: pose.to_json() for participant_id, pose in sorted(self._latest.items())}
 
     def drain_track(self) -> list[TrackSample]:
         """The downsampled track since the last drain, oldest first; the hub forgets it."""
@@ -161,8 +162,8 @@ class PoseHub:
         self._track.clear()
         return samples
 
-    def _forget(self, pid: str) -> None:
-        """Drop everything about pid except pending `gone`. Requires nothing."""
+    def _forget(self, participant_id: str) -> None:
+        """Drop everything about participant_id except pending `gone`."""
         for table in (self._latest, self._seen, self._rates, self._tracked):
-            table.pop(pid, None)
-        self._changed.discard(pid)
+            table.pop(participant_id, None)
+        self._changed.discard(participant_id)

@@ -53,7 +53,7 @@ def schedule(events: Iterable[Event], speed: float = 1.0, *, max_gap: float | No
 
 
 def _keyed_events(events: Iterable[Event]) -> Iterator[tuple[tuple[int, int], Event]]:
-    """((at, 0), event) in seq order, refusing any other order. Requires nothing."""
+    """((at, 0), event) in seq order, refusing any other order."""
     previous: Event | None = None
     for event in events:
         if previous is not None and event.seq <= previous.seq:

@@ -30,7 +30,9 @@ from sessions.protocol import apply_event, may, parse_op, prepare
 from sessions.roles import Role
 from sessions.state import Participant, RoomState, StateError
 
-__all__ = ["Room", "RoomInfo", "RoomLimits", "RoomMode"]
+__all__ = ["MAX_TITLE_LENGTH", "Room", "RoomInfo", "RoomLimits", "RoomMode"]
+
+MAX_TITLE_LENGTH = 200  # characters of a room's title
 
 
 class RoomMode(StrEnum):
@@ -53,7 +55,7 @@ class RoomInfo:
     def __post_init__(self) -> None:
         identifier(self.id, "room id")
         object.__setattr__(self, "mode", RoomMode(self.mode))
-        text(self.title, "title", 200)
+        text(self.title, "title", MAX_TITLE_LENGTH)
         if self.study:
             identifier(self.study, "study")
         object.__setattr__(self, "meshes", tuple(identifier(m, "mesh") for m in self.meshes))
@@ -137,30 +139,30 @@ class Room:
         """True once room.close is logged."""
         return self.state.closed
 
-    def participant(self, pid: str) -> Participant | None:
-        """The participant `pid` (present or not), or None. Requires nothing."""
-        return self.state.participant(pid)
+    def participant(self, participant_id: str) -> Participant | None:
+        """The participant `participant_id` (present or not), or None."""
+        return self.state.participant(participant_id)
 
     def present(self) -> list[Participant]:
-        """Participants in the room now, in join order. Requires nothing."""
+        """Participants in the room now, in join order."""
         return self.state.present()
 
     # ---- presence ----------------------------------------------------------------------------------
 
-    def join(self, pid: str, name: str, role: Role, at: int) -> Event | None:
-        """Log pid's arrival; None if already present. Requires a pseudonym, a name, the invite's role.
+    def join(self, participant_id: str, name: str, role: Role, at: int) -> Event | None:
+        """Log the participant's arrival; None if already present. Requires a pseudonym, a name, the invite's role.
 
         A known participant keeps the role the log gave them, not the invite's. Refuses (OpError) a closed
         room, a kicked participant, and a full room.
         """
-        identifier(pid, "participant")
-        if pid == SERVER:
+        identifier(participant_id, "participant")
+        if participant_id == SERVER:
             raise invalid(f"{SERVER!r} is not a participant id")
         name = text(name, "name", self.limits.max_name_length).strip()
         if not name:
             raise invalid("a display name is required")
         self._check_open()
-        known = self.state.participant(pid)
+        known = self.state.participant(participant_id)
         if known is not None and known.kicked:
             raise OpError(ErrorCode.FORBIDDEN, "you were removed from this room")
         if known is not None and known.present:
@@ -168,18 +170,18 @@ class Room:
         if len(self.state.present()) >= self.limits.max_participants:
             raise OpError(ErrorCode.LIMIT, f"the room is full ({self.limits.max_participants} participants)")
         role = known.role if known is not None else Role(role)
-        data = {"participant": pid, "name": name, "role": role.value}
+        data = {"participant": participant_id, "name": name, "role": role.value}
         return self._append(SERVER, ServerKind.PARTICIPANT_JOIN, data, at)
 
-    def leave(self, pid: str, at: int, reason: str = "left") -> Event | None:
-        """Log pid's departure; None if they are not present (already left, kicked, or the room closed).
+    def leave(self, participant_id: str, at: int, reason: str = "left") -> Event | None:
+        """Log the participant's departure; None if they are not present (already left, kicked, or the room closed).
 
         Requires `reason` to be a short word such as "left", "disconnected" or "timeout".
         """
-        participant = self.state.participant(pid)
+        participant = self.state.participant(participant_id)
         if participant is None or not participant.present or self.closed:
             return None
-        data = {"participant": pid, "reason": text(reason, "reason", 64)}
+        data = {"participant": participant_id, "reason": text(reason, "reason", 64)}
         return self._append(SERVER, ServerKind.PARTICIPANT_LEAVE, data, at)
 
     def close(self, at: int) -> Event:
@@ -189,39 +191,39 @@ class Room:
 
     # ---- ops ---------------------------------------------------------------------------------------
 
-    def apply(self, message: Any, pid: str, at: int) -> Event:
-        """The event of client op `message` from participant `pid`, durably logged and applied.
+    def apply(self, message: Any, participant_id: str, at: int) -> Event:
+        """The event of client op `message` from participant `participant_id`, durably logged and applied.
 
         Requires nothing of `message` (it is untrusted); raises OpError and changes nothing on refusal.
         """
-        participant = self._sender(pid)
+        participant = self._sender(participant_id)
         op = parse_op(message, self.limits)
-        reason = may(participant.role, op.kind, own=self._owns(pid, op.kind, op.data),
+        reason = may(participant.role, op.kind, own=self._owns(participant_id, op.kind, op.data),
                      locked=self.state.locked, muted=participant.muted)
         if reason is not None:
             raise OpError(ErrorCode.FORBIDDEN, reason)
-        data = prepare(self.state, op, pid, self.seq + 1, self.limits)
-        return self._append(pid, op.kind, data, at)
+        data = prepare(self.state, op, participant_id, self.seq + 1, self.limits)
+        return self._append(participant_id, op.kind, data, at)
 
-    def _sender(self, pid: str) -> Participant:
-        """The present participant `pid`, or a forbidden OpError. Requires nothing."""
+    def _sender(self, participant_id: str) -> Participant:
+        """The present participant `participant_id`, or a forbidden OpError."""
         self._check_open()
-        participant = self.state.participant(pid)
+        participant = self.state.participant(participant_id)
         if participant is not None and participant.kicked:
             raise OpError(ErrorCode.FORBIDDEN, "you were removed from this room")
         if participant is None or not participant.present:
             raise OpError(ErrorCode.FORBIDDEN, "you are not in this room")
         return participant
 
-    def _owns(self, pid: str, kind: OpKind, data: Mapping[str, Any]) -> bool:
+    def _owns(self, participant_id: str, kind: OpKind, data: Mapping[str, Any]) -> bool:
         """False only if the op edits an existing annotation someone else made. Requires a parsed op."""
         if kind not in (OpKind.ANNOTATION_UPDATE, OpKind.ANNOTATION_DELETE):
             return True
         annotation = self.state.annotations.get(data["id"])
-        return annotation is None or annotation.author == pid
+        return annotation is None or annotation.author == participant_id
 
     def _check_open(self) -> None:
-        """Refuse anything on a closed room. Requires nothing."""
+        """Refuse anything on a closed room."""
         if self.state.closed:
             raise OpError(ErrorCode.FORBIDDEN, "the room is closed")
 
@@ -238,9 +240,9 @@ class Room:
 
     # ---- reading -----------------------------------------------------------------------------------
 
-    def snapshot_for(self, pid: str) -> dict[str, Any]:
-        """The `snapshot` message for `pid`: {room, you, participants, state, seq, head}. Requires nothing."""
-        participant = self.state.participant(pid)
+    def snapshot_for(self, participant_id: str) -> dict[str, Any]:
+        """The `snapshot` message for `participant_id`: {room, you, participants, state, seq, head}."""
+        participant = self.state.participant(participant_id)
         return {
             **self.state.snapshot(),
             "you": participant.to_json() if participant is not None else None,
@@ -256,7 +258,7 @@ class Room:
     def catch_up(self, last_seq: int) -> list[Event] | None:
         """The events a client holding up to `last_seq` missed, or None if it needs a fresh snapshot.
 
-        Requires nothing: a negative or future `last_seq` (the client is confused) also gets None, and so
+        A negative or future `last_seq` (the client is confused) also gets None, and so
         does a client more than `limits.max_resume_events` behind.
         """
         if isinstance(last_seq, bool) or not isinstance(last_seq, int) or not 0 <= last_seq <= self.seq:

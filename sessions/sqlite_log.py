@@ -81,7 +81,7 @@ class SqliteLogStore:
         return (log << SEQ_BITS) | seq
 
     def node_store(self, room: str) -> RowNodeStore:
-        """The node store of `room`, which writes its nodes into the room's next `append`. Requires nothing."""
+        """The node store of `room`, which writes its nodes into the room's next `append`."""
         if room not in self._nodes:
             self._nodes[room] = RowNodeStore(self, room)
         return self._nodes[room]
@@ -188,7 +188,7 @@ class RowNodeStore:
         self._pending.append(hash_)
 
     def take(self) -> bytes:
-        """The collected nodes as one blob, and forget them. Requires nothing."""
+        """The collected nodes as one blob, and forget them."""
         nodes, self._pending = b"".join(self._pending), []
         return nodes
 

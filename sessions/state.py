@@ -149,12 +149,12 @@ class RoomState:
 
     # ---- queries -----------------------------------------------------------------------------------
 
-    def participant(self, pid: str) -> Participant | None:
-        """The participant `pid`, or None. Requires nothing."""
-        return self.participants.get(pid)
+    def participant(self, participant_id: str) -> Participant | None:
+        """The participant `participant_id`, or None."""
+        return self.participants.get(participant_id)
 
     def present(self) -> list[Participant]:
-        """Participants currently in the room, in join order. Requires nothing."""
+        """Participants currently in the room, in join order."""
         return [p for p in self.participants.values() if p.present]
 
     # ---- prepare: check an op, return the event data ------------------------------------------------
@@ -239,25 +239,25 @@ class RoomState:
         return dict(data)
 
     def _annotation(self, annotation_id: str) -> Annotation:
-        """The annotation `annotation_id`, or a not_found OpError. Requires nothing."""
+        """The annotation `annotation_id`, or a not_found OpError."""
         annotation = self.annotations.get(annotation_id)
         if annotation is None:
             raise OpError(ErrorCode.NOT_FOUND, f"no annotation {annotation_id!r}")
         return annotation
 
     def _clip(self, clip_id: str) -> ClipPlane:
-        """The clip plane `clip_id`, or a not_found OpError. Requires nothing."""
+        """The clip plane `clip_id`, or a not_found OpError."""
         clip = self.clips.get(clip_id)
         if clip is None:
             raise OpError(ErrorCode.NOT_FOUND, f"no clip plane {clip_id!r}")
         return clip
 
-    def _target(self, pid: str, author: str, self_action: str) -> Participant:
-        """The participant an op targets: known, not kicked, not the author. Requires nothing."""
-        target = self.participants.get(pid)
+    def _target(self, participant_id: str, author: str, self_action: str) -> Participant:
+        """The participant an op targets: known, not kicked, not the author."""
+        target = self.participants.get(participant_id)
         if target is None or target.kicked:
-            raise OpError(ErrorCode.NOT_FOUND, f"no participant {pid!r} in the room")
-        if pid == author:
+            raise OpError(ErrorCode.NOT_FOUND, f"no participant {participant_id!r} in the room")
+        if participant_id == author:
             raise invalid(f"you cannot {self_action}")
         return target
 
@@ -271,8 +271,8 @@ class RoomState:
         """Close the room: everyone leaves, follow-me ends."""
         self.closed = True
         self.follow = None
-        for pid, participant in self.participants.items():
-            self.participants[pid] = replace(participant, present=False)
+        for participant_id, participant in self.participants.items():
+            self.participants[participant_id] = replace(participant, present=False)
 
     def apply_participant_join(self, event: Event) -> None:
         """Add or return a participant, with the role the room decided."""
@@ -365,10 +365,10 @@ class RoomState:
         """Start (the author leads) or stop follow-me."""
         self.follow = event.author if event.kind == OpKind.FOLLOW_START else None
 
-    def _absent(self, pid: str) -> None:
-        """Mark `pid` absent and end follow-me if they led it. Requires a known participant."""
-        self.participants[pid] = replace(self.participants[pid], present=False)
-        if self.follow == pid:
+    def _absent(self, participant_id: str) -> None:
+        """Mark `participant_id` absent and end follow-me if they led it. Requires a known participant."""
+        self.participants[participant_id] = replace(self.participants[participant_id], present=False)
+        if self.follow == participant_id:
             self.follow = None
 
     # ---- snapshots ---------------------------------------------------------------------------------
@@ -377,7 +377,7 @@ class RoomState:
         """The whole state as plain JSON-able data: {room, participants, state, seq}. A fresh copy."""
         return {
             "room": {**copy.deepcopy(self.room), "closed": self.closed},
-            "participants": {pid: p.to_json() for pid, p in self.participants.items()},
+            "participants": {participant_id: p.to_json() for participant_id, p in self.participants.items()},
             "state": {
                 "annotations": {aid: a.to_json() for aid, a in self.annotations.items()},
                 "clips": {cid: c.to_json() for cid, c in self.clips.items()},
@@ -398,7 +398,7 @@ class RoomState:
         room = dict(snapshot["room"])
         state.closed = room.pop("closed")
         state.room = copy.deepcopy(room)
-        state.participants = {pid: Participant.from_json(p) for pid, p in snapshot["participants"].items()}
+        state.participants = {key: Participant.from_json(p) for key, p in snapshot["participants"].items()}
         body = snapshot["state"]
         state.annotations = {aid: Annotation.from_json(a) for aid, a in body["annotations"].items()}
         state.clips = {cid: ClipPlane.from_json(c) for cid, c in body["clips"].items()}

@@ -22,6 +22,7 @@ from server.appkeys import JOBS, METRICS, SETTINGS
 from server.services.meshes import MAX_TRIANGLES, MIN_TRIANGLES, TRIANGLE_CHOICES
 from server.services.playback import MAX_REPLAY_SPEED
 from sessions.protocol import permissions_table
+from sessions.room import MAX_TITLE_LENGTH
 
 OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 MODALITIES = ("CT", "MR")
@@ -42,7 +43,8 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def config(request: web.Request) -> web.Response:
-    """GET /api/config: the tables a client renders (admin, or any valid room invite)."""
+    """GET /api/config: the tables a client renders. Public: the join page needs them before any token, and
+    nothing in them is about a patient or a room."""
     limits = request.app[SETTINGS].room_limits
     return web.json_response({
         "version": __version__,
@@ -51,7 +53,8 @@ async def config(request: web.Request) -> web.Response:
         "identifying_presets": sorted(IDENTIFYING_PRESETS),
         "target_triangles": {"default": DEFAULT_TARGET_TRIANGLES, "min": MIN_TRIANGLES, "max": MAX_TRIANGLES,
                              "choices": list(TRIANGLE_CHOICES)},
-        "room_limits": asdict(limits),
+        "room_limits": {**asdict(limits), "max_title_length": MAX_TITLE_LENGTH},
+        "pose_limits": asdict(request.app[SETTINGS].pose_limits),
         "permissions": permissions_table(),
         "replay": {"max_speed": MAX_REPLAY_SPEED},
     })

@@ -1,4 +1,4 @@
-"""The `theatrum` command line: list series, reconstruct meshes (and later: serve, verify).
+"""The `theatrum` command line: list series, reconstruct meshes, serve, and verify a room's bundle.
 
 Exit codes: 0 success; 1 an internal failure; 2 bad input, with one line on stderr naming the file and the
 problem (never a traceback unless THEATRUM_DEBUG=1).
@@ -17,13 +17,8 @@ from pathlib import Path
 
 from reconstruction import __version__
 from reconstruction.errors import ReconstructionError
+from server.cli.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, UsageError
 from server.cli.verify import add_verify_parser
-
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
-
-
-class UsageError(Exception):
-    """A command-line argument is wrong (exit code 2)."""
 
 
 def build_parser() -> argparse.ArgumentParser:

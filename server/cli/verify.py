@@ -2,7 +2,7 @@
 
 Exit 0 when everything holds; 1 when something does not, naming the first failing seq or checkpoint; 2 for
 bad input (not a bundle, an unreadable file, an unusable --key, an unreachable --rpc node), with one line
-naming it. The check itself is sessions.ledger.verify (offline); --rpc adds server/evm.py's on-chain lookup.
+naming it. The check itself is sessions.ledger.verify (offline); --rpc adds server/services/evm.py's on-chain lookup.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import argparse
 import json
 from pathlib import Path
 
-EXIT_OK, EXIT_FAILED = 0, 1
+from server.cli.errors import EXIT_FAILURE, EXIT_OK, UsageError
 
 
 def add_verify_parser(sub: argparse._SubParsersAction) -> None:
-    """Add the `verify` subcommand to the CLI's subparsers. Requires nothing."""
+    """Add the `verify` subcommand to the CLI's subparsers."""
     p = sub.add_parser("verify", help="check an exported room bundle: events, tree, signed checkpoints, anchors")
     p.add_argument("bundle", type=Path, metavar="BUNDLE",
                    help="the bundle: a .zip from GET /api/rooms/{id}/export, or the folder it unzips to")
@@ -31,7 +31,6 @@ def add_verify_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Run the check and print the report; 0 or 1. Raises UsageError (exit 2) for bad input."""
-    from server.cli.main import UsageError
     from sessions.ledger.bundle import BundleError
     from sessions.ledger.verify import verify_bundle
 
@@ -54,7 +53,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json(), indent=2))
     else:
         _print_report(report)
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return EXIT_OK if report.ok else EXIT_FAILURE
 
 
 def _print_report(report) -> None:
@@ -77,7 +76,6 @@ def _trusted_key(value: str) -> bytes:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from server.cli.main import UsageError
     from sessions.ledger.note import CheckpointError, Verifier
 
     text = value

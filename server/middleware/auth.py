@@ -1,10 +1,10 @@
 """Access: the bearer-token middleware (the admin token is created by server/storage/keys.py).
 
-Every ``/api`` endpoint except the public ones (``/api/health``, and ``/api/join``, which redeems a room
-code and is throttled) requires ``Authorization: Bearer <admin token>``. A room invite (server/services/invites.py)
-is a narrower bearer token: it may call only the endpoints of ``INVITE_ROUTES``, and only for its own room
-and that room's meshes. The token may also arrive as ``?token=`` on the login URL the server prints; the web
-client moves it into the header.
+Every ``/api`` endpoint except the public ones (``/api/health``, ``/api/config``, ``/api/ledger/key``, and
+``/api/join``, which redeems a room code and is throttled) requires ``Authorization: Bearer <admin token>``.
+A room invite (server/services/invites.py) is a narrower bearer token: it may call only the endpoints of
+``INVITE_ROUTES``, and only for its own room and that room's meshes. The token may also arrive as
+``?token=`` on the login URL the server prints; the web client moves it into the header.
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ from aiohttp import web
 from server.api.errors import error_response
 from server.appkeys import ADMIN_TOKEN, HUB
 
-PUBLIC_PATHS = frozenset({"/api/health", "/api/join", "/api/ledger/key"})
+PUBLIC_PATHS = frozenset({"/api/health", "/api/config", "/api/join", "/api/ledger/key"})
 
 # What a room invite may call: (method, route) -> the path parameter that must be its room ("room_id") or
-# one of its room's meshes ("mesh_id"), or None for a route any valid invite may call. Everything else needs
-# the admin token.
-INVITE_ROUTES: dict[tuple[str, str], str | None] = {
-    ("GET", "/api/config"): None,
+# one of its room's meshes ("mesh_id"). Everything else needs the admin token.
+INVITE_ROUTES = {
     ("GET", "/api/meshes/{mesh_id}.glb"): "mesh_id",
     ("GET", "/api/rooms/{room_id}"): "room_id",
     ("GET", "/api/rooms/{room_id}/events"): "room_id",
@@ -49,14 +47,12 @@ def invite_allows(request: web.Request, token: str) -> bool:
     method = "GET" if request.method == "HEAD" else request.method
     route = (method, resource.canonical if resource is not None else "")
     hub = request.app.get(HUB)
-    if route not in INVITE_ROUTES or hub is None:
+    parameter = INVITE_ROUTES.get(route)
+    if parameter is None or hub is None:
         return False
-    parameter = INVITE_ROUTES[route]
     access = hub.access(token)  # None unless a valid, unexpired invite of a room that did not kick its holder
     if access is None:
         return False
-    if parameter is None:
-        return True
     value = request.match_info.get(parameter)
     return value == access.room if parameter == "room_id" else value in access.meshes
 

@@ -1,6 +1,6 @@
 """gzip for API responses: JSON and other text bodies over 1 KiB go compressed when the client accepts it.
 
-GLB artifacts handle their own encoding (server/delivery.py): Draco is already compact, and ranges of a plain GLB
+GLB artifacts handle their own encoding (server/api/glb.py): Draco is already compact, and ranges of a plain GLB
 must stay byte ranges of the file.
 """
 

@@ -85,7 +85,7 @@ class EvmAnchor:
 
     @property
     def address(self) -> str:
-        """The sender's (checksummed) address: fund it on a real chain. Requires nothing."""
+        """The sender's (checksummed) address: fund it on a real chain."""
         return self.account.address
 
     def anchor(self, checkpoint: Checkpoint, room: str) -> dict[str, Any]:
@@ -122,7 +122,7 @@ class EvmAnchor:
 
 
 class OnChainCheck:
-    """`rpc_check` for sessions.bundle.verify_bundle: does each EVM anchor exist on chain, as receipted?
+    """`rpc_check` for sessions.ledger.verify.verify_bundle: does each EVM anchor exist on chain, as receipted?
 
     Calling it returns None when the transaction matches, else the problem in words; it raises
     EvmUnavailable when the node cannot be reached (then nothing can be said either way).

@@ -239,7 +239,7 @@ class Hub:
         token, exp = self.issue_invite(live, row.role, name)
         return live, row.role, token, exp
 
-    def participant_id(self, invite: Invite) -> str:
+    def pseudonym_of(self, invite: Invite) -> str:
         """The participant's pseudonym: a keyed hash of the invite's room and nonce."""
         return self.pseudonyms.participant(f"{invite.room}:{invite.nonce}")
 
@@ -252,7 +252,7 @@ class Hub:
         live = self.rooms.get(invite.room)
         if live is None:
             return None
-        participant = live.room.participant(self.participant_id(invite))
+        participant = live.room.participant(self.pseudonym_of(invite))
         if participant is not None and participant.kicked:
             return None
         return RoomAccess(live.id, live.meshes)
@@ -276,7 +276,7 @@ class Hub:
         last_seq = auth.get("last_seq")
         if last_seq is not None and (isinstance(last_seq, bool) or not isinstance(last_seq, int)):
             raise refused("last_seq must be an integer", ErrorCode.INVALID.value)
-        participant = self.participant_id(invite)
+        participant = self.pseudonym_of(invite)
         member = Member(sid, live.id, participant, op_rate_limiter(self.limits),
                         ViolationCounter.for_room(self.limits), last_seq)
         if auth.get("replay") is not None:

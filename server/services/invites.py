@@ -77,7 +77,7 @@ def _unb64(value: str) -> bytes:
 
 
 def display_name(value: object) -> str:
-    """A participant's display name: one line, 1 to 64 characters. Requires nothing; raises InviteError."""
+    """A participant's display name: one line, 1 to 64 characters. Raises InviteError."""
     try:
         name = text(value, "name", MAX_NAME_LENGTH).strip()
     except OpError as error:
@@ -146,7 +146,7 @@ def new_room_code(taken: Callable[[str], bool]) -> str:
 
 
 def normalise_code(value: object) -> str:
-    """The digits of a typed code (spaces and dashes allowed). Requires nothing; raises InviteError."""
+    """The digits of a typed code (spaces and dashes allowed). Raises InviteError."""
     if not isinstance(value, str | int) or isinstance(value, bool):
         raise InviteError("code must be a string of 8 digits")
     digits = str(value).replace(" ", "").replace("-", "")

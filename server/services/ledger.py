@@ -74,7 +74,7 @@ class LedgerConfig:
     @classmethod
     def from_settings(cls, settings: Any) -> LedgerConfig:
         """The config from server Settings fields ledger_every_events, ledger_every_seconds, ledger_origin,
-        ledger_anchors, evm_rpc, evm_key (each optional: defaults apply). Requires nothing."""
+        ledger_anchors, evm_rpc, evm_key (each optional: defaults apply)."""
         default = cls()
         anchors = getattr(settings, "ledger_anchors", default.anchors)
         if isinstance(anchors, str):

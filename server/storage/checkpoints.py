@@ -57,14 +57,14 @@ class AnchoringRow:
     receipt: dict[str, Any] | None
 
     def to_json(self) -> dict[str, Any]:
-        """The API view. Requires nothing."""
+        """The API view."""
         return {"backend": self.backend, "status": self.status, "attempts": self.attempts,
                 "last_error": self.last_error,
                 "next_attempt": self.next_attempt / 1000 if self.status == PENDING else None,
                 "receipt": self.receipt}
 
     def anchoring(self) -> Anchoring:
-        """The bundle's record of it. Requires nothing."""
+        """The bundle's record of it."""
         return Anchoring(self.backend, self.status, self.attempts, self.last_error, self.receipt)
 
 

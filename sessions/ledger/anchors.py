@@ -49,7 +49,7 @@ class Anchor:
     hash: bytes
 
     def body(self) -> dict[str, Any]:
-        """The hashed fields as JSON values (hashes in lowercase hex). Requires nothing."""
+        """The hashed fields as JSON values (hashes in lowercase hex)."""
         return {
             "index": self.index,
             "room": self.room,
@@ -61,7 +61,7 @@ class Anchor:
         }
 
     def record(self) -> dict[str, Any]:
-        """The JSON record: the body plus its hash. Requires nothing."""
+        """The JSON record: the body plus its hash."""
         return {**self.body(), "hash": self.hash.hex()}
 
     @classmethod
@@ -82,7 +82,7 @@ class Anchor:
         return cls(record["index"], record["room"], record["size"], time=record["time"], **values)
 
     def computed_hash(self) -> bytes:
-        """SHA-256 of the canonical JSON of `body()`. Requires nothing."""
+        """SHA-256 of the canonical JSON of `body()`."""
         return hashlib.sha256(canonical_json(self.body())).digest()
 
 
@@ -97,7 +97,7 @@ class AnchorBackend(Protocol):
 
 
 def checkpoint_hash(checkpoint: Checkpoint) -> bytes:
-    """SHA-256 of the checkpoint's note text: the exact bytes its signatures sign. Requires nothing."""
+    """SHA-256 of the checkpoint's note text: the exact bytes its signatures sign."""
     return hashlib.sha256(checkpoint.text().encode("utf-8")).digest()
 
 
@@ -169,12 +169,12 @@ class LocalAnchorChain:
         return anchor
 
     def anchor(self, checkpoint: Checkpoint, room: str) -> dict[str, Any]:
-        """AnchorBackend: append a record and return its receipt. Requires nothing."""
+        """AnchorBackend: append a record and return its receipt."""
         anchor = self.append(room, checkpoint)
         return {"backend": self.name, "index": anchor.index, "hash": anchor.hash.hex(), "time": anchor.time}
 
     def head(self) -> Anchor | None:
-        """The latest record, or None for an empty chain. Requires nothing."""
+        """The latest record, or None for an empty chain."""
         rows = self._select("ORDER BY idx DESC LIMIT 1", ())
         return rows[0] if rows else None
 
@@ -184,7 +184,7 @@ class LocalAnchorChain:
         return self._select("WHERE idx >= ? AND idx < ? ORDER BY idx", (start, stop))
 
     def for_room(self, room: str) -> list[Anchor]:
-        """The records of one room, in order. Requires nothing."""
+        """The records of one room, in order."""
         return self._select("WHERE room = ? ORDER BY idx", (room,))
 
     def verify(self, head: bytes | None = None) -> None:
@@ -205,7 +205,7 @@ class LocalAnchorChain:
 
 
 def _hash_from_hex(text: Any) -> bytes:
-    """32 bytes from 64 lowercase hex digits. Requires nothing."""
+    """32 bytes from 64 lowercase hex digits."""
     if not isinstance(text, str) or len(text) != 64 or text != text.lower():
         raise ValueError(f"{text!r} is not 64 lowercase hex digits")
     return bytes.fromhex(text)

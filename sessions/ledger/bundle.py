@@ -77,7 +77,7 @@ class Anchoring:
     receipt: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON object of checkpoints.json. Requires nothing."""
+        """The JSON object of checkpoints.json."""
         receipt = dict(self.receipt) if self.receipt is not None else None
         return {"backend": self.backend, "status": self.status, "attempts": self.attempts,
                 "last_error": self.last_error, "receipt": receipt}
@@ -164,7 +164,7 @@ def _checkpoint_json(checkpoint: BundleCheckpoint) -> dict[str, Any]:
 
 
 def _head_json(head: Anchor | None) -> dict[str, Any] | None:
-    """{index, hash} of the anchor chain head, or None. Requires nothing."""
+    """{index, hash} of the anchor chain head, or None."""
     return None if head is None else {"index": head.index, "hash": head.hash.hex()}
 
 
@@ -217,7 +217,7 @@ class _ZipSink:
             return _write_lines(out.write, lines)
 
     def close(self) -> None:
-        """Finish the zip. Requires nothing."""
+        """Finish the zip."""
         self._zip.close()
 
 
@@ -256,7 +256,7 @@ def _write_lines(write: Callable[[bytes], Any], lines: Sequence[bytes]) -> tuple
 
 
 def _readme(contents: BundleContents, verifier: Verifier, root: str) -> str:
-    """README.txt. Requires nothing."""
+    """README.txt."""
     return README_TEXT.format(room=contents.room, origin=contents.origin, vkey=verifier.vkey(),
                               events=len(contents.leaves), checkpoints=len(contents.checkpoints), root=root)
 
@@ -344,11 +344,11 @@ class BundleReader:
             self._names = sorted(p.name for p in folder.iterdir() if p.is_file())
 
     def names(self) -> list[str]:
-        """The file names (a zip may repeat one). Requires nothing."""
+        """The file names (a zip may repeat one)."""
         return self._names
 
     def duplicates(self) -> list[str]:
-        """Names a zip holds more than once. Requires nothing."""
+        """Names a zip holds more than once."""
         return sorted({n for n in self._names if self._names.count(n) > 1})
 
     def read(self, name: str, limit: int) -> bytes:

@@ -86,7 +86,7 @@ class _TreeBuilder:
         del self.pending[:whole]
 
     def finish(self) -> None:
-        """Append the leaves left over. Requires nothing."""
+        """Append the leaves left over."""
         for leaf in self.pending:
             self._push(0, self.size, leaf)
             self.size += 1
@@ -165,7 +165,7 @@ def _line_batches(chunks: Iterator[bytes], digest: _Digest) -> Iterator[tuple[li
 
 
 def lines_of(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Every line of a chunked file (the last one even without a newline). Requires nothing."""
+    """Every line of a chunked file (the last one even without a newline)."""
     for lines, _ in _line_batches(chunks, _Digest()):
         yield from lines
 

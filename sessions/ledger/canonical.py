@@ -82,7 +82,7 @@ def _check_event(event: Mapping[str, Any]) -> None:
 
 
 def _check_value(value: Any, path: str) -> None:
-    """Refuse anything without a canonical encoding. Requires nothing."""
+    """Refuse anything without a canonical encoding."""
     if value is None or isinstance(value, bool):
         return
     if isinstance(value, int):
@@ -115,5 +115,5 @@ def _check_string(text: str, path: str) -> None:
 
 
 def _refuse_constant(name: str) -> float:
-    """json.loads hook: NaN and Infinity are not canonical JSON. Requires nothing."""
+    """json.loads hook: NaN and Infinity are not canonical JSON."""
     raise CanonicalError("$", f"{name} is not allowed")

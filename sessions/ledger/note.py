@@ -84,7 +84,7 @@ class Checkpoint:
             raise CheckpointError(f"root has {len(self.root)} bytes, want 32")
 
     def text(self) -> str:
-        """The note text that is signed. Requires nothing."""
+        """The note text that is signed."""
         root = base64.b64encode(self.root).decode("ascii")
         return f"{self.origin}\n{self.size}\n{root}\ntime {self.time}\n"
 
@@ -103,11 +103,11 @@ class Verifier:
 
     @property
     def key_id(self) -> bytes:
-        """The 4-byte key ID of this key. Requires nothing."""
+        """The 4-byte key ID of this key."""
         return key_id(self.name, self.public_key)
 
     def vkey(self) -> str:
-        """The verifier key string "<name>+<hex key ID>+<base64(0x01 || public key)>". Requires nothing."""
+        """The verifier key string "<name>+<hex key ID>+<base64(0x01 || public key)>"."""
         key = base64.b64encode(bytes([ED25519]) + self.public_key).decode("ascii")
         return f"{self.name}+{self.key_id.hex()}+{key}"
 
@@ -128,7 +128,7 @@ class Verifier:
         return verifier
 
     def verify(self, message: bytes, signature: bytes) -> bool:
-        """True when `signature` is this key's Ed25519 signature of `message`. Requires nothing."""
+        """True when `signature` is this key's Ed25519 signature of `message`."""
         try:
             Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, message)
         except InvalidSignature:
@@ -236,17 +236,17 @@ def _b64decode(text: str, what: str) -> bytes:
 
 
 def generate_signing_key() -> Ed25519PrivateKey:
-    """A new random Ed25519 signing key. Requires nothing."""
+    """A new random Ed25519 signing key."""
     return Ed25519PrivateKey.generate()
 
 
 def public_key_bytes(private_key: Ed25519PrivateKey) -> bytes:
-    """The raw 32-byte public key of `private_key`. Requires nothing."""
+    """The raw 32-byte public key of `private_key`."""
     return private_key.public_key().public_bytes_raw()
 
 
 def private_key_to_raw(private_key: Ed25519PrivateKey) -> bytes:
-    """The raw 32-byte private key (RFC 8032 seed). Requires nothing. Keep it secret."""
+    """The raw 32-byte private key (RFC 8032 seed). Keep it secret."""
     return private_key.private_bytes_raw()
 
 
@@ -258,7 +258,7 @@ def private_key_from_raw(raw: bytes) -> Ed25519PrivateKey:
 
 
 def private_key_to_pem(private_key: Ed25519PrivateKey) -> bytes:
-    """Unencrypted PKCS#8 PEM of `private_key` (the server writes it 0600). Requires nothing."""
+    """Unencrypted PKCS#8 PEM of `private_key` (the server writes it 0600)."""
     return private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )

@@ -207,7 +207,7 @@ def _perfect_subtrees(begin: int, end: int) -> list[tuple[int, int]]:
 
 
 def _fold(hashes: list[bytes]) -> bytes:
-    """Hash perfect-subtree roots, largest first, into one root, right to left. Requires nothing."""
+    """Hash perfect-subtree roots, largest first, into one root, right to left."""
     if not hashes:
         return empty_root()
     root = hashes[-1]

@@ -75,7 +75,7 @@ class Failure:
     file: str | None = None
 
     def where(self) -> str:
-        """'seq 17', 'checkpoint 3', 'seq 17 (checkpoint 3)' or the file. Requires nothing."""
+        """'seq 17', 'checkpoint 3', 'seq 17 (checkpoint 3)' or the file."""
         if self.seq is not None and self.checkpoint is not None:
             return f"seq {self.seq} (checkpoint {self.checkpoint})"
         if self.seq is not None:
@@ -109,7 +109,7 @@ class VerifyReport:
         return self.failure is None
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON object for `theatrum verify --json`. Requires nothing."""
+        """A JSON object for `theatrum verify --json`."""
         failure = None
         if self.failure is not None:
             failure = {"where": self.failure.where(), "message": self.failure.message, "seq": self.failure.seq,
@@ -197,7 +197,7 @@ class _Verification:
             self.notes.append(f"not part of the bundle, not checked: {', '.join(extra)}")
 
     def report(self, failure: Failure | None) -> VerifyReport:
-        """The report of this run. Requires nothing."""
+        """The report of this run."""
         anchored = [{a.backend for a in e.anchorings if a.status == "anchored"} for e in self.entries]
         evm = sum("evm" in backends for backends in anchored)
         unanchored = tuple(e.number for e, backends in zip(self.entries, anchored, strict=True) if not backends)
@@ -506,7 +506,7 @@ def _check_order(previous: _Entry, entry: _Entry) -> None:
 
 
 def _anchoring(value: Any, where: str, number: int) -> Anchoring:
-    """A checked anchoring entry of checkpoint `number`. Requires nothing."""
+    """A checked anchoring entry of checkpoint `number`."""
     _check_fields(value, {"backend", "status", "attempts", "last_error", "receipt"}, f"{where} anchoring", number)
     backend, status, attempts, last_error, receipt = (
         value["backend"], value["status"], value["attempts"], value["last_error"], value["receipt"])
@@ -543,7 +543,7 @@ def _receipt_problem(backend: str, receipt: Mapping[str, Any]) -> str | None:
 
 
 def _anchor(record: Any) -> Anchor:
-    """The Anchor of an anchors.json record, whose fields can be hashed. Requires nothing."""
+    """The Anchor of an anchors.json record, whose fields can be hashed."""
     if not isinstance(record, dict):
         _fail(f"{ANCHORS}: a record is not an object", file=ANCHORS)
     try:
@@ -570,14 +570,14 @@ def _check_head(head: Any, last: Anchor | None) -> None:
 
 def _check_fields(value: Any, keys: set[str], where: str, number: int | None = None,
                   file: str | None = None) -> None:
-    """Refuse anything but an object with exactly `keys`. Requires nothing."""
+    """Refuse anything but an object with exactly `keys`."""
     if not isinstance(value, dict) or set(value) != keys:
         found = sorted(value) if isinstance(value, dict) else type(value).__name__
         _fail(f"{where}: fields {found}, want {sorted(keys)}", checkpoint=number, file=file)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """json object hook: a repeated key is an error. Requires nothing."""
+    """json object hook: a repeated key is an error."""
     value = dict(pairs)
     if len(value) != len(pairs):
         raise ValueError("a key is repeated")
@@ -585,12 +585,12 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _no_constant(name: str) -> Any:
-    """json hook: NaN and Infinity are not JSON. Requires nothing."""
+    """json hook: NaN and Infinity are not JSON."""
     raise ValueError(f"{name} is not JSON")
 
 
 def _numbers(numbers: Sequence[int]) -> str:
-    """'1, 2, 3' (at most ten, then '...'). Requires nothing."""
+    """'1, 2, 3' (at most ten, then '...')."""
     shown = ", ".join(map(str, numbers[:10]))
     return shown + (", ..." if len(numbers) > 10 else "")
 

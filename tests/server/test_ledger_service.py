@@ -1,4 +1,4 @@
-"""The ledger service (server/ledger.py): its key, when it cuts checkpoints, and anchoring that is retried
+"""The ledger service (server/services/ledger.py): its key, when it cuts checkpoints, and anchoring that is retried
 with backoff, survives restarts, and never blocks a room."""
 
 from __future__ import annotations

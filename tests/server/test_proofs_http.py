@@ -1,7 +1,7 @@
-"""Proofs over HTTP, checked independently of the server's code: the handlers of server/ledger.py in a
+"""Proofs over HTTP, checked independently of the server's code: the handlers of server/api/ledger.py in a
 minimal aiohttp app, and in this file a small RFC 6962 / RFC 9162 reference (the tree hash, PATH and
 PROOF of RFC 6962 section 2.1, and the verification algorithms of RFC 9162 section 2.1.3.2 and 2.1.4.2)
-plus a hand-rolled signed-note check with `cryptography`. Nothing here imports sessions.merkle."""
+plus a hand-rolled signed-note check with `cryptography`. Nothing here imports sessions.ledger.merkle."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from conftest import DICOM, require_path
 
 from server.api.system import openapi_document
 from server.app import build_app, routes
-from server.appkeys import ADMIN_TOKEN, JOBS
+from server.appkeys import ADMIN_TOKEN, JOBS, SETTINGS
 from server.config import Settings
 
 PHILIPS = DICOM / "ct-head-phantom-philips"
@@ -315,3 +315,36 @@ async def test_bounded_queue_and_cancellation(aiohttp_client, tmp_path):
     assert done["state"] == "done", done
     assert (await (await c.get(f"/api/jobs/{jobs[0]}", headers=c.h)).json())["state"] == "cancelled"
     assert len((await (await c.get(url, headers=c.h)).json())["meshes"]) == 1
+
+
+# -- the client's tables come from the server ------------------------------------------------------------------
+async def test_config_is_public_and_carries_the_servers_own_tables(aiohttp_client, tmp_path):
+    from reconstruction.presets import preset_names_for, presets_for
+    from sessions.ops import OpKind
+    from sessions.protocol import may
+    from sessions.roles import Role
+
+    app = build_app(Settings(data=tmp_path / "d", workers=1, room_max_label_length=123))
+    c = await aiohttp_client(app)
+    r = await c.get("/api/config")  # no token: the join page reads it
+    assert r.status == 200
+    config = await r.json()
+    for modality in ("CT", "MR"):
+        assert config["modalities"][modality] == {"presets": list(presets_for(modality)),
+                                                  "default_presets": preset_names_for(modality)}
+    assert config["identifying_presets"] == ["skin"]
+    assert config["room_limits"]["max_label_length"] == 123 and config["room_limits"]["max_title_length"] == 200
+    assert config["pose_limits"]["expire_s"] == app[SETTINGS].pose_limits.expire_s
+    table = config["permissions"]
+    for role in Role:
+        for kind in OpKind:
+            grant = table["matrix"][role.value].get(kind.value)
+            allowed_plainly = may(role, kind) is None
+            assert (grant is not None and allowed_plainly) or (grant is None and not allowed_plainly), (role, kind)
+            muted = may(role, kind, muted=True) == "you are muted by the instructor"
+            assert muted == (grant is not None and kind.value in table["tool_kinds"]), (role, kind)
+        for kind, grant in table["matrix"][role.value].items():
+            if grant == "own":
+                assert may(role, kind, own=False) is not None
+            if grant == "unless_locked":
+                assert may(role, kind, locked=True) == "the model is locked by the instructor"
