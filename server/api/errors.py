@@ -7,8 +7,11 @@ server/services/errors.py) into the JSON response.
 from __future__ import annotations
 
 import json
+from typing import TypeVar
 
 from aiohttp import web
+
+T = TypeVar("T")
 
 
 class ApiError(Exception):
@@ -26,3 +29,10 @@ def error_response(status: int, code: str, detail: str, headers: dict[str, str] 
     """The JSON error response."""
     return web.Response(status=status, text=json.dumps({"error": code, "detail": detail}),
                         content_type="application/json", headers=headers)
+
+
+def found(value: T | None, what: str, key: str) -> T:
+    """`value`, or a 404 naming `what` (a study, a mesh...) and its `key` when it is None."""
+    if value is None:
+        raise ApiError(404, "not_found", f"no {what} {key!r}")
+    return value

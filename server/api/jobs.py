@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.api.errors import ApiError
+from server.api.errors import ApiError, found
 from server.api.views import job_view
 from server.appkeys import CATALOG, JOBS
 
 
 def _job_or_404(request: web.Request) -> dict:
-    job = request.app[CATALOG].job(request.match_info["job_id"])
-    if job is None:
-        raise ApiError(404, "not_found", f"no job {request.match_info['job_id']!r}")
-    return job
+    job_id = request.match_info["job_id"]
+    return found(request.app[CATALOG].job(job_id), "job", job_id)
 
 
 async def get_job(request: web.Request) -> web.Response:

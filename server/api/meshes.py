@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.api.errors import ApiError
+from server.api.errors import ApiError, found
 from server.api.glb import artifact_kind, send_glb
 from server.api.params import read_json
 from server.api.views import job_view, mesh_view
@@ -24,16 +24,13 @@ async def request_meshes(request: web.Request) -> web.Response:
 async def list_meshes(request: web.Request) -> web.Response:
     study_id = request.match_info["study_id"]
     catalog = request.app[CATALOG]
-    if catalog.study(study_id) is None:
-        raise ApiError(404, "not_found", f"no study {study_id!r}")
+    found(catalog.study(study_id), "study", study_id)
     return web.json_response({"meshes": [mesh_view(m) for m in catalog.meshes_of(study_id)]})
 
 
 def _mesh_or_404(request: web.Request) -> dict:
-    mesh = request.app[CATALOG].mesh(request.match_info["mesh_id"])
-    if mesh is None:
-        raise ApiError(404, "not_found", f"no mesh {request.match_info['mesh_id']!r}")
-    return mesh
+    mesh_id = request.match_info["mesh_id"]
+    return found(request.app[CATALOG].mesh(mesh_id), "mesh", mesh_id)
 
 
 async def get_mesh(request: web.Request) -> web.Response:

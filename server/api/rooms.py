@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.api.errors import ApiError
+from server.api.errors import ApiError, found
 from server.api.params import query_int, read_json
 from server.appkeys import CATALOG, HUB, SETTINGS
 from server.middleware.auth import is_admin
@@ -85,10 +85,8 @@ def role_invites(request: web.Request, hub: Hub, live: LiveRoom) -> dict[str, di
 
 
 def room_or_404(request: web.Request) -> LiveRoom:
-    live = request.app[HUB].rooms.get(request.match_info["room_id"])
-    if live is None:
-        raise ApiError(404, "not_found", f"no room {request.match_info['room_id']!r}")
-    return live
+    room_id = request.match_info["room_id"]
+    return found(request.app[HUB].rooms.get(room_id), "room", room_id)
 
 
 def role_or_400(value: Any) -> Role:
@@ -135,12 +133,9 @@ def _room_body(body: dict) -> tuple[str, list[str], RoomMode, str, dict[Role, st
 async def create_room(request: web.Request) -> web.Response:
     study_id, mesh_ids, mode, title, names = _room_body(await read_json(request))
     catalog = request.app[CATALOG]
-    if catalog.study(study_id) is None:
-        raise ApiError(404, "not_found", f"no study {study_id!r}")
+    found(catalog.study(study_id), "study", study_id)
     for mesh_id in mesh_ids:
-        mesh = catalog.mesh(mesh_id)
-        if mesh is None:
-            raise ApiError(404, "not_found", f"no mesh {mesh_id!r}")
+        mesh = found(catalog.mesh(mesh_id), "mesh", mesh_id)
         if mesh["study_id"] != study_id:
             raise ApiError(400, "bad_parameter", f"mesh {mesh_id} is not a mesh of study {study_id}")
         if mode is RoomMode.TRAINING and mesh["preset"] in IDENTIFYING_PRESETS:

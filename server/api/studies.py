@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from server.api.errors import ApiError
+from server.api.errors import ApiError, found
 from server.api.views import study_view
 from server.appkeys import CATALOG, JOBS, LIBRARY, SETTINGS, TMP
 from server.services import imports
@@ -20,10 +20,7 @@ CHUNK = 1 << 16
 
 def _study_or_404(request: web.Request) -> dict:
     study_id = request.match_info["study_id"]
-    row = request.app[CATALOG].study(study_id)
-    if row is None:
-        raise ApiError(404, "not_found", f"no study {study_id!r}")
-    return row
+    return found(request.app[CATALOG].study(study_id), "study", study_id)
 
 
 async def list_studies(request: web.Request) -> web.Response:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from reconstruction import __version__
 from reconstruction.errors import ReconstructionError
+from reconstruction.surface import DEFAULT_TARGET_TRIANGLES
 from server.cli.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, UsageError
 from server.cli.verify import add_verify_parser
 
@@ -40,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset", action="append", metavar="NAME", help="tissue preset (repeatable); default: the modality's"
     )
     p.add_argument("--threshold", type=float, metavar="VALUE", help="custom iso-level (HU for CT)")
-    p.add_argument("--target-triangles", type=int, default=300_000, metavar="N", help="budget per preset")
+    p.add_argument("--target-triangles", type=int, default=DEFAULT_TARGET_TRIANGLES, metavar="N",
+                   help="budget per preset")
     p.add_argument("--allow-gaps", action="store_true", help="build a non-contiguous series anyway (warns)")
     p.add_argument("--out", type=Path, default=Path("reconstruction.glb"), metavar="FILE.glb")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")

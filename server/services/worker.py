@@ -26,6 +26,8 @@ class _Reporter:
         self._last = 0.0
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage == "meshing":  # build_meshes says ("meshing", n, presets) before preset n
+            self.preset_index = min(done, self.n_presets - 1)
         lo, hi = STAGE_SPAN.get(stage, STAGE_SPAN["meshing"])
         frac = min(1.0, done / total) if total else 0.0
         if stage not in STAGE_SPAN:  # sub-stages of one preset (decimating, smoothing...)
@@ -60,8 +62,7 @@ def run_job(spec: dict, conn: Connection) -> None:
 
 def _run(spec: dict, conn: Connection) -> None:
     from reconstruction.delivery import mesh_artifacts
-    from reconstruction.pipeline import load_volume
-    from reconstruction.surface import extract_surface
+    from reconstruction.pipeline import build_meshes, load_volume
     from server.storage.artifacts import ArtifactStore
 
     presets = list(spec["presets"])
@@ -73,12 +74,9 @@ def _run(spec: dict, conn: Connection) -> None:
         allow_gaps=spec["allow_gaps"],
         progress=report,
     )
-    for n, name in enumerate(presets):
-        report.preset_index = n
-        report("meshing", n, len(presets))
-        mesh = extract_surface(
-            volume, name, threshold=spec["threshold"], target_triangles=spec["target_triangles"], progress=report
-        )
+    meshes = build_meshes(volume, presets, threshold=spec["threshold"], target_triangles=spec["target_triangles"],
+                          progress=report)
+    for n, (name, mesh) in enumerate(zip(presets, meshes, strict=True)):
         report("writing", n, len(presets))
         blobs = mesh_artifacts(mesh, volume, title=spec.get("title", ""))
         artifacts = {kind: store.put_bytes(data, ".glb") for kind, data in blobs.items()}
