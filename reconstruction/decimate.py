@@ -36,7 +36,11 @@ def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.nda
     no volume) and vertices no face uses; renumber faces."""
     good = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])
     faces = faces[good]
-    faces = faces[~_fins(faces)]
+    return drop_unused_vertices(vertices, faces[~_fins(faces)])
+
+
+def drop_unused_vertices(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The vertices some face uses, and the faces renumbered to them."""
     used = np.zeros(len(vertices), dtype=bool)
     used[faces.ravel()] = True
     renumber = np.cumsum(used) - 1
