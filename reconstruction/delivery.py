@@ -6,6 +6,8 @@ full mesh. Draco is the default for clients; the plain GLB is kept for tools tha
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .decimate import decimate
@@ -23,9 +25,8 @@ def coarse_mesh(mesh: Mesh, budget: int = COARSE_TRIANGLES) -> Mesh:
     if mesh.triangles <= budget:
         return mesh
     vertices, faces = decimate(mesh.vertices, mesh.faces, budget)
-    return Mesh(
-        preset=mesh.preset,
-        threshold=mesh.threshold,
+    return replace(
+        mesh,
         vertices=vertices.astype(np.float32),
         faces=faces.astype(np.uint32),
         normals=vertex_normals(vertices, faces),

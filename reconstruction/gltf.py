@@ -19,7 +19,9 @@ descriptions):
     Volume.pixel_hash of the voxels the surfaces come from. ``modality``. Plus whatever the caller passes in
     ``extras`` (e.g. a de-identified ``title``); the caller answers for its content.
 ``nodes[n].extras`` and ``meshes[n].extras``
-    ``preset``, ``threshold`` (the iso-level, in ``units.threshold``), ``triangles``.
+    ``preset``, ``threshold`` (the iso-level, in ``units.threshold``), ``triangles``, and how the surface was
+    made: ``keep_largest`` (how many of its largest connected surfaces were kept, null for all) and
+    ``slice_smoothing`` (whether thick slices' terraces were smoothed away).
 """
 
 from __future__ import annotations
@@ -160,7 +162,13 @@ def glb_bytes(
 
 
 def _mesh_extras(mesh: Mesh) -> dict[str, Any]:
-    return {"preset": mesh.preset, "threshold": float(mesh.threshold), "triangles": mesh.triangles}
+    return {
+        "preset": mesh.preset,
+        "threshold": float(mesh.threshold),
+        "triangles": mesh.triangles,
+        "keep_largest": mesh.keep_largest,
+        "slice_smoothing": mesh.slice_smoothing,
+    }
 
 
 def _look_of(name: str, modality: str) -> Preset:

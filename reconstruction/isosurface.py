@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import multiprocessing
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +34,7 @@ class SamplingGrid:
     of its block's voxels: the block mean times ``factors`` product, so integer data stay integer-valued. A
     block that runs past the volume's end repeats the last voxel. Samples at index 0 and blocks + 1 are
     padding, set to ``pad_value`` (below the level), which closes surfaces that reach the volume's edge.
+    ``values``, when given, are the samples themselves (all of them, e.g. edited by ``body.fill_body``).
     """
 
     voxels: np.ndarray
@@ -41,6 +42,7 @@ class SamplingGrid:
     factors: tuple[int, int, int]
     blocks: tuple[int, int, int]
     pad_value: float
+    values: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -48,11 +50,26 @@ class SamplingGrid:
 
     def samples(self, k0: int, k1: int) -> np.ndarray:
         """The float32 grid planes k0..k1 inclusive. Requires 0 <= k0 <= k1 < shape[0]."""
+        if self.values is not None:
+            return self.values[k0 : k1 + 1]
         _, nj, ni = self.shape
         out = np.full((k1 - k0 + 1, nj, ni), self.pad_value, dtype=np.float32)
         first, last = max(k0, 1), min(k1, self.blocks[0])
         if first <= last:
             self._block_sums(first - 1, last, out[first - k0 : last - k0 + 1, 1:-1, 1:-1])
+        return out
+
+    def all_samples(self, workers: int = 1) -> np.ndarray:
+        """Every sample, padding included, computed in ``workers`` threads (numpy releases the GIL)."""
+        out = np.empty(self.shape, dtype=np.float32)
+        step = max(1, math.ceil(self.shape[0] / (4 * max(1, workers))))
+        chunks = [(k0, min(k0 + step, self.shape[0]) - 1) for k0 in range(0, self.shape[0], step)]
+
+        def fill(chunk: tuple[int, int]) -> None:
+            out[chunk[0] : chunk[1] + 1] = self.samples(*chunk)
+
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            list(pool.map(fill, chunks))
         return out
 
     def _block_sums(self, b0: int, b1: int, out: np.ndarray) -> None:
@@ -68,13 +85,20 @@ class SamplingGrid:
         if self.factors == (1, 1, 1):
             out[...] = src  # converts in place, without a float32 copy of the whole slab
             return
-        acc = src[0::fk].astype(np.float32)
+        # Integer voxels sum exactly in int32 (8 x 8 x 8 int16 voxels at most), three times faster than float32.
+        acc = src[0::fk].astype(np.int32 if np.issubdtype(src.dtype, np.integer) else np.float32)
         for r in range(1, fk):
             acc += src[r::fk]
         if fj > 1:
-            acc = sum((acc[:, r::fj] for r in range(1, fj)), start=acc[:, 0::fj])
+            rows = acc[:, 0::fj].copy()
+            for r in range(1, fj):
+                rows += acc[:, r::fj]
+            acc = rows
         if fi > 1:
-            acc = sum((acc[:, :, r::fi] for r in range(1, fi)), start=acc[:, :, 0::fi])
+            columns = acc[:, :, 0::fi].copy()
+            for r in range(1, fi):
+                columns += acc[:, :, r::fi]
+            acc = columns
         out[...] = acc
 
     def to_voxel_index(self, kji: np.ndarray) -> np.ndarray:

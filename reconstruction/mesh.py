@@ -13,6 +13,8 @@ class Mesh:
 
     ``vertices``: (V, 3) float32 LPS mm. ``faces``: (F, 3) uint32, counter-clockwise seen from outside
     (the tissue side is inside). ``normals``: (V, 3) float32 unit vertex normals pointing outward, in LPS.
+    How it was made, besides its preset and level: ``keep_largest``, how many of the largest connected surfaces
+    were kept (None: all); ``slice_smoothing``, whether the terraces of thick slices were smoothed away.
     """
 
     preset: str
@@ -20,6 +22,8 @@ class Mesh:
     vertices: np.ndarray
     faces: np.ndarray
     normals: np.ndarray
+    keep_largest: int | None = None
+    slice_smoothing: bool = False
 
     @property
     def triangles(self) -> int:

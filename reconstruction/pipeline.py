@@ -133,18 +133,29 @@ def build_meshes(
     *,
     threshold: float | None = None,
     target_triangles: int = DEFAULT_TARGET_TRIANGLES,
+    largest_only: bool = False,
+    slice_smoothing: bool | None = None,
     progress: Progress | None = None,
 ) -> Iterator[Mesh]:
     """The surface of each preset (by name, for the volume's modality), in order, each as soon as it is made.
 
-    Reports ("meshing", n, len(presets)) before preset n and ("meshing", len(presets), len(presets)) after the
-    last; the surface's own stages ("decimating") in between. Raises SurfaceError as `extract_surface`.
+    ``largest_only`` keeps only the largest connected surface of each (the skull without the head holder);
+    otherwise each preset keeps what it keeps. ``slice_smoothing`` as for `extract_surface` (None: when the
+    slices are thick). Reports ("meshing", n, len(presets)) before preset n and ("meshing", len(presets),
+    len(presets)) after the last; the surface's own stages ("decimating") in between. Raises SurfaceError as
+    `extract_surface`.
     """
     progress = progress or no_progress
     for n, name in enumerate(presets):
         progress("meshing", n, len(presets))
         yield extract_surface(
-            volume, name, threshold=threshold, target_triangles=target_triangles, progress=progress
+            volume,
+            name,
+            threshold=threshold,
+            target_triangles=target_triangles,
+            keep_largest=1 if largest_only else "preset",
+            slice_smoothing=slice_smoothing,
+            progress=progress,
         )
     progress("meshing", len(presets), len(presets))
 
@@ -157,13 +168,16 @@ def reconstruct(
     presets: Sequence[str] | None = None,
     threshold: float | None = None,
     target_triangles: int = DEFAULT_TARGET_TRIANGLES,
+    largest_only: bool = False,
+    slice_smoothing: bool | None = None,
     allow_gaps: bool = False,
     title: str = "",
     progress: Progress | None = None,
 ) -> Reconstruction:
     """Run the whole pipeline and write the GLB atomically to ``out``.
 
-    Requires target_triangles > 0. ``presets`` defaults to the modality's default preset list.
+    Requires target_triangles > 0. ``presets`` defaults to the modality's default preset list;
+    ``largest_only`` and ``slice_smoothing`` as for `build_meshes`.
     """
     if target_triangles <= 0:
         raise ValueError("target_triangles must be positive")
@@ -175,7 +189,15 @@ def reconstruct(
     t0 = time.perf_counter()
     timed = _DecimationTimer(progress)
     meshes = list(
-        build_meshes(volume, names, threshold=threshold, target_triangles=target_triangles, progress=timed)
+        build_meshes(
+            volume,
+            names,
+            threshold=threshold,
+            target_triangles=target_triangles,
+            largest_only=largest_only,
+            slice_smoothing=slice_smoothing,
+            progress=timed,
+        )
     )
     seconds["meshing"] = time.perf_counter() - t0 - timed.seconds
     seconds["decimating"] = timed.seconds

@@ -15,7 +15,7 @@ The levels are not integers on purpose: on integer data an integer level meets v
 marching cubes emits thousands of zero-area triangles there, which decimators keep.
 
 MR has no absolute scale, so MR levels come from the image itself, computed with scikit-image on a strided
-sample of the voxels (every second voxel along each axis):
+sample of the voxels (every second voxel along each axis, or sparser, so that about a million are sampled):
 
 - ``skin`` Otsu's threshold (``threshold_otsu``): the two-class split of MR is background air against body.
 - ``bright`` the upper threshold of a three-class Otsu (``threshold_multiotsu``): the brightest class, e.g.
@@ -26,12 +26,16 @@ Colours are linear RGBA (glTF ``baseColorFactor``); the sRGB values they come fr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import SurfaceError
 from .volume import Volume
+
+LEVEL_SAMPLE_VOXELS = 1_000_000
+"""About how many voxels an image-derived level is computed from (more changes it by less than a unit)."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,8 @@ class Preset:
 
     ``level`` is the iso-level in the volume's units when ``method`` is "fixed" (CT HU); otherwise ``method``
     names how the level is derived from the image ("otsu", "multiotsu-upper"). ``keep_largest`` keeps only
-    that many largest connected surfaces (None keeps all of them).
+    that many largest connected surfaces (None keeps all of them). ``outer``: the surface is the outer
+    boundary of the body, without the inner layers the level also outlines (``body``).
     """
 
     name: str
@@ -50,6 +55,7 @@ class Preset:
     roughness: float
     metallic: float = 0.0
     keep_largest: int | None = None
+    outer: bool = False
 
     @property
     def alpha_mode(self) -> str:
@@ -59,8 +65,10 @@ class Preset:
 
 # sRGB (0.89, 0.85, 0.78): ivory.
 _BONE_RGBA = (0.768, 0.694, 0.571, 1.0)
-# sRGB (0.94, 0.76, 0.66): light skin, translucent so the bone shows through.
+# sRGB (0.94, 0.76, 0.66): light skin. On CT translucent, so that the bone made with it shows through; on MR
+# opaque: the skin is the only default MR surface, and nothing meshed lies inside it.
 _SKIN_RGBA = (0.871, 0.539, 0.392, 0.45)
+_OPAQUE_SKIN_RGBA = (*_SKIN_RGBA[:3], 1.0)
 # sRGB (0.75, 0.36, 0.32): muscle red.
 _SOFT_TISSUE_RGBA = (0.522, 0.107, 0.084, 1.0)
 # sRGB (0.80, 0.10, 0.12): arterial red.
@@ -71,7 +79,7 @@ CT_PRESETS: dict[str, Preset] = {
     for p in (
         Preset("bone", "fixed", 300.5, _BONE_RGBA, roughness=0.65),
         # The body is one component; dropping the others removes the table, head rest and cables.
-        Preset("skin", "fixed", -500.5, _SKIN_RGBA, roughness=0.5, keep_largest=1),
+        Preset("skin", "fixed", -500.5, _SKIN_RGBA, roughness=0.5, keep_largest=1, outer=True),
         Preset("soft-tissue", "fixed", -20.5, _SOFT_TISSUE_RGBA, roughness=0.5),
         Preset("vessels", "fixed", 150.5, _VESSEL_RGBA, roughness=0.35),
     )
@@ -80,7 +88,7 @@ CT_PRESETS: dict[str, Preset] = {
 MR_PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset("skin", "otsu", None, _SKIN_RGBA, roughness=0.5, keep_largest=1),
+        Preset("skin", "otsu", None, _OPAQUE_SKIN_RGBA, roughness=0.5, keep_largest=1, outer=True),
         Preset("bright", "multiotsu-upper", None, _SOFT_TISSUE_RGBA, roughness=0.5),
     )
 }
@@ -120,7 +128,8 @@ def level_for(preset: Preset, volume: Volume) -> float:
     # Imported here: scikit-image's filters load scipy.ndimage (0.2 s); only image-derived levels need them.
     from skimage.filters import threshold_multiotsu, threshold_otsu
 
-    sample = volume.voxels[::2, ::2, ::2]
+    step = max(2, math.ceil((volume.voxels.size / LEVEL_SAMPLE_VOXELS) ** (1 / 3)))
+    sample = np.ascontiguousarray(volume.voxels[::step, ::step, ::step])
     if sample.size == 0 or sample.min() == sample.max():
         raise SurfaceError(preset.name, "the image is uniform: no level separates tissue from background")
     if preset.method == "otsu":

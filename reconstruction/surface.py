@@ -8,11 +8,13 @@ The steps, and why they are there:
    downsampling) with the finest integer block factors predicted to give at most twice the budget, but with
    samples never more than ``MAX_SAMPLE_SPACING_MM`` apart. Marching millions of voxels and decimating
    millions of triangles is what makes a naive pipeline slow; this does a quarter to an eighth of that work.
-3. Marching cubes runs in index space on z-slabs in parallel processes (``isosurface``).
+3. Marching cubes runs in index space on z-slabs in parallel processes (``isosurface``); for an outer surface
+   (skin) on samples whose body interior is filled and whose outside is emptied (``body``).
 4. Faces are wound counter-clockwise seen from outside the tissue in LPS, whatever the stack's handedness;
    optionally only the largest connected surfaces are kept; Taubin smoothing (``smoothing``).
 5. After downsampling, every vertex is projected onto the full-resolution iso-surface (``refine``): the box
    filter moves low-contrast edges by a fraction of a block, the projection takes that back.
+   Where slices are thick, the terraces they leave are smoothed along the stack, by half a slice at most.
 6. Every vertex is mapped through ``Volume.index_to_lps``: exact for gantry tilt and uneven slice spacing.
 7. Quadric decimation to the budget when still above it (``decimate``); area-weighted vertex normals.
 """
@@ -22,20 +24,21 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 from scipy.sparse.csgraph import connected_components
 
-from .decimate import compact, decimate
+from .body import fill_body
+from .decimate import decimate, drop_unused_vertices
 from .errors import SurfaceError
 from .isosurface import SamplingGrid, marching_cubes_slabs
 from .mesh import Mesh
 from .presets import Preset, level_for, preset_for
 from .progress import Progress, no_progress
 from .refine import project_onto_isosurface
-from .smoothing import edge_adjacency, taubin
+from .smoothing import edge_adjacency, taubin, windowed_sinc
 from .volume import Volume
 
 DEFAULT_TARGET_TRIANGLES = 300_000
@@ -46,6 +49,13 @@ MAX_SAMPLE_SPACING_MM = 1.4
 # Marching cubes may make up to this many times the budget: quadric decimation costs about 1.5 µs per input
 # triangle, and halving a mesh keeps it within hundredths of a millimetre of itself.
 DECIMATION_HEADROOM = 2.0
+# Slices farther apart than this leave terraces that smooth_across_slices removes by default. Its filter cuts
+# waves shorter than about 25 edges: terraces are one slice high and, on gently sloping surfaces, tens of edges
+# wide.
+SLICE_SMOOTHING_ABOVE_MM = 2.0
+SLICE_PASS_BAND = 0.03
+SLICE_ITERATIONS = 40
+SLICE_STEEP = 0.5  # the cosine of 60°
 # Crossing edges are counted on every n-th slice only.
 _COUNT_EVERY = 4
 _SCAN_SLICES = 16
@@ -78,6 +88,7 @@ def extract_surface(
     target_triangles: int = DEFAULT_TARGET_TRIANGLES,
     keep_largest: int | Literal["preset"] | None = "preset",
     smooth: bool = True,
+    slice_smoothing: bool | None = None,
     progress: Progress | None = None,
     workers: int | None = None,
 ) -> Mesh:
@@ -85,8 +96,10 @@ def extract_surface(
 
     ``threshold`` overrides the preset's level (volume units, e.g. HU). ``keep_largest`` keeps that many
     largest connected surfaces (a hollow object's inner wall counts as a surface of its own); None keeps all,
-    "preset" uses the preset's choice. ``workers`` defaults to the CPUs this process may use. Requires
-    target_triangles > 0; raises SurfaceError when the level is outside the data range.
+    "preset" uses the preset's choice. ``slice_smoothing`` smooths away the terraces of thick slices
+    (`smooth_across_slices`); None does so when the slices are more than SLICE_SMOOTHING_ABOVE_MM apart.
+    ``workers`` defaults to the CPUs this process may use. Requires target_triangles > 0; raises SurfaceError
+    when the level is outside the data range.
     """
     progress = progress or no_progress
     if not isinstance(preset, Preset):
@@ -104,28 +117,34 @@ def extract_surface(
         lo, hi = volume.voxels.min(), volume.voxels.max()
         raise SurfaceError(source, f"level {level:g} is outside the data range [{lo:g}, {hi:g}]")
     factors = block_factors(volume.spacing_mm, scan, target_triangles)
-    kji, faces = _march(volume, scan, factors, level, workers)
+    kji, faces = _march(volume, scan, factors, level, workers, preset.outer)
     if len(faces) == 0 and factors != (1, 1, 1):
         # All the tissue was thinner than a block and averaged away: sample at full resolution instead.
         factors = (1, 1, 1)
-        kji, faces = _march(volume, scan, factors, level, workers)
+        kji, faces = _march(volume, scan, factors, level, workers, preset.outer)
     # Vertices on the volume's faces (the caps of surfaces cut by its edge) stay there from here on.
     on_edge = ((kji == 0) | (kji == np.array(volume.shape) - 1)).any(axis=1)
     if not winding_is_outward(volume):
         faces = faces[:, ::-1]
 
     keep = preset.keep_largest if keep_largest == "preset" else keep_largest
+    if slice_smoothing is None:
+        slice_smoothing = volume.spacing_mm[0] > SLICE_SMOOTHING_ABOVE_MM
     adjacency = edge_adjacency(faces, len(kji))
-    if keep is not None:
-        kji, faces, adjacency, on_edge = largest_surfaces(kji, faces, adjacency, keep, on_edge)
+    # Each connected surface is smoothed on its own, so the ones left out are dropped at the end, cheaply.
+    kept = largest_surfaces(faces, adjacency, keep) if keep is not None else None
     # Smoothing in index space is smoothing in LPS: the umbrella operator commutes with affine maps, and
     # index -> LPS is affine (piecewise affine when the slice spacing varies).
     if smooth:
         kji = taubin(kji, adjacency, fixed=on_edge)
-    del adjacency
     if factors != (1, 1, 1):
         reach = max(f * s for f, s in zip(factors, volume.spacing_mm, strict=True))
         kji = project_onto_isosurface(volume, kji, level, max_step_mm=reach, fixed=on_edge)
+    if slice_smoothing:
+        kji = smooth_across_slices(volume, kji, faces, adjacency, fixed=on_edge)
+    del adjacency
+    if kept is not None:
+        kji, faces = drop_unused_vertices(kji, faces[kept])
     vertices = volume.index_to_lps(kji)
     del kji
     if len(faces) > target_triangles:
@@ -138,14 +157,73 @@ def extract_surface(
         vertices=vertices.astype(np.float32),
         faces=faces.astype(np.uint32),
         normals=vertex_normals(vertices, faces),
+        keep_largest=keep,
+        slice_smoothing=slice_smoothing,
     )
 
 
+def smooth_across_slices(
+    volume: Volume, kji: np.ndarray, faces: np.ndarray, adjacency, *, fixed: np.ndarray | None = None
+) -> np.ndarray:
+    """Vertices ``kji`` (voxel indices) with the terraces of thick slices smoothed away, each moved only along
+    the stack (its row and column stay), by no more than half the (narrowest) slice spacing.
+
+    Between thick slices the image says little about where along the stack a surface crosses: that is the
+    freedom used. The surface is low-pass filtered (windowed sinc, SLICE_PASS_BAND: terraces are one slice high
+    and tens of edges wide), and each vertex moves along the stack toward the filtered surface: all the way
+    where the surface runs along the slices (the terraces), not at all where it runs straight across them
+    (there the rows and columns already place it). Requires adjacency from edge_adjacency for
+    these faces and at least two slices.
+    """
+    start = np.asarray(kji, dtype=np.float64)
+    smoothed = windowed_sinc(start, adjacency, pass_band=SLICE_PASS_BAND, iterations=SLICE_ITERATIONS, fixed=fixed)
+    # The filter is linear with weights that ignore geometry, so it commutes with index -> LPS.
+    here, there = volume.index_to_lps(start), volume.index_to_lps(smoothed)
+    normals = vertex_normals(there, faces).astype(np.float64)
+    interval = np.clip(np.floor(start[:, 0]).astype(np.int64), 0, volume.shape[0] - 2)
+    steps = np.diff(volume.positions, axis=0)[interval]
+    step_mm = np.linalg.norm(steps, axis=1)
+    along = np.einsum("ij,ij->i", normals, steps / step_mm[:, None])
+    offset = np.einsum("ij,ij->i", there - here, normals)
+    # Reach the filtered surface along the normal (tangential drift of the vertices does not count) by moving
+    # along the stack: fully where the surface is within 60° of the slices' plane, less and less where it is
+    # steeper, and not at all where it runs straight across them.
+    move_mm = offset * along / np.maximum(along**2, SLICE_STEEP**2)
+    out = start.copy()
+    out[:, 0] += move_mm / step_mm
+    np.clip(out[:, 0], 0.0, volume.shape[0] - 1, out=out[:, 0])
+    if fixed is not None:
+        out[fixed] = start[fixed]
+    return _within(volume, start, out, 0.5 * float(np.min(volume.slice_spacings)))
+
+
+def _within(volume: Volume, start: np.ndarray, moved: np.ndarray, bound_mm: float) -> np.ndarray:
+    """``moved`` pulled back toward ``start`` (voxel indices) wherever it lies more than ``bound_mm`` away in
+    LPS. Index -> LPS is affine between two slices, so scaling the step is exact there; a step across a slice
+    is scaled again until it fits."""
+    origin = volume.index_to_lps(start)
+    out = moved.copy()
+    for _ in range(4):
+        distance = np.linalg.norm(volume.index_to_lps(out) - origin, axis=1)
+        over = distance > bound_mm
+        if not over.any():
+            return out
+        scale = (bound_mm / distance[over]) * (1.0 - 1e-9)
+        out[over] = start[over] + (out[over] - start[over]) * scale[:, None]
+    distance = np.linalg.norm(volume.index_to_lps(out) - origin, axis=1)
+    out[distance > bound_mm] = start[distance > bound_mm]
+    return out
+
+
 def _march(
-    volume: Volume, scan: LevelScan, factors: tuple[int, int, int], level: float, workers: int
+    volume: Volume, scan: LevelScan, factors: tuple[int, int, int], level: float, workers: int, outer: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Marching cubes on the sampling grid of ``factors``: vertices as voxel indices (N, 3), faces (F, 3)."""
+    """Marching cubes on the sampling grid of ``factors``: vertices as voxel indices (N, 3), faces (F, 3).
+    With ``outer``, of the body's outer surface only (``body``)."""
     grid, grid_level = sampling_grid(volume.voxels, scan, factors, level)
+    if outer:
+        spacing = tuple(f * s for f, s in zip(factors, volume.spacing_mm, strict=True))
+        grid = replace(grid, values=fill_body(grid.all_samples(workers), grid_level, spacing))  # type: ignore[arg-type]
     integral = np.issubdtype(volume.voxels.dtype, np.integer)
     kji, faces = marching_cubes_slabs(grid, grid_level, workers=workers, allow_degenerate=integral)
     return grid.to_voxel_index(kji), faces
@@ -264,22 +342,17 @@ def winding_is_outward(volume: Volume) -> bool:
     return float(np.linalg.det(np.stack([dk, dj, di], axis=1))) < 0.0
 
 
-def largest_surfaces(vertices: np.ndarray, faces: np.ndarray, adjacency, keep: int, flags: np.ndarray):
-    """Keep the ``keep`` connected surfaces with the most faces; returns vertices, faces, adjacency and the
-    per-vertex ``flags`` of what is kept.
+def largest_surfaces(faces: np.ndarray, adjacency, keep: int) -> np.ndarray:
+    """Which faces (F,) bool belong to the ``keep`` connected surfaces with the most faces.
 
-    Requires keep >= 1 and adjacency from edge_adjacency(faces, len(vertices)).
+    Requires keep >= 1 and adjacency from edge_adjacency(faces, vertex count).
     """
     count, labels = connected_components(adjacency, directed=False)
     if count <= keep:
-        return vertices, faces, adjacency, flags
+        return np.ones(len(faces), dtype=bool)
     face_label = labels[faces[:, 0]]
     sizes = np.bincount(face_label, minlength=count)
-    kept = np.isin(face_label, np.argsort(sizes)[::-1][:keep])
-    used = np.zeros(len(vertices), dtype=bool)
-    used[faces[kept].ravel()] = True
-    vertices, faces = compact(vertices, faces[kept])
-    return vertices, faces, edge_adjacency(faces, len(vertices)), flags[used]
+    return np.isin(face_label, np.argsort(sizes)[::-1][:keep])
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:

@@ -173,7 +173,13 @@ def test_an_empty_mesh_is_a_node_without_geometry():
     doc, _ = parse_glb(glb_bytes([tetrahedron(), empty]))
     assert doc["nodes"][1] == {
         "name": "vessels",
-        "extras": {"preset": "vessels", "threshold": 150.5, "triangles": 0},
+        "extras": {
+            "preset": "vessels",
+            "threshold": 150.5,
+            "triangles": 0,
+            "keep_largest": None,
+            "slice_smoothing": False,
+        },
     }
     assert len(doc["meshes"]) == 1
 
