@@ -313,7 +313,10 @@ def run_reference_b(
     return stages.seconds, vertices, faces
 
 
-def run_ours(folder: Path, out: Path, level: float, target: int) -> tuple[dict, np.ndarray, np.ndarray]:
+def run_ours(
+    folder: Path, out: Path, level: float | None, target: int, preset: str = "bone"
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Our pipeline on ``folder`` to ``preset``, at ``level`` (checked; None for an image-derived level)."""
     from reconstruction.pipeline import reconstruct
 
     marks: dict[str, list[float]] = {}
@@ -322,37 +325,21 @@ def run_ours(folder: Path, out: Path, level: float, target: int) -> tuple[dict, 
         now = time.perf_counter()
         marks.setdefault(stage, [now, now])[1] = now
 
-    result = reconstruct([folder], presets=("bone",), target_triangles=target, out=out, progress=progress)
+    result = reconstruct([folder], presets=(preset,), target_triangles=target, out=out, progress=progress)
     (mesh,) = result.meshes
-    if abs(mesh.threshold - level) > 1e-9:
+    if level is not None and abs(mesh.threshold - level) > 1e-9:
         raise SystemExit(f"ours meshed at {mesh.threshold}, the references at {level}")
     seconds = {"read": result.seconds.get("reading", 0.0), "decode": result.seconds.get("decoding", 0.0)}
     meshing = result.seconds.get("meshing", 0.0)
     decimating = marks["decimating"][1] - marks["decimating"][0] if "decimating" in marks else 0.0
     seconds.update(mesh=meshing - decimating, decimate=decimating, write=result.seconds.get("writing", 0.0))
+    seconds["voxels"] = float(np.prod(result.volume.shape))
     return seconds, mesh.vertices.astype(np.float64), mesh.faces.astype(np.int64)
 
 
 def run_mr_skin(folder: Path, out: Path, level: float, target: int) -> tuple[dict, np.ndarray, np.ndarray]:
     """Ours on the MR head, to its skin (the level is the image's own: Otsu)."""
-    from reconstruction.pipeline import reconstruct
-
-    marks: dict[str, list[float]] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        now = time.perf_counter()
-        marks.setdefault(stage, [now, now])[1] = now
-
-    result = reconstruct([folder], presets=("skin",), target_triangles=target, out=out, progress=progress)
-    (mesh,) = result.meshes
-    seconds = {"read": result.seconds.get("reading", 0.0), "decode": result.seconds.get("decoding", 0.0)}
-    decimating = marks["decimating"][1] - marks["decimating"][0] if "decimating" in marks else 0.0
-    seconds.update(
-        mesh=result.seconds.get("meshing", 0.0) - decimating, decimate=decimating,
-        write=result.seconds.get("writing", 0.0),
-    )
-    seconds["voxels"] = float(np.prod(result.volume.shape))
-    return seconds, mesh.vertices.astype(np.float64), mesh.faces.astype(np.int64)
+    return run_ours(folder, out, None, target, preset="skin")
 
 
 def available_cpus() -> int:
