@@ -1,11 +1,13 @@
 """Pixel decoding: an instance's frames -> stored values (fitted to BitsStored) -> rescaled output values.
 
-Native transfer syntaxes are read straight from the file at the pixel data offset the header reader found;
-their stored values are masked (unsigned) or sign-extended (signed) to BitsStored, because the unused high
-bits may hold anything. Compressed transfer syntaxes are decoded frame by frame by pydicom's decoder plugins;
-JPEG 4.53 and 4.55, for which pydicom 3.0.2 has no plugin, by libjpeg called directly. Rescaling applies each
-frame's RescaleSlope/RescaleIntercept: CT ends up int16 Hounsfield units (rounded, clipped to int16), other
-modalities int16 when slope and intercept keep integers in range, else float32.
+Native transfer syntaxes are read straight from the file at the pixel data offset the header reader found
+(a deflated dataset through ``deflate``'s bounded inflating reader), never more than the header declares, and
+only after the declared size is checked (``check_declared_size``); their stored values are masked (unsigned)
+or sign-extended (signed) to BitsStored, because the unused high bits may hold anything. Compressed transfer
+syntaxes are decoded frame by frame by pydicom's decoder plugins; JPEG 4.53 and 4.55, for which pydicom 3.0.2
+has no plugin, by libjpeg called directly. Rescaling applies each frame's RescaleSlope/RescaleIntercept: CT
+ends up int16 Hounsfield units (rounded, clipped to int16), other modalities int16 when slope and intercept
+keep integers in range, else float32.
 """
 
 from __future__ import annotations
