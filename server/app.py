@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from reconstruction.deflate import DEFAULT_MAX_INFLATED_BYTES
 from reconstruction.sources import ZipLimits
 from server.api import invites, jobs, ledger, meshes, pacs, rooms, studies, system
 from server.api.errors import error_response
@@ -93,7 +94,8 @@ def build_app(settings: Settings) -> web.Application:
     store = app[ARTIFACTS] = ArtifactStore(data / "objects")
     app[TMP] = data / "tmp"
     app[LIBRARY] = Library(catalog, store, pseudonyms,
-                           ZipLimits(max_bytes=settings.max_unzipped_bytes, max_ratio=settings.max_zip_ratio))
+                           ZipLimits(max_bytes=settings.max_unzipped_bytes, max_ratio=settings.max_zip_ratio),
+                           max_inflated_bytes=min(DEFAULT_MAX_INFLATED_BYTES, settings.max_upload_bytes))
     app[PACS] = Pacs(PacsConfig(settings.pacs_url, settings.pacs_user, settings.pacs_password,
                                 settings.max_upload_bytes),
                      RefCodec(load_or_create_secret(data / REF_KEY_FILE)[0]))
@@ -104,8 +106,9 @@ def build_app(settings: Settings) -> web.Application:
     sio = app[SIO] = sockets.socket_server(app, settings)
     app[LEDGER] = LedgerService.open(data, LedgerConfig.from_settings(settings))
     invite_key, _ = load_or_create_secret(data / INVITE_KEY_FILE)
-    hub = app[HUB] = Hub(Fanout(sio), RoomDatabase(data / ROOM_DB), InviteSigner(invite_key.encode()),
-                         app[LEDGER], settings, metrics, pseudonyms)
+    fanout = Fanout(sio, settings.socket_max_queue_bytes, on_drop=metrics.dropped_sockets.inc)
+    hub = app[HUB] = Hub(fanout, RoomDatabase(data / ROOM_DB),
+                         InviteSigner(invite_key.encode()), app[LEDGER], settings, metrics, pseudonyms)
     app[ROOM_LOGS] = hub.log_of
     sockets.handle(sio, hub, app[ADMIN_TOKEN], metrics)
 

@@ -37,10 +37,12 @@ class Settings:
     # Studies imported when the server starts (comma-separated paths), with their default meshes built.
     imports: tuple[str, ...] = ()
     web_client: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "web-client")
-    # Rooms: invite lifetime (s); roles that get a typed room code; code redemptions per minute per address.
+    # Rooms: invite lifetime (s); roles that get a typed room code; code redemptions per minute per address (a
+    # class behind one NAT) and wrong codes per minute in all before addresses that failed must wait.
     invite_ttl: int = 86_400
     room_code_roles: tuple[str, ...] = ("student", "observer")
-    join_rate: float = 10.0
+    join_rate: float = 60.0
+    join_failures_per_minute: float = 30.0
     # Room limits (see docs/protocol.md "Limits"): participants present, annotations, label length, op size,
     # and each client's op rate (sustained per second, burst).
     room_max_participants: int = 64
@@ -49,6 +51,10 @@ class Settings:
     room_max_op_bytes: int = 65_536
     room_op_rate: float = 20.0
     room_op_burst: float = 40.0
+    room_max_sockets_per_participant: int = 3
+    room_max_events_per_minute: int = 1200
+    # The most bytes queued for one socket before it is dropped (a client that stopped reading).
+    socket_max_queue_bytes: int = 4 * 1024**2
     # Poses: fan-out tick (Hz; 0 = no automatic tick) and avatar expiry (s). A participant still present
     # when the server stopped has `room_rejoin_grace` seconds after a restart to reconnect before their
     # leave is logged.
@@ -76,7 +82,9 @@ class Settings:
         return RoomLimits(max_participants=self.room_max_participants,
                           max_annotations=self.room_max_annotations,
                           max_label_length=self.room_max_label_length, max_op_bytes=self.room_max_op_bytes,
-                          op_rate=self.room_op_rate, op_burst=self.room_op_burst)
+                          op_rate=self.room_op_rate, op_burst=self.room_op_burst,
+                          max_sockets_per_participant=self.room_max_sockets_per_participant,
+                          max_events_per_minute=self.room_max_events_per_minute)
 
     @property
     def pose_limits(self) -> PoseLimits:

@@ -28,6 +28,10 @@ class Metrics:
         self.sockets = Gauge("theatrum_sockets", "Connected socket.io clients", registry=self.registry)
         self.rooms = Gauge("theatrum_rooms", "Open collaboration rooms", registry=self.registry)
         self.jobs_queued = Gauge("theatrum_jobs_queued", "Reconstruction jobs waiting", registry=self.registry)
+        self.violations = Counter("theatrum_violations", "Messages of room members refused as violations",
+                                  registry=self.registry)
+        self.dropped_sockets = Counter("theatrum_dropped_sockets", "Sockets closed for not reading what they were sent",
+                                       registry=self.registry)
 
     def observe_job(self, seconds: float) -> None:
         self.job_seconds.observe(seconds)

@@ -27,8 +27,10 @@ class RoomLimits:
     max_scale: float = 100.0
     max_op_bytes: int = 65_536  # JSON size of one op message
     max_resume_events: int = 1000  # beyond this, a reconnecting client gets a fresh snapshot
-    op_rate: float = 20.0  # ops per second per client, sustained
-    op_burst: float = 40.0  # ops a client may send at once
+    op_rate: float = 20.0  # ops per second per participant (all their sockets together), sustained
+    op_burst: float = 40.0  # ops a participant may send at once
+    max_sockets_per_participant: int = 3  # connections one participant may hold at once (tabs, a headset)
+    max_events_per_minute: int = 1200  # events the room logs per minute (sustained; a minute's worth at once)
     max_violations: int = 20  # negative acks within `violation_window` before a disconnect
     violation_window: float = 10.0  # seconds
 

@@ -75,6 +75,8 @@ class OpKind(StrEnum):
     POINTER_HIGHLIGHT = "pointer.highlight"
     ROOM_LOCK = "room.lock"
     ROOM_UNLOCK = "room.unlock"
+    ROOM_LOCK_JOINS = "room.lock_joins"
+    ROOM_UNLOCK_JOINS = "room.unlock_joins"
     PARTICIPANT_ROLE = "participant.role"
     PARTICIPANT_MUTE = "participant.mute"
     PARTICIPANT_KICK = "participant.kick"
@@ -142,7 +144,10 @@ def number(value: Any, path: str, low: float = -math.inf, high: float = math.inf
     """`value` as a finite float in [low, high]. Requires nothing of `value`."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise invalid(f"{path} must be a number")
-    result = float(value)
+    try:
+        result = float(value)
+    except OverflowError:
+        raise invalid(f"{path} is too large") from None
     if not math.isfinite(result):
         raise invalid(f"{path} must be finite")
     if not low <= result <= high:
@@ -172,13 +177,11 @@ def _floats_within(values: list[Any], bound: float) -> list[float] | None:
     out = []
     for item in values:
         kind = type(item)
-        if kind is int:
-            item = float(item)
-        elif kind is not float:
+        if kind is not int and kind is not float:
             return None
-        if not -bound <= item <= bound:
+        if not -bound <= item <= bound:  # before float(): an int of 400 digits has no float
             return None
-        out.append(item)
+        out.append(float(item))
     return out
 
 

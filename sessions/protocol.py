@@ -70,6 +70,12 @@ OPS: dict[OpKind, OpSpec] = {
         ops.parse_no_fields, "lock the model", RoomState.prepare_as_is, RoomState.apply_lock, INSTRUCTORS_ONLY),
     OpKind.ROOM_UNLOCK: OpSpec(
         ops.parse_no_fields, "unlock the model", RoomState.prepare_as_is, RoomState.apply_lock, INSTRUCTORS_ONLY),
+    OpKind.ROOM_LOCK_JOINS: OpSpec(
+        ops.parse_no_fields, "lock the room against new joins", RoomState.prepare_as_is, RoomState.apply_joins_lock,
+        INSTRUCTORS_ONLY),
+    OpKind.ROOM_UNLOCK_JOINS: OpSpec(
+        ops.parse_no_fields, "open the room to new joins", RoomState.prepare_as_is, RoomState.apply_joins_lock,
+        INSTRUCTORS_ONLY),
     OpKind.PARTICIPANT_ROLE: OpSpec(
         ops.parse_participant_role, "change roles", RoomState.prepare_participant_role,
         RoomState.apply_participant_role, INSTRUCTORS_ONLY),

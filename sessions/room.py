@@ -153,7 +153,7 @@ class Room:
         """Log the participant's arrival; None if already present. Requires a pseudonym, a name, the invite's role.
 
         A known participant keeps the role the log gave them, not the invite's. Refuses (OpError) a closed
-        room, a kicked participant, and a full room.
+        room, a kicked participant, a new participant while the room is locked against joins, and a full room.
         """
         identifier(participant_id, "participant")
         if participant_id == SERVER:
@@ -167,6 +167,8 @@ class Room:
             raise OpError(ErrorCode.FORBIDDEN, "you were removed from this room")
         if known is not None and known.present:
             return None
+        if known is None and self.state.joins_locked:
+            raise OpError(ErrorCode.FORBIDDEN, "the instructor has locked the room against new joins")
         if len(self.state.present()) >= self.limits.max_participants:
             raise OpError(ErrorCode.LIMIT, f"the room is full ({self.limits.max_participants} participants)")
         role = known.role if known is not None else Role(role)

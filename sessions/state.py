@@ -145,6 +145,7 @@ class RoomState:
         self.clips: dict[str, ClipPlane] = {}
         self.model = ModelTransform()
         self.locked = False
+        self.joins_locked = False  # no one new may join (participants already known may come back)
         self.follow: str | None = None  # the participant everyone follows, if any
 
     # ---- queries -----------------------------------------------------------------------------------
@@ -341,6 +342,10 @@ class RoomState:
         """Lock or unlock the model."""
         self.locked = event.kind == OpKind.ROOM_LOCK
 
+    def apply_joins_lock(self, event: Event) -> None:
+        """Lock or unlock the room against new joins."""
+        self.joins_locked = event.kind == OpKind.ROOM_LOCK_JOINS
+
     def apply_participant_role(self, event: Event) -> None:
         """Change a role; an instructor is never muted, and only an instructor leads follow-me."""
         target = self.participants[event.data["participant"]]
@@ -382,7 +387,7 @@ class RoomState:
                 "annotations": {aid: a.to_json() for aid, a in self.annotations.items()},
                 "clips": {cid: c.to_json() for cid, c in self.clips.items()},
                 "model": self.model.to_json(),
-                "locks": {"model": self.locked},
+                "locks": {"model": self.locked, "joins": self.joins_locked},
                 "follow": self.follow,
             },
             "seq": self.seq,
@@ -404,6 +409,7 @@ class RoomState:
         state.clips = {cid: ClipPlane.from_json(c) for cid, c in body["clips"].items()}
         state.model = ModelTransform.from_json(body["model"])
         state.locked = body["locks"]["model"]
+        state.joins_locked = body["locks"].get("joins", False)
         state.follow = body["follow"]
         state.seq = snapshot["seq"]
         return state

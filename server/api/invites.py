@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 from aiohttp import web
@@ -10,7 +11,7 @@ from server.api.errors import ApiError
 from server.api.params import read_json
 from server.api.rooms import display_name_or_400, invite_view, role_or_400, room_or_404
 from server.appkeys import HUB, SETTINGS
-from server.services.invites import InviteError, invite_link, normalise_code, qr_png
+from server.services.invites import InviteError, RoomNotOpenError, invite_link, normalise_code, qr_png
 from sessions.roles import Role
 
 
@@ -46,29 +47,58 @@ async def invite_qr(request: web.Request) -> web.Response:
 
 
 async def join(request: web.Request) -> web.Response:
-    """Redeem a room code: a personal invite for the code's room and role. Public, throttled per address."""
-    hub = request.app[HUB]
-    if not hub.join_throttle.allow(request.remote or "?", time.monotonic()):
-        retry = max(1, round(60 / hub.join_throttle.per_minute))
-        raise ApiError(429, "too_many_requests", "too many attempts; wait and try again",
-                       {"Retry-After": str(retry)})
-    body = await read_json(request)
-    unknown = set(body) - {"code", "name"}
-    if unknown:
-        raise ApiError(400, "bad_parameter", f"unknown field(s): {', '.join(sorted(unknown))}")
+    """POST /api/join {code, name}: a room code redeemed for a personal invite. Public; wrong codes are
+    throttled (server/services/invites.py JoinThrottle), right ones are not."""
+    body = await _fields(request, {"code", "name"})
     try:
         code = normalise_code(body.get("code"))
     except InviteError as e:
         raise ApiError(400, "bad_parameter", str(e)) from None
     name = display_name_or_400(body.get("name"))
+    hub = request.app[HUB]
+    live, role, token, exp = _throttled(request, code, lambda: hub.redeem_code(code, name))
+    return web.json_response({"room": live.id, **invite_view(request, live, role, name, token, exp)}, status=201)
+
+
+async def exchange(request: web.Request) -> web.Response:
+    """POST /api/invites/exchange {token, name}: a room's role link (what its QR code holds) exchanged for a
+    personal invite, so that everyone who opens the link is a participant of their own. Public, throttled
+    like room codes."""
+    body = await _fields(request, {"token", "name"})
+    token = body.get("token")
+    if not isinstance(token, str) or not token:
+        raise ApiError(400, "bad_parameter", "token must be the role link's token")
+    name = display_name_or_400(body.get("name"))
+    hub = request.app[HUB]
+    live, role, personal, exp = _throttled(request, None, lambda: hub.exchange(token, name))
+    return web.json_response({"room": live.id, **invite_view(request, live, role, name, personal, exp)},
+                             status=201)
+
+
+async def _fields(request: web.Request, allowed: set[str]) -> dict:
+    body = await read_json(request)
+    unknown = set(body) - allowed
+    if unknown:
+        raise ApiError(400, "bad_parameter", f"unknown field(s): {', '.join(sorted(unknown))}")
+    return body
+
+
+def _throttled(request: web.Request, code: str | None, redeem):
+    """`redeem()` unless the caller must wait (429); a refusal (InviteError) counts against the caller (404)."""
+    throttle, address = request.app[HUB].join_throttle, request.remote or "?"
+    wait = throttle.wait(address, code)
+    if wait > 0:
+        raise ApiError(429, "too_many_requests", "too many wrong attempts; wait and try again",
+                       {"Retry-After": str(max(1, math.ceil(wait)))})
     try:
-        live, role, token, exp = hub.redeem_code(code, name)
+        result = redeem()
+    except RoomNotOpenError as e:
+        raise ApiError(409, "conflict", str(e)) from None
     except InviteError as e:
+        throttle.failed(address, code)
         raise ApiError(404, "not_found", str(e)) from None
-    view = invite_view(request, live, role, name, token, exp)
-    return web.json_response({"room": live.id, **view}, status=201)
-
-
+    throttle.succeeded(address)
+    return result
 
 
 def routes() -> list[web.RouteDef]:
@@ -76,4 +106,5 @@ def routes() -> list[web.RouteDef]:
         web.post("/api/rooms/{room_id}/invites", create_invite),
         web.get("/api/rooms/{room_id}/invites/{role}.png", invite_qr),
         web.post("/api/join", join),
+        web.post("/api/invites/exchange", exchange),
     ]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from aiohttp import web
 
 from server.api.errors import ApiError
+from sessions.ledger.canonical import MAX_NESTING, too_deep
 
 
 async def read_json(request: web.Request) -> dict:
@@ -12,8 +15,14 @@ async def read_json(request: web.Request) -> dict:
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
     try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError) as e:
+        text = await request.text()
+    except UnicodeDecodeError as e:
+        raise ApiError(400, "malformed_json", f"the body is not UTF-8: {e}") from None
+    if too_deep(text):
+        raise ApiError(400, "malformed_json", f"the body nests deeper than {MAX_NESTING} levels")
+    try:
+        body = json.loads(text)
+    except ValueError as e:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "malformed_json", "the body must be a JSON object")

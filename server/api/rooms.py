@@ -44,14 +44,16 @@ def room_view(live: LiveRoom, *, detail: bool) -> dict[str, Any]:
         "created_at": live.record.created_at / 1000,
         "seq": room.seq,
         "head": room.head,
-        "present": len(room.present()),
+        "present": len(live.present()),
     }
     if detail:
-        view["participants"] = [p.to_json() for p in state.participants.values()]
+        view["participants"] = [{**p.to_json(), "present": p.present and p.id not in live.unlogged_leaves}
+                                for p in state.participants.values()]
         view["summary"] = {
             "annotations": dict(sorted(Counter(a.type.value for a in state.annotations.values()).items())),
             "clip_planes": len(state.clips),
             "locked": state.locked,
+            "joins_locked": state.joins_locked,
             "follow": state.follow,
             "model": state.model.to_json(),
         }

@@ -1,7 +1,8 @@
 """Access: the bearer-token middleware (the admin token is created by server/storage/keys.py).
 
-Every ``/api`` endpoint except the public ones (``/api/health``, ``/api/config``, ``/api/ledger/key``, and
-``/api/join``, which redeems a room code and is throttled) requires ``Authorization: Bearer <admin token>``.
+Every ``/api`` endpoint except the public ones (``/api/health``, ``/api/config``, ``/api/ledger/key``,
+``/api/join`` and ``/api/invites/exchange``, which redeem a room code or a role link and are throttled)
+requires ``Authorization: Bearer <admin token>``.
 A room invite (server/services/invites.py) is a narrower bearer token: it may call only the endpoints of
 ``INVITE_ROUTES``, and only for its own room and that room's meshes. The token may also arrive as
 ``?token=`` on the login URL the server prints; the web client moves it into the header.
@@ -16,7 +17,7 @@ from aiohttp import web
 from server.api.errors import error_response
 from server.appkeys import ADMIN_TOKEN, HUB
 
-PUBLIC_PATHS = frozenset({"/api/health", "/api/config", "/api/join", "/api/ledger/key"})
+PUBLIC_PATHS = frozenset({"/api/health", "/api/config", "/api/join", "/api/invites/exchange", "/api/ledger/key"})
 
 # What a room invite may call: (method, route) -> the path parameter that must be its room ("room_id") or
 # one of its room's meshes ("mesh_id"). Everything else needs the admin token.

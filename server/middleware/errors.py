@@ -17,7 +17,7 @@ from server.services.errors import (
     Unavailable,
     UpstreamError,
 )
-from server.storage.errors import StorageError, StorageFullError
+from server.storage.errors import StorageError, StorageFullError, is_disk_full
 
 log = logging.getLogger("theatrum.http")
 
@@ -49,8 +49,7 @@ async def json_errors(request: web.Request, handler):
         headers = {"Retry-After": str(e.retry_after)} if e.retry_after is not None else None
         return error_response(service_status(e), e.code, e.detail, headers)
     except StorageFullError:
-        log.error("%s %s: the disk is full", request.method, request.path)
-        return error_response(507, "insufficient_storage", "the server's disk is full; nothing was stored")
+        return _disk_full(request)
     except StorageError:
         log.exception("%s %s: storage failed", request.method, request.path)
         return error_response(503, "unavailable", "the server cannot read or write its storage now")
@@ -59,6 +58,14 @@ async def json_errors(request: web.Request, handler):
             raise
         headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow", "content-range", "www-authenticate")}
         return error_response(e.status, _CODES.get(e.status, "http_error"), e.reason, headers)
-    except Exception:
+    except Exception as e:
+        if is_disk_full(e):  # a file write (an upload, an artifact) found no space
+            return _disk_full(request)
         log.exception("internal error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "the server failed; see its log")
+
+
+def _disk_full(request: web.Request) -> web.Response:
+    log.error("%s %s: the disk is full", request.method, request.path)
+    return error_response(507, "insufficient_storage",
+                          "the server's disk is full: nothing was stored; free some space and try again")

@@ -13,14 +13,20 @@ hash and compares its data, sender, block and status with the receipt and the ch
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 
-from eth_account import Account
-from web3 import Web3
-from web3.exceptions import TransactionNotFound, Web3Exception
-
 from sessions.ledger.note import Checkpoint
+
+_RECURSION_LIMIT = sys.getrecursionlimit()
+from eth_account import Account  # noqa: E402
+from web3 import Web3  # noqa: E402
+from web3.exceptions import TransactionNotFound, Web3Exception  # noqa: E402
+
+# py_ecc (imported by web3) raises the interpreter's recursion limit to 100,000 for all of the process; with it,
+# a parser recursing into hostile input overflows the C stack instead of raising RecursionError. Put it back.
+sys.setrecursionlimit(_RECURSION_LIMIT)
 
 TAG = b"THTR"
 VERSION = 1

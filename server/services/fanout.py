@@ -7,13 +7,17 @@ order of the `send` calls (an op's event before its ack), and a broadcast costs 
 per recipient. This is the one place that writes to sockets: a deployment that routes emits through a
 message queue replaces this class, and nothing else.
 
+A socket whose client stopped reading (it may still answer pings) would make its queue grow without bound:
+past `max_queue_bytes` queued, the socket is closed instead.
+
 It depends on python-engineio's socket internals (`Socket.queue`), which is why pyproject pins the version.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import engineio.packet
@@ -23,11 +27,18 @@ import socketio.packet
 NAMESPACE = "/"
 
 
+CHECK_FROM = 64  # frames queued on one socket before its queued bytes are counted
+
+
 class Fanout:
     """Sends socket.io events of the default namespace to sockets of one python-socketio server."""
 
-    def __init__(self, sio: socketio.AsyncServer):
+    def __init__(self, sio: socketio.AsyncServer, max_queue_bytes: int = 4 * 1024**2,
+                 on_drop: Callable[[], object] = lambda: None):
         self.sio = sio
+        self.max_queue_bytes = max_queue_bytes
+        self.on_drop = on_drop
+        self._closing: set[asyncio.Task] = set()
 
     def send(self, name: str, data: Any, to: str | Collection[str]) -> int:
         """Queue event `name` with `data` for one sid or several; returns how many sockets got it.
@@ -41,11 +52,29 @@ class Fanout:
         frame = engineio.packet.Packet(engineio.packet.MESSAGE, encoded)
         eio_sid_of, sockets, queued = self.sio.manager.eio_sid_from_sid, self.sio.eio.sockets, 0
         for sid in sids:
-            socket = sockets.get(eio_sid_of(sid, NAMESPACE))
-            if socket is not None and not socket.closed:
-                socket.queue.put_nowait(frame)
-                queued += 1
+            eio_sid = eio_sid_of(sid, NAMESPACE)
+            socket = sockets.get(eio_sid)
+            if socket is None or socket.closed or socket.closing:
+                continue
+            if socket.queue.qsize() >= CHECK_FROM and _queued_bytes(socket) > self.max_queue_bytes:
+                self._drop_stalled(eio_sid, socket)
+                continue
+            socket.queue.put_nowait(frame)
+            queued += 1
         return queued
+
+    def _drop_stalled(self, eio_sid: str, socket) -> None:
+        """Close a socket whose client does not read what it is sent: forget its queue, cut its connection (a
+        writer blocked on a full TCP buffer never returns otherwise), and tell the hub (disconnect)."""
+        self.on_drop()
+        socket.queue._queue.clear()
+        request = (self.sio.environ.get(eio_sid) or {}).get("aiohttp.request")
+        if request is not None and request.transport is not None:
+            request.transport.abort()
+        task = asyncio.get_running_loop().create_task(
+            socket.close(wait=False, abort=True, reason=self.sio.eio.reason.TRANSPORT_ERROR))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def is_connected(self, sid: str) -> bool:
         """Whether python-socketio has accepted socket `sid` into the namespace."""
@@ -66,3 +95,8 @@ class Fanout:
             with contextlib.suppress(Exception):  # a socket already half closed: the None still stops it
                 await socket.close(wait=False, reason=self.sio.eio.reason.SERVER_DISCONNECT)
                 socket.queue.put_nowait(None)
+
+
+def _queued_bytes(socket) -> int:
+    """The bytes of the frames waiting on an engine.io socket's queue."""
+    return sum(len(frame.data) for frame in list(socket.queue._queue) if frame is not None and frame.data)

@@ -37,9 +37,19 @@ from server.clock import now_ms
 from server.config import Settings
 from server.metrics import Metrics
 from server.services import playback
+from server.services.client_errors import ClientErrors
 from server.services.deid import Pseudonymizer
 from server.services.fanout import Fanout
-from server.services.invites import Invite, InviteError, InviteSigner, JoinThrottle, new_room_code
+from server.services.invites import (
+    ROLE,
+    Invite,
+    InviteError,
+    InviteSigner,
+    JoinThrottle,
+    RoomNotOpenError,
+    invite_link,
+    new_room_code,
+)
 from server.services.ledger import LedgerService
 from server.storage.errors import StorageError
 from server.storage.roomdb import RoomCode, RoomDatabase, RoomRecord
@@ -51,10 +61,12 @@ from sessions.poses import PoseHub, PoseLimits
 from sessions.replay import TrackPoint
 from sessions.roles import Role
 from sessions.room import Room, RoomInfo, RoomMode
+from sessions.state import Participant
 
 log = logging.getLogger("theatrum.hub")
 
 REFUSED = "invalid or expired invite"
+REPLACED = "this link was replaced after someone was removed from the room; ask the instructor for the new one"
 
 
 def refused(message: str, code: str | None = None) -> socketio.exceptions.ConnectionRefusedError:
@@ -94,19 +106,38 @@ class RoomAccess:
 @dataclass(eq=False)
 class LiveRoom:
     """A room in memory: the domain Room, the lock that orders its log, its poses, its sockets by participant,
-    and the sockets subscribed to its broadcasts."""
+    the sockets subscribed to its broadcasts, and its budgets: each participant's op rate and violations (shared
+    by all their sockets) and the room's events per minute."""
 
     room: Room
     record: RoomRecord
     poses: PoseHub
     meshes: frozenset[str]
+    events: RateLimiter
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     sockets: dict[str, set[str]] = field(default_factory=dict)
     subscribers: set[str] = field(default_factory=set)
+    rates: dict[str, RateLimiter] = field(default_factory=dict)
+    violations: dict[str, ViolationCounter] = field(default_factory=dict)
+    # Leaves that could not be logged yet (a full disk): participant -> (time in ms, reason). They are gone
+    # in memory at once and logged, in order, as soon as the log takes writes again.
+    unlogged_leaves: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
         return self.room.id
+
+    def present(self) -> list[Participant]:
+        """The participants in the room now (a leave not yet logged counts as a leave)."""
+        return [p for p in self.room.present() if p.id not in self.unlogged_leaves]
+
+    def snapshot_for(self, participant: str) -> dict[str, Any]:
+        """The room's snapshot for `participant`, with the presence of unlogged leaves set right."""
+        snapshot = self.room.snapshot_for(participant)
+        for gone in self.unlogged_leaves:
+            if gone in snapshot["participants"]:
+                snapshot["participants"][gone]["present"] = False
+        return snapshot
 
 
 class Hub:
@@ -122,7 +153,8 @@ class Hub:
         self.settings = settings
         self.metrics = metrics
         self.pseudonyms = pseudonyms
-        self.join_throttle = JoinThrottle(settings.join_rate)
+        self.join_throttle = JoinThrottle(settings.join_rate, settings.join_failures_per_minute)
+        self.client_errors = ClientErrors(log)
         self.limits = settings.room_limits
         self.pose_limits: PoseLimits = settings.pose_limits
         self.code_roles = tuple(Role(r) for r in settings.room_code_roles)
@@ -138,7 +170,9 @@ class Hub:
         self._count_rooms()
 
     def _live(self, room: Room, record: RoomRecord) -> LiveRoom:
-        return LiveRoom(room, record, PoseHub(self.pose_limits), frozenset(room.info.meshes))
+        per_minute = self.limits.max_events_per_minute
+        return LiveRoom(room, record, PoseHub(self.pose_limits), frozenset(room.info.meshes),
+                        RateLimiter(per_minute / 60.0, per_minute))
 
     def log_of(self, room_id: str) -> EventLog | None:
         """The event log of room `room_id`, or None."""
@@ -219,11 +253,58 @@ class Hub:
         return event
 
     def role_invite(self, live: LiveRoom, role: Role) -> tuple[str, int]:
-        """The room's own invite for `role` (the same token every time): (token, exp)."""
+        """The room's invite for `role` of the current generation (the same token every time): (token, exp)."""
         exp = live.record.invite_exp
-        token = self.invites.issue(live.id, role, live.record.names[role.value], exp,
-                                   self.invites.role_nonce(live.id, role))
+        nonce = self.invites.role_nonce(live.id, role, live.record.generation(role))
+        token = self.invites.issue(live.id, role, live.record.names[role.value], exp, nonce, kind=ROLE)
         return token, exp
+
+    def _replaced(self, live: LiveRoom, invite: Invite) -> bool:
+        """Whether `invite` is a role link of an earlier generation (replaced after a kick)."""
+        generation = self.invites.role_generation(invite)
+        return generation is not None and generation != live.record.generation(invite.role)
+
+    def exchange(self, token: str, name: str) -> tuple[LiveRoom, Role, str, int]:
+        """A personal invite for whoever opened a role link: (room, role, token, exp). Raises InviteError."""
+        invite = self.invites.verify(token)
+        live = self.rooms.get(invite.room)
+        if live is None or self.invites.role_generation(invite) is None:
+            raise InviteError("not a room's role link")
+        if self._replaced(live, invite):
+            raise InviteError(REPLACED)
+        self._check_open_to_newcomers(live)
+        token, exp = self.issue_invite(live, invite.role, name, min(invite.exp - int(time.time()), 10**9))
+        return live, invite.role, token, exp
+
+    def _check_open_to_newcomers(self, live: LiveRoom) -> None:
+        """Raise InviteError if the room cannot take a new participant now."""
+        if live.room.closed:
+            raise RoomNotOpenError("the room is closed")
+        if live.room.state.joins_locked:
+            raise RoomNotOpenError("the instructor has locked the room against new joins")
+
+    async def _replace_role_link(self, live: LiveRoom, participant: str) -> None:
+        """After a kick: the kicked participant's role gets a new link (and room code, if it has one), and the
+        instructors present are sent the new ones."""
+        kicked = live.room.participant(participant)
+        if kicked is None:
+            return
+        role, now = kicked.role, time.time()
+        old = self.db.codes_of(live.id).get(role)
+        code = None
+        if old is not None:
+            code = RoomCode(new_room_code(lambda c: self.db.code_taken(c, now)), live.id, role, old.exp)
+        try:
+            live.record = self.db.next_generation(live.record, role, code)
+        except StorageError:
+            log.exception("room %s: the %s link could not be replaced after a kick", live.id, role.value)
+            return
+        token, exp = self.role_invite(live, role)
+        message = {"role": role.value, "link": invite_link(self.settings.base_url, token),
+                   "code": code.code if code is not None else None, "expires_at": exp}
+        instructors = [sid for p, sids in live.sockets.items() for sid in sids
+                       if (who := live.room.participant(p)) is not None and who.role is Role.INSTRUCTOR]
+        self.fanout.send("invites", message, instructors)
 
     def issue_invite(self, live: LiveRoom, role: Role, name: str, ttl: int | None = None) -> tuple[str, int]:
         """A new personal invite (a new participant): (token, exp). Raises InviteError for a bad name."""
@@ -236,6 +317,7 @@ class Hub:
         live = self.rooms.get(row.room) if row is not None else None
         if row is None or live is None or row.exp <= time.time() or live.room.closed:
             raise InviteError("unknown or expired room code")
+        self._check_open_to_newcomers(live)
         token, exp = self.issue_invite(live, row.role, name)
         return live, row.role, token, exp
 
@@ -250,7 +332,7 @@ class Hub:
         except InviteError:
             return None
         live = self.rooms.get(invite.room)
-        if live is None:
+        if live is None or self._replaced(live, invite):
             return None
         participant = live.room.participant(self.pseudonym_of(invite))
         if participant is not None and participant.kicked:
@@ -273,12 +355,15 @@ class Hub:
         live = self.rooms.get(invite.room)
         if live is None:
             raise refused(REFUSED)
+        if self._replaced(live, invite):
+            raise refused(REPLACED, ErrorCode.FORBIDDEN.value)
         last_seq = auth.get("last_seq")
         if last_seq is not None and (isinstance(last_seq, bool) or not isinstance(last_seq, int)):
             raise refused("last_seq must be an integer", ErrorCode.INVALID.value)
         participant = self.pseudonym_of(invite)
-        member = Member(sid, live.id, participant, op_rate_limiter(self.limits),
-                        ViolationCounter.for_room(self.limits), last_seq)
+        member = Member(sid, live.id, participant,
+                        live.rates.setdefault(participant, op_rate_limiter(self.limits)),
+                        live.violations.setdefault(participant, ViolationCounter.for_room(self.limits)), last_seq)
         if auth.get("replay") is not None:
             try:
                 member.replay = playback.replay_request(live.room, participant, auth["replay"])
@@ -286,11 +371,21 @@ class Hub:
                 raise refused(error.detail, error.code.value) from None
         else:
             async with live.lock:
+                sockets = live.sockets.setdefault(participant, set())
+                if len(sockets) >= self.limits.max_sockets_per_participant:
+                    raise refused(f"you are already connected {len(sockets)} times (the limit)",
+                                  ErrorCode.LIMIT.value)
                 try:
+                    known = live.room.participant(participant)
+                    if (known is None or not known.present) and not live.events.allow(time.monotonic()):
+                        raise self._room_busy()
                     event = live.room.join(participant, invite.name, invite.role, now_ms())
                 except OpError as error:
                     raise refused(error.detail, error.code.value) from None
-                live.sockets.setdefault(participant, set()).add(sid)
+                except LogError:
+                    log.exception("room %s: a join could not be logged", live.id)
+                    raise refused("the server could not record your arrival; try again", "unavailable") from None
+                sockets.add(sid)
                 if event is not None:
                     self._appended(live, event)
         self.members[sid] = member
@@ -323,9 +418,34 @@ class Hub:
         async with live.lock:
             if live.sockets.get(participant) or self.closing:
                 return
-            event = live.room.leave(participant, now_ms(), reason)
+            if live.unlogged_leaves:
+                live.unlogged_leaves[participant] = (now_ms(), reason)  # after the earlier ones, in order
+                return
+            try:
+                event = live.room.leave(participant, now_ms(), reason)
+            except LogError as error:
+                log.error("room %s: a leave could not be logged (%s); it will be when the log takes writes again",
+                          live.id, error)
+                live.unlogged_leaves[participant] = (now_ms(), reason)
+                return
             if event is not None:
                 self._appended(live, event)
+
+    async def _log_unlogged_leaves(self, live: LiveRoom) -> None:
+        """Log the leaves a full disk held back, in order, while the log takes them."""
+        async with live.lock:
+            while live.unlogged_leaves:
+                participant, (at, reason) = next(iter(live.unlogged_leaves.items()))
+                if live.sockets.get(participant):  # came back meanwhile: they never left, for the log
+                    del live.unlogged_leaves[participant]
+                    continue
+                try:
+                    event = live.room.leave(participant, at, reason)
+                except LogError:
+                    return
+                del live.unlogged_leaves[participant]
+                if event is not None:
+                    self._appended(live, event)
 
     async def _welcome(self, member: Member) -> None:
         """Once the connection is accepted: the history (snapshot or missed events), subscribe, avatars."""
@@ -358,7 +478,7 @@ class Hub:
         """Send the events after `last_seq`, or a snapshot; True for a snapshot. Requires the room's lock."""
         events = None if last_seq is None else live.room.catch_up(last_seq)
         if events is None:
-            self.fanout.send("snapshot", live.room.snapshot_for(member.participant), member.sid)
+            self.fanout.send("snapshot", live.snapshot_for(member.participant), member.sid)
             return True
         for event in events:
             self.fanout.send("event", event.to_wire(), member.sid)
@@ -366,7 +486,7 @@ class Hub:
 
     # ---- messages ----------------------------------------------------------------------------------
 
-    async def on_op(self, sid: str, message: Any) -> dict[str, Any]:
+    async def on_op(self, sid: str, message: Any = None) -> dict[str, Any]:
         """Handle `op`: ack {ok: true, seq} once the event is committed and sent, or {ok: false, error}."""
         member = self.members.get(sid)
         if member is None:
@@ -378,6 +498,8 @@ class Hub:
             if not member.limiter.allow(time.monotonic()):
                 raise OpError(ErrorCode.LIMIT, f"too many ops: at most {self.limits.op_rate:g} per second "
                                                f"(bursts of {self.limits.op_burst:g})")
+            if not live.events.allow(time.monotonic()):
+                raise self._room_busy()
             async with live.lock:
                 event = live.room.apply(message, member.participant, now_ms())
                 self._appended(live, event)  # the kicked see their kick before their socket goes
@@ -389,10 +511,11 @@ class Hub:
             return {"ok": False, "error": {"code": "unavailable",
                                            "detail": "the server could not record the op"}}
         if event.kind == OpKind.PARTICIPANT_KICK:
+            await self._replace_role_link(live, event.data["participant"])
             await self._remove(live, event.data["participant"])
         return {"ok": True, "seq": event.seq}
 
-    def on_pose(self, sid: str, message: Any) -> None:
+    def on_pose(self, sid: str, message: Any = None) -> None:
         """Handle `pose` (volatile, no ack): keep it for the next tick; a malformed pose is a violation."""
         member = self.members.get(sid)
         if member is None or member.replay is not None:
@@ -406,7 +529,7 @@ class Hub:
         except OpError as error:
             self._violation(member, error)
 
-    async def on_resume(self, sid: str, message: Any) -> dict[str, Any]:
+    async def on_resume(self, sid: str, message: Any = None) -> dict[str, Any]:
         """Handle `resume {last_seq}`: send the missed events (or a snapshot); ack {ok, seq, snapshot}."""
         member = self.members.get(sid)
         if member is None or member.replay is not None:
@@ -426,6 +549,16 @@ class Hub:
             seq = live.room.seq
         return {"ok": True, "seq": seq, "snapshot": snapshot}
 
+    def malformed(self, sid: str) -> None:
+        """A member's socket sent something socket.io could not decode (it is being dropped): a violation."""
+        member = self.members.get(sid)
+        if member is not None:
+            self._violation(member, OpError(ErrorCode.INVALID, "a malformed message"))
+
+    def _room_busy(self) -> OpError:
+        return OpError(ErrorCode.LIMIT, f"the room is at its limit of {self.limits.max_events_per_minute} "
+                                        "events a minute; try again in a moment")
+
     def _violation(self, member: Member, error: OpError) -> None:
         """Count a refused message; too many in the window and the socket is disconnected (after its ack).
 
@@ -433,10 +566,14 @@ class Hub:
         """
         if error.code in (ErrorCode.STALE_VERSION, ErrorCode.NOT_FOUND):
             return
+        self.metrics.violations.inc()
         if member.violations.record(time.monotonic()):
-            log.warning("room %s: disconnecting %s after repeated violations (%s)", member.room, member.participant,
-                        error.detail)
-            self._spawn(self._drop(member.sid))
+            self.client_errors.record(member.participant, f"room {member.room}: disconnected after repeated "
+                                                          f"violations ({error.detail})")
+            live = self.rooms.get(member.room)
+            sids = (live.sockets.get(member.participant) if live is not None else None) or {member.sid}
+            for sid in list(sids):
+                self._spawn(self._drop(sid))
 
     async def _drop(self, sid: str) -> None:
         await asyncio.sleep(0)  # let the ack go out first
@@ -476,6 +613,9 @@ class Hub:
             if frame is not None and live.subscribers:
                 self.fanout.send("poses", frame, live.subscribers)
                 sent += 1
+        for live in list(self.rooms.values()):
+            if live.unlogged_leaves:
+                await self._log_unlogged_leaves(live)
         for key, deadline in list(self._orphans.items()):
             if now >= deadline:
                 del self._orphans[key]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconstruction.assembly import assemble_volume
+from reconstruction.deflate import DEFAULT_MAX_INFLATED_BYTES
 from reconstruction.errors import (
     InconsistentSeriesError,
     InputError,
@@ -30,12 +31,14 @@ from server.storage.catalog import Catalog, SeriesRecord
 
 @dataclass(frozen=True)
 class Library:
-    """What an import writes to: the catalog, the content-addressed store, and the pseudonym key."""
+    """What an import writes to (the catalog, the content-addressed store, the pseudonym key) and the limits
+    of what it reads: zips, and how far one deflated DICOM file may inflate."""
 
     catalog: Catalog
     store: ArtifactStore
     pseudonyms: Pseudonymizer
     zip_limits: ZipLimits
+    max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES
 
 
 def input_hash(shas: list[str]) -> str:
@@ -46,7 +49,7 @@ def input_hash(shas: list[str]) -> str:
 def import_folder(library: Library, folder: Path) -> dict:
     """Import every DICOM volume found under `folder`. Raises Invalid and stores nothing on bad input."""
     try:
-        scan = find_series([folder], zip_limits=library.zip_limits)
+        scan = find_series([folder], zip_limits=library.zip_limits, max_inflated_bytes=library.max_inflated_bytes)
     except InputError as e:
         raise Invalid("bad_input", _relative(str(e), folder)) from None
     skipped = [{"file": _relative(str(s.path), folder), "reason": s.reason} for s in scan.skipped]

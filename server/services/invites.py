@@ -1,8 +1,8 @@
 """Room invites: signed, expiring tokens that let one person into one room with one role; codes; QR codes.
 
 A token is ``<payload>.<mac>``, both base64url without padding. The payload is compact JSON with sorted
-keys, ``{"exp", "name", "nonce", "role", "room"}``; the mac is HMAC-SHA256 of the payload's base64url text
-under the server's invite key (``data/invite-key``, created 0600 on first start like the admin token).
+keys, ``{"exp", "kind"?, "name", "nonce", "role", "room"}``; the mac is HMAC-SHA256 of the payload's base64url
+text under the server's invite key (``data/invite-key``, created 0600 on first start like the admin token).
 Nothing about an invite is stored: the signature is the proof, ``exp`` (seconds since the Unix epoch) the
 end of its life, and the room itself refuses a closed room or a kicked participant. Rotating the key revokes
 every invite.
@@ -10,15 +10,23 @@ every invite.
 The participant's pseudonym is a keyed hash of (room, nonce), so the same invite is the same participant (a
 reconnect, a second tab) and two invites are two participants.
 
+Two kinds. A *personal* invite (a fresh random nonce) is one person. A *role* invite (``"kind": "role"``) is
+the link or QR code a room hands out per role: its nonce is derived from (room, role, generation), so the same
+link can be shown again. Opening a role link asks for a display name and exchanges the link for a personal
+invite (``POST /api/invites/exchange``), so two people who open it are two participants. A kick bans the
+person's way in: it moves the kicked participant's role to its next generation, so that role's old link and
+room code stop working at once (the instructors present are sent the new ones), and the kicked participant's
+own invites are refused because the participant is.
+
 A room code is 8 random digits that stand for one (room, role) until a deadline. Redeeming it with a display
-name (``POST /api/join``) mints a personal invite with a fresh nonce: that is how a class of students gets
-in with one code typed on a headset. A code can be guessed by brute force, so: redeeming is throttled per
-address and server-wide (`JoinThrottle`: by default 10 a minute per address, 30 a minute in all, so about
-43,000 guesses a day against 10^8 codes); only training rooms get codes (what a wrongly admitted person
-sees there is de-identified); and only for the roles in the `room_code_roles` setting (student and
-observer by default: no guessed code can moderate, move the model or edit others' work). Codes die with
-the room's invites (`invite_ttl`) or when it closes. Consult rooms and the other roles use links and QR
-codes, whose tokens cannot be guessed.
+name (``POST /api/join``) mints a personal invite: that is how a class of students gets in with one code typed
+on a headset. A code can be guessed by brute force, so wrong attempts are throttled (`JoinThrottle`: backoff
+per address and per code value, and a server-wide failure budget of 30 a minute, about 43,000 guesses a day
+against 10^8 codes), while right ones are not; only training rooms get codes (what a wrongly admitted person
+sees there is de-identified); and only for the roles in the `room_code_roles` setting (student and observer by
+default: no guessed code can moderate, move the model or edit others' work). Codes die with the room's
+invites (`invite_ttl`), when the room closes, or when a kick replaces them. Consult rooms and the other roles
+use links and QR codes, whose tokens cannot be guessed.
 """
 
 from __future__ import annotations
@@ -48,20 +56,29 @@ class InviteError(ValueError):
     """A token that is malformed, forged or expired; or an invite that cannot be issued."""
 
 
+class RoomNotOpenError(InviteError):
+    """The room exists but takes no one new now: it is closed, or locked against new joins."""
+
+
+PERSONAL, ROLE = "personal", "role"
+
+
 @dataclass(frozen=True)
 class Invite:
-    """What a valid token says: who (name, role) may enter which room, until when, and its nonce."""
+    """What a valid token says: who (name, role) may enter which room, until when, its nonce and its kind."""
 
     room: str
     role: Role
     name: str
     exp: int
     nonce: str
+    kind: str = PERSONAL
 
     def to_json(self) -> dict:
-        """The signed payload."""
-        return {"exp": self.exp, "name": self.name, "nonce": self.nonce, "role": self.role.value,
-                "room": self.room}
+        """The signed payload (`kind` only for a role invite, so personal tokens keep their old form)."""
+        payload = {"exp": self.exp, "name": self.name, "nonce": self.nonce, "role": self.role.value,
+                   "room": self.room}
+        return {**payload, "kind": ROLE} if self.kind == ROLE else payload
 
 
 def _b64(data: bytes) -> str:
@@ -95,11 +112,12 @@ class InviteSigner:
             raise ValueError("the invite key must be at least 16 bytes")
         self._key = key
 
-    def issue(self, room: str, role: Role | str, name: str, exp: int, nonce: str | None = None) -> str:
+    def issue(self, room: str, role: Role | str, name: str, exp: int, nonce: str | None = None,
+              kind: str = PERSONAL) -> str:
         """A signed token. Requires a room id, a role, a display name and `exp` in seconds since the epoch."""
         try:
             invite = Invite(identifier(room, "room"), Role(role), display_name(name), int(exp),
-                            nonce or secrets.token_hex(8))
+                            nonce or secrets.token_hex(8), kind)
         except (OpError, ValueError) as error:
             raise InviteError(f"cannot issue this invite: {error}") from None
         payload = _b64(json.dumps(invite.to_json(), sort_keys=True, separators=(",", ":")).encode())
@@ -107,7 +125,8 @@ class InviteSigner:
 
     def verify(self, token: object, now: float | None = None) -> Invite:
         """The invite of a token signed by this key and not expired at `now`. Requires nothing of `token`."""
-        if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH or token.count(".") != 1:
+        if (not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH or not token.isascii()
+                or token.count(".") != 1):
             raise InviteError("not an invite token")
         payload, mac = token.split(".")
         if not hmac.compare_digest(mac, self._mac(payload)):
@@ -115,17 +134,28 @@ class InviteSigner:
         try:
             fields = json.loads(_unb64(payload))
             invite = Invite(fields["room"], Role(fields["role"]), fields["name"], int(fields["exp"]),
-                            str(fields["nonce"]))
+                            str(fields["nonce"]), ROLE if fields.get("kind") == ROLE else PERSONAL)
         except (ValueError, KeyError, TypeError) as error:
             raise InviteError(f"the invite's payload is malformed: {error}") from None
         if invite.exp <= (time.time() if now is None else now):
             raise InviteError("the invite has expired")
         return invite
 
-    def role_nonce(self, room: str, role: Role | str) -> str:
-        """The fixed nonce of a room's role invite, so the same token can be shown again. Requires ids."""
-        message = f"role-invite:{room}:{Role(role).value}".encode()
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:16]
+    def role_nonce(self, room: str, role: Role | str, generation: int = 0) -> str:
+        """The nonce of a room's role invite of `generation` (0: the room's first), the same every time it is
+        asked for, so the same link can be shown again. Requires ids and generation >= 0."""
+        message = f"role-invite:{room}:{Role(role).value}" + (f":{generation}" if generation else "")
+        digest = hmac.new(self._key, message.encode(), hashlib.sha256).hexdigest()[:16]
+        return f"g{generation}-{digest}" if generation else digest
+
+    def role_generation(self, invite: Invite) -> int | None:
+        """The generation of a role invite's link (None: not a role link of its room and role). Cost: one MAC."""
+        prefix, _, _ = invite.nonce.partition("-")
+        generation = int(prefix[1:]) if prefix[:1] == "g" and prefix[1:].isdigit() else 0
+        if generation > 1_000_000 or not hmac.compare_digest(
+                invite.nonce, self.role_nonce(invite.room, invite.role, generation)):
+            return None
+        return generation
 
     def _mac(self, payload: str) -> str:
         return _b64(hmac.new(self._key, payload.encode("ascii"), hashlib.sha256).digest())
@@ -165,23 +195,72 @@ def qr_png(data: str, scale: int = 6) -> bytes:
 
 
 class JoinThrottle:
-    """Token buckets for redeeming room codes: one per client address and one for the whole server."""
+    """What a wrong room code (or a wrong role link) costs, so that a brute force is slow and a class is not.
 
-    def __init__(self, per_minute: float, global_per_minute: float | None = None):
-        if not per_minute > 0:
-            raise ValueError(f"per_minute must be positive, got {per_minute}")
+    - Attempts per address: `per_minute` (a minute's worth at once), enough for a class behind one NAT.
+    - Failures back off: after `FREE_FAILURES` wrong attempts an address waits 2, 4, 8 ... seconds (at most 5
+      minutes) before the next, and so does a code value tried wrongly that often from anywhere.
+    - A server-wide failure budget (`failures_per_minute`): when guesses from many addresses exhaust it,
+      addresses with a recent failure wait; an address that has not failed (a student with the right code) is
+      still heard. A right code is never refused for what others guessed.
+    """
+
+    FREE_FAILURES = 3
+    MAX_BACKOFF = 300.0
+    MEMORY = 600.0  # seconds a failure is remembered
+
+    def __init__(self, per_minute: float = 60.0, failures_per_minute: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic):
+        if not per_minute > 0 or not failures_per_minute > 0:
+            raise ValueError(f"the join rates must be positive, got {per_minute}, {failures_per_minute}")
         self.per_minute = per_minute
-        self._burst = max(1.0, per_minute)  # a minute's worth: a class behind one NAT address can get in
-        self._global = RateLimiter((global_per_minute or per_minute * 3) / 60.0, max(1.0, per_minute * 3))
-        self._by_address: dict[str, RateLimiter] = {}
+        self.clock = clock
+        self._attempts: dict[str, RateLimiter] = {}
+        self._failures = RateLimiter(failures_per_minute / 60.0, failures_per_minute)
+        self._by_address: dict[str, tuple[int, float]] = {}  # address -> (failures, last failure)
+        self._by_code: dict[str, tuple[int, float]] = {}
 
-    def allow(self, address: str, now: float) -> bool:
-        """Whether `address` may try a code now (takes a token of both buckets). Requires monotonic `now`."""
-        if len(self._by_address) > 10_000:
-            self._by_address = {a: r for a, r in self._by_address.items() if r.tokens(now) < self._burst}
-        limiter = self._by_address.setdefault(address, RateLimiter(self.per_minute / 60.0, self._burst))
-        if limiter.tokens(now) < 1:
-            return False
-        if not self._global.allow(now):
-            return False
-        return limiter.allow(now)
+    def wait(self, address: str, code: str | None) -> float:
+        """Seconds `address` must wait before trying `code` (0: go ahead; an attempt is taken)."""
+        now = self.clock()
+        self._forget(now)
+        waits = [self._backoff(self._by_address.get(address), now)]
+        if code is not None:
+            waits.append(self._backoff(self._by_code.get(code), now))
+        recent = address in self._by_address
+        if recent and self._failures.tokens(now) < 1:
+            waits.append(60.0 / (self._failures.rate * 60.0))
+        attempts = self._attempts.setdefault(address, RateLimiter(self.per_minute / 60.0, max(1.0, self.per_minute)))
+        if attempts.tokens(now) < 1:
+            waits.append(60.0 / self.per_minute)
+        wait = max(waits)
+        if wait <= 0:
+            attempts.allow(now)
+        return wait
+
+    def failed(self, address: str, code: str | None) -> None:
+        """Count a wrong attempt of `address` (and of the code value it tried)."""
+        now = self.clock()
+        self._failures.allow(now)
+        for table, key in ((self._by_address, address), (self._by_code, code)):
+            if key is not None:
+                count, _ = table.get(key, (0, now))
+                table[key] = (count + 1, now)
+
+    def succeeded(self, address: str) -> None:
+        """A right code from `address`: its earlier mistakes are forgiven."""
+        self._by_address.pop(address, None)
+
+    def _backoff(self, entry: tuple[int, float] | None, now: float) -> float:
+        if entry is None or entry[0] < self.FREE_FAILURES:
+            return 0.0
+        count, last = entry
+        return max(0.0, last + min(self.MAX_BACKOFF, 2.0 ** (count - self.FREE_FAILURES + 1)) - now)
+
+    def _forget(self, now: float) -> None:
+        if len(self._by_address) + len(self._by_code) + len(self._attempts) < 20_000:
+            return
+        for table in (self._by_address, self._by_code):
+            for key in [k for k, (_, last) in table.items() if now - last > self.MEMORY]:
+                del table[key]
+        self._attempts = {a: r for a, r in self._attempts.items() if r.tokens(now) < r.burst}

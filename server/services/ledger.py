@@ -33,7 +33,7 @@ from server.storage.checkpoints import (
     CheckpointStore,
     StoredCheckpoint,
 )
-from server.storage.errors import StorageError
+from server.storage.errors import StorageError, StorageFullError
 from server.storage.keys import SIGNING_KEY_FILE, load_or_create_signing_key
 from sessions.ledger.anchors import Anchor, AnchorBackend, LocalAnchorChain
 from sessions.ledger.bundle import Anchoring, BundleCheckpoint, BundleContents
@@ -114,6 +114,7 @@ class LedgerService:
         self.retry = retry or Retry()
         self.clock = clock
         self._watched: dict[str, _Watch] = {}
+        self._full: set[str] = set()  # rooms whose last cut found the disk full
         self._wake = {name: asyncio.Event() for name in self.backends}
         self._tasks: list[asyncio.Task] = []
 
@@ -219,10 +220,20 @@ class LedgerService:
     def _cut_safely(self, room_log: EventLog) -> StoredCheckpoint | None:
         """`_cut`, logging (not raising) a failure: a room must never stop for its ledger."""
         try:
-            return self._cut(room_log)
+            cut = self._cut(room_log)
+        except StorageFullError:  # cut again by the clock once there is space; said once, not at every tick
+            if room_log.room not in self._full:
+                self._full.add(room_log.room)
+                logger.error("room %s: checkpoints cannot be cut while the disk is full (at size %d); they will "
+                             "be when there is space", room_log.room, room_log.size)
+            return None
         except (StorageError, CheckpointError, ValueError):
             logger.exception("room %s: the checkpoint at size %d could not be cut", room_log.room, room_log.size)
             return None
+        if room_log.room in self._full:
+            self._full.discard(room_log.room)
+            logger.info("room %s: checkpoint %d cut, the disk has space again", room_log.room, cut.size)
+        return cut
 
     def _cut(self, log: EventLog) -> StoredCheckpoint:
         """Sign the head, store it, queue its anchorings, wake the workers. Requires log.size > 0."""

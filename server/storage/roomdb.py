@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +40,17 @@ _SCHEMA = (
 
 @dataclass(frozen=True)
 class RoomRecord:
-    """A room's row: when it was made (ms), when its role invites expire (s), their display names by role."""
+    """A room's row: when it was made (ms), when its role invites expire (s), their display names by role, and
+    the generation of each role's link (a kick moves the kicked participant's role to the next one)."""
 
     id: str
     created_at: int
     invite_exp: int
     names: dict[str, str]
+    generations: dict[str, int] = field(default_factory=dict)
+
+    def generation(self, role: Role) -> int:
+        return self.generations.get(role.value, 0)
 
 
 @dataclass(frozen=True)
@@ -67,18 +72,35 @@ class RoomDatabase:
         self._db = self.logs.conn
         for statement in _SCHEMA:
             self._db.execute(statement)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(rooms)")}
+        if "generations" not in columns:  # a database from before role links had generations
+            self._db.execute("ALTER TABLE rooms ADD COLUMN generations TEXT NOT NULL DEFAULT '{}'")
         self._db.commit()
 
     def records(self) -> list[RoomRecord]:
         """Every room, oldest first."""
-        rows = self._rows("SELECT id, created_at, invite_exp, names FROM rooms ORDER BY created_at, id")
-        return [RoomRecord(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+        rows = self._rows("SELECT id, created_at, invite_exp, names, generations FROM rooms ORDER BY created_at, id")
+        return [RoomRecord(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4])) for r in rows]
 
     def stage_room(self, record: RoomRecord) -> None:
         """Insert the room's row in the open transaction; it commits with the room's first event."""
         names = json.dumps(record.names, sort_keys=True)
         self._write("INSERT INTO rooms (id, created_at, invite_exp, names) VALUES (?, ?, ?, ?)",
                     (record.id, record.created_at, record.invite_exp, names))
+
+    def next_generation(self, record: RoomRecord, role: Role, code: RoomCode | None) -> RoomRecord:
+        """Move `role` of the room to its next link generation and replace its room code (None: it has
+        none), in one commit; returns the updated record."""
+        generations = {**record.generations, role.value: record.generation(role) + 1}
+        with sqlite_errors(ROOM_DB):
+            self._db.execute("UPDATE rooms SET generations = ? WHERE id = ?",
+                             (json.dumps(generations, sort_keys=True), record.id))
+            self._db.execute("DELETE FROM room_codes WHERE room = ? AND role = ?", (record.id, role.value))
+            if code is not None:
+                self._db.execute("INSERT INTO room_codes (code, room, role, exp) VALUES (?, ?, ?, ?)",
+                                 (code.code, code.room, code.role.value, code.exp))
+            self._db.commit()
+        return replace(record, generations=generations)
 
     def stage_code(self, code: RoomCode) -> None:
         """Insert a code in the open transaction. Requires a code that `code_taken` says is free."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +35,30 @@ class CanonicalError(ValueError):
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
+
+
+MAX_NESTING = 64
+"""How deep arrays and objects may nest in JSON read from outside (an event has 4 levels, a stroke 3)."""
+
+_BRACKETS = {str: re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]'), bytes: re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')}
+
+
+def too_deep(text: str | bytes, max_depth: int = MAX_NESTING) -> bool:
+    """Whether JSON `text` nests arrays and objects deeper than `max_depth` (brackets inside strings do not
+    count). Check before json.loads: a parser recursing into 100,000 brackets hits RecursionError, or overflows
+    the C stack when something raised the recursion limit. A text with few brackets is answered at C speed."""
+    opening = (b"[", b"{") if isinstance(text, bytes) else ("[", "{")
+    if text.count(opening[0]) + text.count(opening[1]) <= max_depth:
+        return False
+    depth = 0
+    for match in _BRACKETS[type(text)].finditer(text):
+        token = match.group()
+        if len(token) > 1:  # a string
+            continue
+        depth += 1 if token in opening else -1
+        if depth > max_depth:
+            return True
+    return False
 
 
 def canonical_json(value: Any) -> bytes:
@@ -52,6 +77,8 @@ def encode_event(event: Mapping[str, Any]) -> bytes:
 def decode_event(leaf: bytes) -> dict[str, Any]:
     """The event whose canonical encoding is `leaf`. Requires `leaf` to be that exact encoding."""
     try:
+        if too_deep(leaf):
+            raise CanonicalError("$", f"the event nests deeper than {MAX_NESTING} levels")
         event = json.loads(leaf.decode("utf-8"), parse_constant=_refuse_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CanonicalError("$", f"not UTF-8 JSON: {error}") from error

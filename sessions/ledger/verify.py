@@ -53,7 +53,7 @@ from sessions.ledger.bundle import (
     verify_note,
 )
 from sessions.ledger.bundle_tree import NodeDict, lines_of, needed_nodes, scan_events
-from sessions.ledger.canonical import CanonicalError, decode_event
+from sessions.ledger.canonical import MAX_NESTING, CanonicalError, decode_event, too_deep
 from sessions.ledger.merkle import ProofError, verify_consistency
 from sessions.ledger.note import Checkpoint, CheckpointError, Verifier, parse_and_verify
 from sessions.ledger.tree import MerkleLog
@@ -475,6 +475,8 @@ class _Verification:
     def _json(self, name: str, keys: set[str]) -> dict[str, Any]:
         """A JSON object file with exactly `keys`. Requires a name of FILES."""
         raw = self._read(name)
+        if too_deep(raw):
+            _fail(f"{name} nests deeper than {MAX_NESTING} levels", file=name)
         try:
             value = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
         except (UnicodeDecodeError, ValueError) as error:

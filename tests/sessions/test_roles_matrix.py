@@ -29,6 +29,8 @@ model.transform    | ok ok ok M    | ok ok L M     | N N N N       | R R R R
 pointer.highlight  | ok ok ok M    | ok ok ok M    | ok ok ok M    | R R R R
 room.lock          | ok ok ok ok   | N N N N       | N N N N       | R R R R
 room.unlock        | ok ok ok ok   | N N N N       | N N N N       | R R R R
+room.lock_joins    | ok ok ok ok   | N N N N       | N N N N       | R R R R
+room.unlock_joins  | ok ok ok ok   | N N N N       | N N N N       | R R R R
 participant.role   | ok ok ok ok   | N N N N       | N N N N       | R R R R
 participant.mute   | ok ok ok ok   | N N N N       | N N N N       | R R R R
 participant.kick   | ok ok ok ok   | N N N N       | N N N N       | R R R R
@@ -100,6 +102,8 @@ def _message(kind: str, own_id: str, others_id: str, condition: str) -> dict:
         "pointer.highlight": {"position": [0, 0.1, 0]},
         "room.lock": {},
         "room.unlock": {},
+        "room.lock_joins": {},
+        "room.unlock_joins": {},
         "participant.role": {"participant": TARGET, "role": "surgeon"},
         "participant.mute": {"participant": TARGET, "muted": True},
         "participant.kick": {"participant": TARGET},

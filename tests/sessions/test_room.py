@@ -12,6 +12,7 @@ from sessions.limits import RateLimiter, RoomLimits, ViolationCounter, op_rate_l
 from sessions.ops import ErrorCode, OpError
 from sessions.roles import Role
 from sessions.room import RoomInfo, RoomMode
+from sessions.state import RoomState
 
 PEOPLE = {"ines": Role.INSTRUCTOR, "sam": Role.SURGEON, "stu": Role.STUDENT, "obi": Role.OBSERVER}
 NAN, INF = float("nan"), float("inf")
@@ -331,3 +332,18 @@ def test_snapshot_for_a_participant():
     snapshot["state"]["annotations"].clear()  # a copy: changing it leaves the room alone
     snapshot["participants"]["stu"]["role"] = "instructor"
     assert room.state.annotations and room.participant("stu").role is Role.STUDENT
+
+
+def test_a_room_locked_against_joins_admits_only_those_it_knows():
+    clock = Clock()
+    room = new_room({"ines": Role.INSTRUCTOR, "stu": Role.STUDENT}, clock=clock)
+    room.leave("stu", clock())
+    assert room.apply({"kind": "room.lock_joins"}, "ines", clock()).kind == "room.lock_joins"
+    assert room.state.snapshot()["state"]["locks"] == {"model": False, "joins": True}
+    with pytest.raises(OpError, match="locked the room against new joins") as refused:
+        room.join("newcomer", "New", Role.STUDENT, clock())
+    assert refused.value.code is ErrorCode.FORBIDDEN
+    assert room.join("stu", "Stu", Role.STUDENT, clock()) is not None  # someone the room knows comes back
+    room.apply({"kind": "room.unlock_joins"}, "ines", clock())
+    assert room.join("newcomer", "New", Role.STUDENT, clock()) is not None
+    assert RoomState.from_snapshot(room.state.snapshot()).joins_locked is False
