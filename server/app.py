@@ -8,6 +8,7 @@ scenes: each part is typed state (server/appkeys.py) that the app sets here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 from functools import partial
@@ -38,6 +39,7 @@ from server.appkeys import (
     SETTINGS,
     SIO,
     TMP,
+    UNVERIFIED_ROOMS,
 )
 from server.config import Settings
 from server.metrics import Metrics
@@ -47,7 +49,7 @@ from server.middleware.errors import json_errors
 from server.middleware.gzip import gzip_middleware
 from server.middleware.metrics import metrics_middleware
 from server.middleware.websockets import plain_websockets
-from server.services import autoimport, sockets
+from server.services import autoimport, imports, sockets
 from server.services.deid import Pseudonymizer
 from server.services.fanout import Fanout
 from server.services.hub import Hub
@@ -59,6 +61,7 @@ from server.services.meshes import MeshRequests, job_spec, record_mesh
 from server.services.pacs import REF_KEY_FILE, Pacs, PacsConfig, RefCodec
 from server.storage.artifacts import ArtifactStore
 from server.storage.catalog import Catalog
+from server.storage.files import make_private
 from server.storage.keys import ADMIN_TOKEN_FILE, load_or_create_secret
 from server.storage.roomdb import ROOM_DB, RoomDatabase
 
@@ -79,7 +82,7 @@ async def _api_not_found(request: web.Request) -> web.Response:
 
 def build_app(settings: Settings) -> web.Application:
     data = Path(settings.data)
-    data.mkdir(parents=True, exist_ok=True)
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
     metrics = Metrics()
     app = web.Application(
         middlewares=[metrics_middleware(metrics), plain_websockets, cors_middleware(settings.cors_origins),
@@ -110,6 +113,7 @@ def build_app(settings: Settings) -> web.Application:
     hub = app[HUB] = Hub(fanout, RoomDatabase(data / ROOM_DB),
                          InviteSigner(invite_key.encode()), app[LEDGER], settings, metrics, pseudonyms)
     app[ROOM_LOGS] = hub.log_of
+    app[UNVERIFIED_ROOMS] = hub.unverified
     sockets.handle(sio, hub, app[ADMIN_TOKEN], metrics)
 
     async def job_changed(job: dict) -> None:
@@ -119,6 +123,9 @@ def build_app(settings: Settings) -> web.Application:
                           workers=settings.worker_count, max_queued=settings.max_queued_jobs,
                           on_update=job_changed, metrics=metrics)
     app[MESH_REQUESTS] = MeshRequests(catalog, app[JOBS])
+    widened = make_private(data)  # patient data: the owner's alone (the databases and keys just opened too)
+    if widened:
+        log.warning("%s: %d file(s) or folder(s) were readable by others; now they are not", data, widened)
     _add_static(app, settings.web_client)
     app.on_startup.append(_startup)
     app.on_shutdown.append(_shutdown)
@@ -156,10 +163,14 @@ async def _startup(app: web.Application) -> None:
     removed = app[ARTIFACTS].remove_partials()
     if removed:
         log.warning("removed %d partial artifact file(s) left by an earlier crash", removed)
+    orphans = await asyncio.to_thread(imports.sweep_orphans, app[LIBRARY])
+    if orphans:
+        log.warning("removed %d stored file(s) that no study refers to (an import an earlier crash stopped)",
+                    orphans)
     tmp = app[TMP]
     if tmp.exists():
         shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
     await app[JOBS].start()
     await app[HUB].start()  # the ledger follows every room from here
     await app[LEDGER].start()
@@ -181,4 +192,5 @@ async def _cleanup(app: web.Application) -> None:
     await app[LEDGER].stop()
     await app[HUB].stop()
     await app[JOBS].stop()
+    app[LEDGER].close()
     app[CATALOG].close()

@@ -26,6 +26,7 @@ HUB = web.AppKey("hub", "Hub")
 LEDGER = web.AppKey("ledger", "LedgerService")
 JOBS = web.AppKey("jobs", "JobRunner")
 ROOM_LOGS = web.AppKey("room_logs", Callable[[str], "EventLog | None"])
+UNVERIFIED_ROOMS = web.AppKey("unverified_rooms", dict)  # room -> why its stored tree cannot be vouched for
 AUTOIMPORT = web.AppKey("autoimport", asyncio.Task)
 LIBRARY = web.AppKey("library", "Library")
 MESH_REQUESTS = web.AppKey("mesh_requests", "MeshRequests")

@@ -132,6 +132,28 @@ class SqliteLogStore:
                 return
             first = rows[-1][0]
 
+    def nodes_mismatch(self, room: str) -> Iterator[int | None]:
+        """Check every stored Merkle node of `room` against the nodes its leaves give: yields None after each page
+        of rows (so a caller can pause between pages), then the first seq whose row holds other nodes, and ends;
+        or just ends when every node is right."""
+        base = self.row_id(room, 0, create=False)
+        if base is None:
+            return
+        capture = _CapturingNodeStore()
+        tree, first = MerkleLog(capture), base
+        while True:
+            rows = self.conn.execute("SELECT id, leaf, nodes FROM events WHERE id > ? AND id < ? ORDER BY id LIMIT ?",
+                                     (first, base + (1 << SEQ_BITS), _PAGE)).fetchall()
+            for row_id, leaf, nodes in rows:
+                tree.append(leaf_hash(leaf if isinstance(leaf, bytes) else b""))
+                if capture.take() != nodes:
+                    yield row_id - base
+                    return
+            if len(rows) < _PAGE:
+                return
+            first = rows[-1][0]
+            yield None
+
     def last_seq(self, room: str) -> int:
         """The highest seq of `room`, or 0."""
         base = self.row_id(room, 0, create=False)
@@ -156,6 +178,26 @@ def _unavailable(error: sqlite3.Error, what: str) -> LogUnavailableError:
     """The log's own error for a failed write: LogFullError when SQLite says the disk is full."""
     full = getattr(error, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(error)
     return (LogFullError if full else LogUnavailableError)(f"{what}: the room log cannot be written: {error}")
+
+
+class _CapturingNodeStore:
+    """A NodeStore that keeps only what the last append put (and nothing to read back)."""
+
+    def __init__(self) -> None:
+        self._nodes: list[bytes] = []
+
+    def get(self, level: int, index: int) -> bytes | None:
+        return None
+
+    def put(self, level: int, index: int, hash_: bytes) -> None:
+        self._nodes.append(hash_)
+
+    def leaf_count(self) -> int:
+        return 0
+
+    def take(self) -> bytes:
+        nodes, self._nodes = b"".join(self._nodes), []
+        return nodes
 
 
 class RowNodeStore:

@@ -12,9 +12,11 @@ from aiohttp import web
 
 from server.api.errors import ApiError
 from server.api.params import query_int
-from server.appkeys import LEDGER, ROOM_LOGS
+from server.appkeys import LEDGER, ROOM_LOGS, UNVERIFIED_ROOMS
 from server.services.ledger import LedgerService
+from server.storage.errors import CorruptStoreError
 from sessions.ledger.bundle import bundle_bytes, public_key_pem
+from sessions.ledger.merkle import ProofError, leaf_hash, verify_consistency, verify_inclusion
 from sessions.ledger.note import CheckpointError
 from sessions.ledger.tree import SizeError
 from sessions.log import EventLog
@@ -31,6 +33,9 @@ def _log_or_404(request: web.Request) -> EventLog:
         raise ApiError(404, "not_found", f"no room {room_id!r}")
     if room_log.size == 0:
         raise ApiError(409, "conflict", f"room {room_id} has no events yet")
+    reason = request.app.get(UNVERIFIED_ROOMS, {}).get(room_id)
+    if reason is not None:
+        raise CorruptStoreError(reason)
     return room_log
 
 
@@ -104,6 +109,11 @@ async def inclusion_proof(request: web.Request) -> web.Response:
         stored = service.store.covering(room_log.room, seq) or service.ensure_checkpoint(room_log)
     (leaf,) = room_log.leaves(seq - 1, seq)
     proof = room_log.inclusion_proof(seq, stored.size)
+    try:  # never hand out a proof that does not verify: a stored node may have been altered
+        verify_inclusion(leaf_hash(leaf), seq - 1, stored.size, proof, stored.checkpoint.root)
+    except ProofError as error:
+        raise CorruptStoreError(f"room {room_log.room}: the stored tree gives seq {seq} a proof that does not "
+                                f"verify against checkpoint {stored.size} ({error})") from None
     return web.json_response({
         "room": room_log.room, "seq": seq, "index": seq - 1, "tree_size": stored.size,
         "leaf": leaf.decode("utf-8"), "leaf_hash": room_log.leaf_hash(seq).hex(),
@@ -125,6 +135,11 @@ async def consistency_proof(request: web.Request) -> web.Response:
         proof = room_log.consistency_proof(first, second)
     except SizeError as error:
         raise ApiError(400, "bad_parameter", str(error)) from None
+    try:
+        verify_consistency(first, second, proof, room_log.root(first), room_log.root(second))
+    except ProofError as error:
+        raise CorruptStoreError(f"room {room_log.room}: the stored tree gives a consistency proof {first} -> "
+                                f"{second} that does not verify ({error})") from None
     notes = [service.store.at(room_log.room, size) for size in (first, second)]
     return web.json_response({
         "room": room_log.room, "from": first, "to": second,

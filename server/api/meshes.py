@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from server.api.errors import ApiError, found
@@ -43,7 +45,7 @@ async def get_mesh_glb(request: web.Request) -> web.StreamResponse:
     digest = mesh["artifacts"].get(kind)
     if digest is None:
         raise ApiError(404, "not_found", f"mesh {mesh['id']} has no {kind} artifact")
-    path = request.app[ARTIFACTS].path_for(digest, ".glb")
+    path = await asyncio.to_thread(request.app[ARTIFACTS].verified_path, digest, ".glb")
     return await send_glb(request, digest, path, compressible=not kind.startswith("draco"))
 
 

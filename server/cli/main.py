@@ -144,9 +144,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                     imports=tuple(args.imports) if args.imports else None)
     except SettingsError as e:
         raise UsageError(str(e)) from None
+    os.umask(0o077)  # everything the server (and its workers) writes is the owner's alone: it is patient data
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.server").addFilter(_one_line_for_bad_requests)
+    from server.storage.errors import CorruptStoreError
     from sessions.log import LogError
 
     try:
@@ -156,6 +158,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except sqlite3.OperationalError as e:
         raise UsageError(f"{settings.data}: a database there is in use by another Theatrum server, or "
                          f"unreadable: {e}") from None
+    except sqlite3.DatabaseError as e:
+        raise UsageError(f"{settings.data}: a database there is damaged ({e}); restore it from a backup "
+                         "(docs/operations.md)") from None
+    except CorruptStoreError as e:
+        raise UsageError(str(e)) from None
     except LogError as e:
         raise UsageError(f"{settings.data / 'rooms.sqlite'}: {e}") from None
     token = app[ADMIN_TOKEN]
@@ -173,6 +180,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     shutdown_timeout=5, loop=new_event_loop())
     except OSError as e:
         raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}") from None
+    except CorruptStoreError as e:
+        raise UsageError(str(e)) from None
     except LogError as e:
         raise UsageError(f"{settings.data / 'rooms.sqlite'}: {e}") from None
     return EXIT_OK

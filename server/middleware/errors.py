@@ -17,7 +17,7 @@ from server.services.errors import (
     Unavailable,
     UpstreamError,
 )
-from server.storage.errors import StorageError, StorageFullError, is_disk_full
+from server.storage.errors import CorruptStoreError, StorageError, StorageFullError, is_disk_full
 
 log = logging.getLogger("theatrum.http")
 
@@ -50,6 +50,10 @@ async def json_errors(request: web.Request, handler):
         return error_response(service_status(e), e.code, e.detail, headers)
     except StorageFullError:
         return _disk_full(request)
+    except CorruptStoreError as e:
+        log.error("%s %s refused: %s", request.method, request.path, e)
+        return error_response(503, "integrity", "stored data failed its integrity check, so the server will not "
+                                                "serve it; its log names the file")
     except StorageError:
         log.exception("%s %s: storage failed", request.method, request.path)
         return error_response(503, "unavailable", "the server cannot read or write its storage now")

@@ -23,14 +23,14 @@ def import_in_background(paths: list[Path], library: Library, meshes: MeshReques
 
 
 async def import_all(paths: list[Path], library: Library, meshes: MeshRequests) -> None:
-    """Import each path, then ask for its studies' default meshes; log what happened (never the paths'
-    contents)."""
+    """Import each path, then ask for its studies' default meshes; log what happened, naming only the path the
+    operator gave (never the files inside it, whose names may carry a patient's)."""
     loop = asyncio.get_running_loop()
     for path in paths:
         try:
             result = await loop.run_in_executor(None, import_folder, library, path)
-        except ServiceError as e:
-            log.error("cannot import %s: %s", path, e.detail)
+        except ServiceError as e:  # the detail names files inside the folder, which may carry names: not logged
+            log.error("cannot import %s (%s); `theatrum series %s` lists what it holds and why", path, e.code, path)
             continue
         for study in result["studies"]:
             added = result["instances"]["added"]
@@ -38,7 +38,7 @@ async def import_all(paths: list[Path], library: Library, meshes: MeshRequests) 
             try:
                 answer = meshes.ensure(study["study_id"], {})
             except ServiceError as e:
-                log.error("cannot build meshes for study %s: %s", study["study_id"], e.detail)
+                log.error("cannot build meshes for study %s (%s)", study["study_id"], e.code)
                 continue
             if answer.meshes is not None:
                 log.info("meshes of study %s are ready: %s", study["study_id"],

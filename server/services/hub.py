@@ -162,6 +162,7 @@ class Hub:
         self.members: dict[str, Member] = {}
         self.closing = False
         self._orphans: dict[tuple[str, str], float] = {}  # (room, participant) present at start -> deadline
+        self.unverified: dict[str, str] = {}  # room -> why its stored Merkle tree cannot be vouched for
         self._tasks: set[asyncio.Task] = set()
         self._ticker: asyncio.Task | None = None
         for record in self.db.records():
@@ -192,6 +193,20 @@ class Hub:
                 self._orphans[(live.id, participant.id)] = deadline
         if self.settings.pose_tick_hz > 0:
             self._ticker = asyncio.create_task(self._tick_loop(1.0 / self.settings.pose_tick_hz))
+        self._spawn(self.check_trees())
+
+    async def check_trees(self) -> None:
+        """Check every room's stored Merkle nodes against its events, a page at a time between other work. A
+        room whose nodes do not hash from its events is noted in `unverified` (its proofs are refused)."""
+        for live in list(self.rooms.values()):
+            for mismatch in self.db.logs.nodes_mismatch(live.id):
+                if mismatch is None:
+                    await asyncio.sleep(0)
+                    continue
+                reason = (f"{self.db.path}: room {live.id}: the stored Merkle nodes of seq {mismatch} do not hash "
+                          "from its events")
+                self.unverified[live.id] = reason
+                log.error("%s; the room's proofs and exports are refused until it is repaired", reason)
 
     async def shutdown(self) -> None:
         """The server is stopping: log no leaves from now on (clients will come back), and close every

@@ -118,6 +118,19 @@ def delete_study(library: Library, study_id: str) -> None:
             library.store.delete(digest, suffix)
 
 
+def sweep_orphans(library: Library) -> int:
+    """Delete stored files no catalog row refers to (an import that a crash stopped between storing its files
+    and committing its rows leaves such files, with full DICOM headers); returns how many. Requires that no
+    import or job runs (the server calls it at start)."""
+    referenced = library.catalog.referenced()
+    removed = 0
+    for digest, suffix, path in library.store.stored():
+        if (digest, suffix) not in referenced:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def _relative(text: str, folder: Path) -> str:
     """Hide the server's temp folder from messages: name uploaded files relative to the upload."""
     return text.replace(str(folder) + "/", "").replace(str(folder), "upload")

@@ -33,11 +33,11 @@ from server.storage.checkpoints import (
     CheckpointStore,
     StoredCheckpoint,
 )
-from server.storage.errors import StorageError, StorageFullError
+from server.storage.errors import CorruptStoreError, StorageError, StorageFullError, quick_check
 from server.storage.keys import SIGNING_KEY_FILE, load_or_create_signing_key
 from sessions.ledger.anchors import Anchor, AnchorBackend, LocalAnchorChain
 from sessions.ledger.bundle import Anchoring, BundleCheckpoint, BundleContents
-from sessions.ledger.note import CheckpointError, Verifier, public_key_bytes, verifier_for
+from sessions.ledger.note import CheckpointError, Verifier, parse_and_verify, public_key_bytes, verifier_for
 from sessions.ledger.policy import DEFAULT_ORIGIN_PREFIX, CheckpointPolicy, cut_checkpoint, room_origin
 from sessions.ledger.sqlite import connect
 from sessions.log import EventLog, LogCorruptError
@@ -102,10 +102,11 @@ class LedgerService:
     """Checkpoints and anchors for every room. Call `appended` after each append, `closed` at room close."""
 
     def __init__(self, store: CheckpointStore, key: Ed25519PrivateKey, backends: Sequence[AnchorBackend], *,
-                 policy: CheckpointPolicy | None = None,
+                 policy: CheckpointPolicy | None = None, path: Path | str = LEDGER_DB,
                  origin_prefix: str = DEFAULT_ORIGIN_PREFIX, chain: LocalAnchorChain | None = None,
                  retry: Retry | None = None, clock: Callable[[], int] = now_ms):
         self.store = store
+        self.path = path  # of the ledger database, for messages
         self.key = key
         self.backends = {backend.name: backend for backend in backends}
         self.policy = policy or CheckpointPolicy()
@@ -123,6 +124,7 @@ class LedgerService:
         """The service over `data`/ledger.sqlite and `data`/ledger-key.pem with `config`'s backends."""
         key = load_or_create_signing_key(data / SIGNING_KEY_FILE)
         conn = connect(data / LEDGER_DB)
+        quick_check(conn, data / LEDGER_DB)
         chain = LocalAnchorChain(conn)
         backends: list[AnchorBackend] = []
         for name in config.anchors:
@@ -136,7 +138,7 @@ class LedgerService:
                 backends.append(EvmAnchor(config.evm_rpc, config.evm_key, timeout=config.evm_timeout))
             else:
                 raise ValueError(f"unknown anchor backend {name!r} (known: local, evm)")
-        return cls(CheckpointStore(conn), key, backends,
+        return cls(CheckpointStore(conn), key, backends, path=data / LEDGER_DB,
                    policy=CheckpointPolicy(config.every_events, config.every_seconds),
                    origin_prefix=config.origin_prefix, chain=chain, retry=config.retry)
 
@@ -162,10 +164,19 @@ class LedgerService:
         """Follow a room (e.g. every room at start), so the clock can cut its uncovered events.
 
         Raises LogCorruptError if the log no longer holds what its latest checkpoint signed: fewer events
-        (rows were cut off the end) or another root at that size (rows were rewritten).
+        (rows were cut off the end) or another root at that size (rows were rewritten); CorruptStoreError if the
+        stored checkpoint's note no longer verifies under the server's key, or says something else than its row.
         """
         latest = self.store.latest(log.room)
         if latest is not None:
+            try:
+                noted = parse_and_verify(latest.note, verifier_for(latest.checkpoint.origin, self.key))
+            except CheckpointError as error:
+                raise CorruptStoreError(f"{self.path}: room {log.room}: the signed note of checkpoint {latest.size} "
+                                        f"does not verify ({error})") from error
+            if noted != latest.checkpoint:
+                raise CorruptStoreError(f"{self.path}: room {log.room}: checkpoint {latest.size}'s row differs from "
+                                        "its signed note")
             signed = latest.checkpoint
             if signed.size > log.size:
                 raise LogCorruptError(f"room {log.room}: the log holds {log.size} events, but checkpoint "
@@ -262,6 +273,10 @@ class LedgerService:
             with contextlib.suppress(BaseException):
                 await task
         self._tasks = []
+
+    def close(self) -> None:
+        """Close the ledger database. Requires `stop` first."""
+        self.store.conn.close()
 
     async def anchor_due(self, backend: str | None = None) -> int:
         """One pass: attempt every due row (of one backend, or all); returns the number attempted."""

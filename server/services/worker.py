@@ -49,8 +49,10 @@ def run_job(spec: dict, conn: Connection) -> None:
         conn.send(("done", None))
     except Exception as e:  # reported to the parent, which marks the job failed
         from reconstruction.errors import ReconstructionError
+        from server.storage.errors import CorruptStoreError
 
-        text = str(e) if isinstance(e, ReconstructionError) else f"internal error: {type(e).__name__}: {e}"
+        plain = isinstance(e, ReconstructionError | CorruptStoreError)
+        text = str(e) if plain else f"internal error: {type(e).__name__}: {e}"
         try:
             conn.send(("error", text))
             conn.send(("done", None))
@@ -68,6 +70,8 @@ def _run(spec: dict, conn: Connection) -> None:
     presets = list(spec["presets"])
     report = _Reporter(conn, len(presets))
     store = ArtifactStore(Path(spec["artifacts_root"]))
+    for path in map(Path, spec["inputs"]):  # mesh only what the study really holds
+        store.verified_path(path.stem, path.suffix)
     _scan, _series, volume, _seconds = load_volume(
         [Path(p) for p in spec["inputs"]],
         series_uid=spec["series_uid"],

@@ -7,8 +7,10 @@ the same bytes are stored once and a name always means the same content.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
+from server.storage.errors import CorruptStoreError
 from server.storage.files import atomic_write, remove_partials
 
 
@@ -17,7 +19,8 @@ class ArtifactStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._verified: dict[Path, tuple[int, int, int]] = {}
 
     def path_for(self, digest: str, suffix: str = "") -> Path:
         """Requires ``digest`` to be 64 lowercase hex characters."""
@@ -30,7 +33,7 @@ class ArtifactStore:
         digest = hashlib.sha256(data).hexdigest()
         path = self.path_for(digest, suffix)
         if not path.exists():
-            atomic_write(path, data, mode=0o644)
+            atomic_write(path, data)
         return digest
 
     def exists(self, digest: str, suffix: str = "") -> bool:
@@ -39,6 +42,36 @@ class ArtifactStore:
     def delete(self, digest: str, suffix: str = "") -> None:
         self.path_for(digest, suffix).unlink(missing_ok=True)
 
+    def stored(self) -> Iterator[tuple[str, str, Path]]:
+        """(digest, suffix, path) of every stored file."""
+        for path in self.root.glob("??/*"):
+            digest, suffix = path.name[:64], path.name[64:]
+            if len(digest) == 64 and path.is_file():
+                yield digest, suffix, path
+
+    def verified_path(self, digest: str, suffix: str = "") -> Path:
+        """The path of a stored file whose content still hashes to `digest`. Raises CorruptStoreError naming the
+        file if it does not (a disk error, someone editing it). A file's check is remembered while its size,
+        modification time and inode stay the same, so a hot file is hashed once."""
+        path = self.path_for(digest, suffix)
+        stat = path.stat()
+        key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if self._verified.get(path) != key:
+            if sha256_of(path) != digest:
+                raise CorruptStoreError(f"{path}: its content no longer matches its content address; it is not "
+                                        "served (restore it, or delete the study and import it again)")
+            self._verified[path] = key
+        return path
+
     def remove_partials(self) -> int:
         """Delete the temporary files a crash left behind; returns how many."""
         return remove_partials(self.root)
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file's content, hex, read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from server.storage.errors import sqlite_errors
+from server.storage.errors import quick_check, sqlite_errors
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -99,14 +99,20 @@ class Catalog:
     """A thin, typed wrapper over the catalog database. Thread-safe through one lock."""
 
     def __init__(self, path: Path) -> None:
+        """Open (or create) the catalog. Raises CorruptStoreError naming the file if SQLite finds it damaged."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
+        try:
+            quick_check(self._db, path)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+        except BaseException:
+            self._db.close()
+            raise
         self._lock = threading.RLock()
 
     def close(self) -> None:
@@ -186,6 +192,13 @@ class Catalog:
                 if db.execute("SELECT 1 FROM instances WHERE sha256 = ? LIMIT 1", (sha,)).fetchone():
                     still.add(sha)
         return sorted(set(shas) - still)
+
+    def referenced(self) -> set[tuple[str, str]]:
+        """Every (digest, suffix) a row refers to: instances (.dcm) and mesh artifacts (.glb)."""
+        files = {(row["sha256"], ".dcm") for row in self._all("SELECT sha256 FROM instances")}
+        for row in self._all("SELECT artifacts FROM meshes"):
+            files.update((digest, ".glb") for digest in json.loads(row["artifacts"]).values())
+        return files
 
     # -- jobs --------------------------------------------------------------------------------------------
     def add_job(self, job: dict) -> None:

@@ -10,6 +10,7 @@ import contextlib
 import errno
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 SQLITE_FULL = 13
 
@@ -20,6 +21,23 @@ class StorageError(Exception):
 
 class StorageFullError(StorageError):
     """There is no space left to write."""
+
+
+class CorruptStoreError(StorageError):
+    """A stored file is damaged or no longer holds what was written: the server will not vouch for it."""
+
+
+def quick_check(conn: sqlite3.Connection, path: Path) -> None:
+    """Raise CorruptStoreError naming `path` unless SQLite's quick_check passes (one pass over the database's
+    pages, without the index-to-table cross checks of integrity_check: a second or less for a large file)."""
+    try:
+        rows = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+    except sqlite3.DatabaseError as error:
+        raise CorruptStoreError(f"{path}: the database is damaged ({error}); restore it from a backup "
+                                "(docs/operations.md)") from error
+    if rows != ["ok"]:
+        raise CorruptStoreError(f"{path}: the database is damaged ({'; '.join(rows)}); restore it from a backup "
+                                "(docs/operations.md)")
 
 
 def is_disk_full(error: BaseException) -> bool:

@@ -19,7 +19,7 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, exclusive: bool 
     exclusive: never replace an existing file (the final step is a hard link, which fails if `path` exists), so
     two writers racing for a key file both end up with the first one's; the call then returns False.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)  # created 0600
     try:
         with os.fdopen(fd, "wb") as out:
@@ -37,6 +37,19 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, exclusive: bool 
         return True
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def make_private(root: Path) -> int:
+    """Make `root` and everything below it readable by the owner only (folders 0700, files 0600); returns how
+    many had wider permissions (a data folder from an earlier version, or one copied with a wide umask)."""
+    changed = 0
+    for path in (root, *root.rglob("*")):
+        mode = path.stat().st_mode & 0o777
+        private = 0o700 if path.is_dir() else 0o600
+        if mode & 0o077:
+            os.chmod(path, private)
+            changed += 1
+    return changed
 
 
 def remove_partials(root: Path) -> int:

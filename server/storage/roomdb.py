@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from server.storage.errors import sqlite_errors
+from server.storage.errors import CorruptStoreError, quick_check, sqlite_errors
 from sessions.replay import TrackPoint
 from sessions.roles import Role
 from sessions.sqlite_log import SqliteLogStore
@@ -68,8 +68,14 @@ class RoomDatabase:
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self.logs = SqliteLogStore(path, synchronous="NORMAL")
         self._db = self.logs.conn
+        try:
+            quick_check(self._db, path)
+        except CorruptStoreError:
+            self.logs.close()
+            raise
         for statement in _SCHEMA:
             self._db.execute(statement)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(rooms)")}

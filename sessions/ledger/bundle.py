@@ -341,7 +341,7 @@ class BundleReader:
                 self._prefix = tops.pop() + "/"
             self._names = [n.removeprefix(self._prefix) for n in names]
         elif folder is not None:
-            self._names = sorted(p.name for p in folder.iterdir() if p.is_file())
+            self._names = sorted(p.name if p.is_file() else f"{p.name}/" for p in folder.iterdir())
 
     def names(self) -> list[str]:
         """The file names (a zip may repeat one)."""

@@ -186,15 +186,14 @@ class _Verification:
         """Every check, in the order that names the earliest problem. Requires an open reader."""
         for name in self.reader.duplicates():
             _fail(f"the zip holds {name} more than once", file=name)
+        for name in sorted(set(self.reader.names()) - {*FILES, MANIFEST}):  # nothing may ride along unsigned
+            _fail(f"{name} is not a file of the bundle (its signed manifest does not list it)", file=name)
         self._key()
         self._checkpoints()
         self._anchors()
         self._events()
         self._manifest()
         self._on_chain()
-        extra = sorted(set(self.reader.names()) - {*FILES, MANIFEST})
-        if extra:
-            self.notes.append(f"not part of the bundle, not checked: {', '.join(extra)}")
 
     def report(self, failure: Failure | None) -> VerifyReport:
         """The report of this run."""

@@ -193,10 +193,17 @@ def test_an_altered_but_canonical_event_fails_the_checkpoint_that_covers_it(fold
     assert failure.checkpoint == 3 and failure.seq is None and "seq 19 to 27" in failure.message, failure
 
 
-def test_a_missing_file_and_an_extra_file(folder: Path):
-    (folder / "notes.txt").write_text("my notes")
-    report = verify_bundle(folder)
-    assert report.ok and any("notes.txt" in note for note in report.notes)
+def test_a_missing_file_and_an_extra_file(folder: Path, tmp_path: Path):
+    assert verify_bundle(folder).ok
+    (folder / "notes.txt").write_text("my notes")  # anything outside the signed manifest is refused
+    failure = failing(verify_bundle(folder))
+    assert failure.file == "notes.txt" and "manifest" in failure.message
+    archive = shutil.make_archive(str(tmp_path / "extra"), "zip", root_dir=folder)
+    assert failing(verify_bundle(Path(archive))).file == "notes.txt"
+    (folder / "notes.txt").unlink()
+    (folder / "more").mkdir()
+    assert failing(verify_bundle(folder)).file == "more/"
+    (folder / "more").rmdir()
     (folder / ANCHORS).unlink()
     assert failing(verify_bundle(folder)).file == ANCHORS
 
