@@ -3,4 +3,4 @@
 A pure library: no web code, no I/O policy. See DESIGN.md for the data flow.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

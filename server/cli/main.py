@@ -44,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-triangles", type=int, default=DEFAULT_TARGET_TRIANGLES, metavar="N",
                    help="budget per preset")
     p.add_argument("--allow-gaps", action="store_true", help="build a non-contiguous series anyway (warns)")
+    p.add_argument("--largest-only", action="store_true",
+                   help="keep only the largest connected surface of each preset (the skull without the head holder)")
+    p.add_argument("--slice-smoothing", action=argparse.BooleanOptionalAction, default=None,
+                   help="smooth the terraces of thick slices, moving no vertex more than half the slice spacing "
+                        "(default: on for slices over 2 mm)")
     p.add_argument("--out", type=Path, default=Path("reconstruction.glb"), metavar="FILE.glb")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -110,6 +115,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         presets=args.preset,
         threshold=args.threshold,
         target_triangles=args.target_triangles,
+        largest_only=args.largest_only,
+        slice_smoothing=args.slice_smoothing,
         allow_gaps=args.allow_gaps,
         progress=bar,
     )

@@ -26,7 +26,8 @@ from server.storage.catalog import Catalog
 
 MIN_TRIANGLES, MAX_TRIANGLES = 1_000, 2_000_000
 TRIANGLE_CHOICES = (50_000, 150_000, DEFAULT_TARGET_TRIANGLES)  # what the lobby offers
-PARAMETERS = frozenset({"series", "presets", "threshold", "target_triangles", "allow_gaps"})
+PARAMETERS = frozenset({"series", "presets", "threshold", "target_triangles", "allow_gaps", "largest_only",
+                        "slice_smoothing"})
 
 
 @dataclass(frozen=True)
@@ -66,17 +67,23 @@ def mesh_parameters(body: Mapping[str, Any], modality: str) -> dict:
     target = body.get("target_triangles", DEFAULT_TARGET_TRIANGLES)
     if isinstance(target, bool) or not isinstance(target, int) or not MIN_TRIANGLES <= target <= MAX_TRIANGLES:
         raise Invalid("bad_parameter", f"target_triangles must be an integer in [{MIN_TRIANGLES}, {MAX_TRIANGLES}]")
-    allow_gaps = body.get("allow_gaps", False)
-    if not isinstance(allow_gaps, bool):
-        raise Invalid("bad_parameter", "allow_gaps must be a boolean")
+    allow_gaps, largest_only = body.get("allow_gaps", False), body.get("largest_only", False)
+    for name, value in (("allow_gaps", allow_gaps), ("largest_only", largest_only)):
+        if not isinstance(value, bool):
+            raise Invalid("bad_parameter", f"{name} must be a boolean")
+    slice_smoothing = body.get("slice_smoothing")
+    if slice_smoothing is not None and not isinstance(slice_smoothing, bool):
+        raise Invalid("bad_parameter", "slice_smoothing must be true, false or null (on for slices over 2 mm)")
     return {"presets": list(dict.fromkeys(presets)), "threshold": None if threshold is None else float(threshold),
-            "target_triangles": target, "allow_gaps": allow_gaps}
+            "target_triangles": target, "allow_gaps": allow_gaps, "largest_only": largest_only,
+            "slice_smoothing": slice_smoothing}
 
 
 def mesh_id_for(input_hash: str, preset: str, params: Mapping[str, Any]) -> str:
     """The content address of a mesh: source pixels (input hash), parameters and the code version."""
     key = {"input": input_hash, "preset": preset, "threshold": params["threshold"],
            "target_triangles": params["target_triangles"], "allow_gaps": params["allow_gaps"],
+           "largest_only": params.get("largest_only", False), "slice_smoothing": params.get("slice_smoothing"),
            "version": __version__}
     return "m" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -138,6 +145,8 @@ def job_spec(catalog: Catalog, store: ArtifactStore, job: Mapping[str, Any]) -> 
         "threshold": params["threshold"],
         "target_triangles": params["target_triangles"],
         "allow_gaps": params["allow_gaps"],
+        "largest_only": params.get("largest_only", False),
+        "slice_smoothing": params.get("slice_smoothing"),
         "mesh_ids": params["mesh_ids"],
         "artifacts_root": str(store.root),
     }

@@ -79,6 +79,7 @@ def _run(spec: dict, conn: Connection) -> None:
         progress=report,
     )
     meshes = build_meshes(volume, presets, threshold=spec["threshold"], target_triangles=spec["target_triangles"],
+                          largest_only=spec.get("largest_only", False), slice_smoothing=spec.get("slice_smoothing"),
                           progress=report)
     for n, (name, mesh) in enumerate(zip(presets, meshes, strict=True)):
         report("writing", n, len(presets))
