@@ -34,6 +34,7 @@ from pydicom.uid import (
 )
 
 from .deflate import DEFAULT_MAX_INFLATED_BYTES, file_meta_syntax, inflated_dataset
+from .descriptors import PatientIdentifiers, clean_descriptor
 from .errors import DecompressionBombError, InputError
 from .frames import Frame, read_frames
 from .header_values import BadValue, integer, keywords, strings, text
@@ -50,6 +51,7 @@ HEADER_KEYWORDS = keywords(
     BitsStored PixelRepresentation NumberOfFrames ImagePositionPatient ImageOrientationPatient PixelSpacing
     SliceThickness RescaleSlope RescaleIntercept RescaleType DoseGridScaling DoseUnits GridFrameOffsetVector
     PerFrameFunctionalGroupsSequence SharedFunctionalGroupsSequence DirectoryRecordSequence
+    PatientName PatientID PatientBirthDate AccessionNumber
     """
 )
 """The only elements the header reader parses (pydicom skips the others' values)."""
@@ -66,7 +68,8 @@ class Instance:
 
     ``pixel_offset``/``pixel_length``: where the Pixel Data value starts and its length (None for encapsulated
     data, which runs to the sequence delimiter). The offset counts in the file, or for a deflated dataset in
-    the inflated dataset after the File Meta.
+    the inflated dataset after the File Meta. The two descriptions are clean (reconstruction/descriptors.py):
+    nothing of the patient's name, ids or birth date is left in them.
     """
 
     ref: FileRef
@@ -258,15 +261,16 @@ def _instance(
 ) -> Instance:
     modality = text(ds, "Modality").upper()
     frames = read_frames(ds, modality)
+    patient = _patient(ds)
     return Instance(
         ref=ref,
         sop_class_uid=sop_class,
         sop_instance_uid=text(ds, "SOPInstanceUID"),
         series_instance_uid=text(ds, "SeriesInstanceUID"),
         study_instance_uid=text(ds, "StudyInstanceUID"),
-        study_description=text(ds, "StudyDescription"),
+        study_description=clean_descriptor(text(ds, "StudyDescription"), patient),
         modality=modality,
-        series_description=text(ds, "SeriesDescription"),
+        series_description=clean_descriptor(text(ds, "SeriesDescription"), patient),
         series_number=integer(ds, "SeriesNumber", None),
         image_type=strings(ds, "ImageType"),
         echo_numbers=text(ds, "EchoNumbers"),
@@ -283,6 +287,20 @@ def _instance(
         pixel_length=location[1],
         units=_units(ds, modality),
     )
+
+
+def _patient(ds: Dataset) -> PatientIdentifiers:
+    """The identifiers that clean the descriptions; a value that cannot be read is left out (the image is
+    still readable, and its descriptions lose only what can be matched)."""
+
+    def value(keyword: str) -> str:
+        try:
+            return text(ds, keyword)
+        except BadValue:
+            return ""
+
+    return PatientIdentifiers(value("PatientName"), (value("PatientID"), value("AccessionNumber")),
+                              value("PatientBirthDate"))
 
 
 def _units(ds: Dataset, modality: str) -> str:

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from dicomweb_client.api import DICOMwebClient
 
+from reconstruction.descriptors import PatientIdentifiers, clean_descriptor
 from server.services.errors import NotFound, TooLarge, Unavailable, UpstreamError
 
 log = logging.getLogger("theatrum.pacs")
@@ -43,14 +44,16 @@ REF_KEY_FILE = "pacs-ref-key"
 REF_TTL_S = 24 * 3600
 TIMEOUT_S = (5.0, 120.0)  # (connect, read between bytes): a slow PACS is fine, a dead one fails fast
 ANY_TRANSFER_SYNTAX = (("application/dicom", "*"),)  # the stored bytes; asking to transcode breaks on J2K
+# The patient's identifiers are asked for only to strike them from the description (never passed on).
 INCLUDE_FIELDS = ("StudyDate", "StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
-                  "NumberOfStudyRelatedInstances")
+                  "NumberOfStudyRelatedInstances", "PatientName", "PatientID", "PatientBirthDate", "AccessionNumber")
 UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 DICOM_DATE = r"\d{8}"
 
 # Tags of the study-level QIDO answer (DICOM JSON is keyed by tag).
 STUDY_INSTANCE_UID, STUDY_DATE_TAG, STUDY_DESCRIPTION = "0020000D", "00080020", "00081030"
 MODALITIES_IN_STUDY, SERIES_COUNT, INSTANCE_COUNT = "00080061", "00201206", "00201208"
+PATIENT_NAME, PATIENT_ID, BIRTH_DATE, ACCESSION_NUMBER = "00100010", "00100020", "00100030", "00080050"
 PACS_FAILURES = (requests.RequestException, ValueError, KeyError, pydicom.errors.InvalidDicomError)
 
 T = TypeVar("T")
@@ -231,6 +234,8 @@ def study_summary(study: dict, refs: RefCodec) -> dict | None:
     if not isinstance(uid, str) or not UID.match(uid):
         return None
     description = _first(study, STUDY_DESCRIPTION)
+    if isinstance(description, str):
+        description = clean_descriptor(description, _patient(study))
     modalities = (study.get(MODALITIES_IN_STUDY) or {}).get("Value") or []
     return {
         "ref": refs.issue(uid),
@@ -240,6 +245,15 @@ def study_summary(study: dict, refs: RefCodec) -> dict | None:
         "series": _count(study, SERIES_COUNT),
         "instances": _count(study, INSTANCE_COUNT),
     }
+
+
+def _patient(study: dict) -> PatientIdentifiers:
+    """The identifiers a QIDO answer carries (DICOM JSON: a PN value is {"Alphabetic": ...})."""
+    name = _first(study, PATIENT_NAME)
+    name = name.get("Alphabetic", "") if isinstance(name, dict) else ""
+    values = [_first(study, tag) for tag in (PATIENT_ID, ACCESSION_NUMBER, BIRTH_DATE)]
+    patient_id, accession, birth = (v if isinstance(v, str) else "" for v in values)
+    return PatientIdentifiers(name if isinstance(name, str) else "", (patient_id, accession), birth)
 
 
 def _expected_instances(client: DICOMwebClient, uid: str) -> int | None:

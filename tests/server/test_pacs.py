@@ -105,10 +105,10 @@ async def test_search_finds_the_phantom_studies_de_identified(client, phantom):
         assert s["modalities"] == ["CT"]
         assert s["series"] == 2
     assert sorted(s["instances"] for s in studies) == [29, 55]
-    # Descriptions are shown as they are ("... PLAIN HEAD DM" happens to contain the PatientName "HEAD");
-    # refs are ciphertext, checked below. Nothing else may carry an identifying value.
-    assert_no_identifiers(text, phantom, allowed_in=tuple(s["description"] for s in studies)
-                          + tuple(s["ref"] for s in studies))
+    # "1A TRAUMA/PLAIN HEAD DM" holds the PatientName "HEAD": a clean descriptor strikes it (PS3.15).
+    assert {s["description"] for s in studies} == {"1A TRAUMA/PLAIN *** DM"}
+    # Refs are ciphertext, checked below. Nothing else may carry an identifying value.
+    assert_no_identifiers(text, phantom, allowed_in=tuple(s["ref"] for s in studies))
     for s in studies:
         token = base64.urlsafe_b64decode(s["ref"] + "=" * (-len(s["ref"]) % 4))
         for uid in phantom["study_uid"].values():
@@ -192,8 +192,11 @@ async def test_import_by_ref_stores_each_study_with_progress(client, phantom, mo
         assert all(a < b for a, b in pairwise(done)), "retrieve progress must only move forward"
 
     r = await client.get("/api/studies", headers=client.h)
-    listed = await r.json()
+    text = await r.text()
+    assert_no_identifiers(text, phantom)  # the listing's descriptions are clean too ("HEAD" struck)
+    listed = json.loads(text)
     assert sorted(s["series"][0]["slices"] for s in listed["studies"]) == [28, 54]
+    assert {s["description"] for s in listed["studies"]} == {"1A TRAUMA/PLAIN *** DM"}
     assert not list(Path(app[TMP]).iterdir()), "the import left temp files behind"
 
 

@@ -348,3 +348,16 @@ async def test_config_is_public_and_carries_the_servers_own_tables(aiohttp_clien
                 assert may(role, kind, own=False) is not None
             if grant == "unless_locked":
                 assert may(role, kind, locked=True) == "the model is locked by the instructor"
+
+
+async def test_a_series_described_by_the_patient_name_is_listed_with_a_clean_descriptor(client):
+    # rt-utils' real phantom: PatientName, PatientID and SeriesDescription are all "PHANTOM_EXAMPLE".
+    folder = require_path(DICOM / "rtstruct-phantom-rtutils" / "image", "the rt-utils phantom")
+    r = await client.post("/api/studies", data=zip_of(folder), headers={**client.h, "Content-Type": "application/zip"})
+    assert r.status == 201, await r.text()
+    assert "PHANTOM_EXAMPLE" not in await r.text()
+    r = await client.get("/api/studies", headers=client.h)
+    text = await r.text()
+    assert "PHANTOM_EXAMPLE" not in text
+    (study,) = json.loads(text)["studies"]
+    assert [s["description"] for s in study["series"]] == ["***"]
