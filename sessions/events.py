@@ -1,6 +1,7 @@
 """Events: what happened in a room, in its one total order, each one a leaf of the room's Merkle log.
 
-An Event is an accepted op (or a server happening: room.open/close, participant.join/leave) stamped by the
+An Event is an accepted op (or a server happening: room.open/close, participant.join/leave, the provenance of
+the meshes a room shows) stamped by the
 server with the room's next `seq`, the server time `at` (ms since the Unix epoch) and the `author`'s
 pseudonym. Its leaf bytes are `sessions.ledger.canonical.encode_event` of {room, seq, at, author, kind, data};
 `hash` is the RFC 6962 leaf hash of those bytes, in hex.
@@ -27,6 +28,7 @@ class ServerKind(StrEnum):
     ROOM_CLOSE = "room.close"
     PARTICIPANT_JOIN = "participant.join"
     PARTICIPANT_LEAVE = "participant.leave"
+    MESH_PROVENANCE = "mesh.provenance"
 
 
 class EventError(ValueError):

@@ -96,6 +96,7 @@ SERVER_EVENTS: dict[ServerKind, Apply] = {
     ServerKind.ROOM_CLOSE: RoomState.apply_room_close,
     ServerKind.PARTICIPANT_JOIN: RoomState.apply_participant_join,
     ServerKind.PARTICIPANT_LEAVE: RoomState.apply_participant_leave,
+    ServerKind.MESH_PROVENANCE: RoomState.apply_nothing,  # a record of where the meshes came from, not state
 }
 
 _APPLY: dict[str, Apply] = {**{str(kind): spec.apply for kind, spec in OPS.items()},

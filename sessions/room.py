@@ -186,6 +186,12 @@ class Room:
         data = {"participant": participant_id, "reason": text(reason, "reason", 64)}
         return self._append(SERVER, ServerKind.PARTICIPANT_LEAVE, data, at)
 
+    def record_provenance(self, data: Mapping[str, Any], at: int) -> Event:
+        """Log mesh.provenance: where meshes the room shows came from (at room.open, and for every mesh added
+        later). Requires an open room and canonically encodable `data`; the server makes it."""
+        self._check_open()
+        return self._append(SERVER, ServerKind.MESH_PROVENANCE, data, at)
+
     def close(self, at: int) -> Event:
         """Log room.close: everyone leaves and later ops and joins are refused. Requires an open room."""
         self._check_open()

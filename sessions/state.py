@@ -336,7 +336,7 @@ class RoomState:
         )
 
     def apply_nothing(self, event: Event) -> None:
-        """A pointer highlight is history, not state."""
+        """A pointer highlight, or a mesh's provenance, is history, not state."""
 
     def apply_lock(self, event: Event) -> None:
         """Lock or unlock the model."""

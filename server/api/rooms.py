@@ -18,6 +18,7 @@ from server.appkeys import CATALOG, HUB, SETTINGS
 from server.middleware.auth import is_admin
 from server.services.hub import Hub, LiveRoom
 from server.services.invites import InviteError, display_name, invite_link
+from server.services.provenance import mesh_provenance
 from sessions.ops import OpError
 from sessions.roles import Role
 from sessions.room import RoomMode
@@ -145,7 +146,7 @@ async def create_room(request: web.Request) -> web.Response:
                            "can show the patient's face: training rooms take de-identified data only")
     hub = request.app[HUB]
     try:
-        live = hub.create_room(mode, title, study_id, mesh_ids, names)
+        live = hub.create_room(mode, title, study_id, mesh_ids, names, mesh_provenance(catalog, mesh_ids))
     except OpError as e:
         raise ApiError(400, "bad_parameter", e.detail) from None
     body = {"room": room_view(live, detail=True), "invites": role_invites(request, hub, live)}

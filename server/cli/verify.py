@@ -1,4 +1,5 @@
-"""`theatrum verify BUNDLE [--rpc URL] [--key VKEY] [--strict] [--json]`: check a room's exported bundle.
+"""`theatrum verify BUNDLE [--rpc URL] [--key VKEY] [--strict] [--glb FILE]... [--json]`: check a room's exported
+bundle, and GLB files against the mesh provenance it records.
 
 Exit 0 when everything holds; 1 when something does not, naming the first failing seq or checkpoint; 2 for
 bad input (not a bundle, an unreadable file, an unusable --key, an unreachable --rpc node), with one line
@@ -25,6 +26,9 @@ def add_verify_parser(sub: argparse._SubParsersAction) -> None:
                         "one or with a PEM public key")
     p.add_argument("--strict", action="store_true",
                    help="also check that every line is the canonical encoding of its event (slower)")
+    p.add_argument("--glb", type=Path, action="append", default=[], metavar="FILE.glb",
+                   help="also check that this GLB is one the room's mesh provenance records (repeatable); "
+                        "a file named <mesh id>.glb or <sha256>.glb must be that mesh's")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     p.set_defaults(func=cmd_verify)
 
@@ -49,11 +53,31 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     except unreachable as error:
         raise UsageError(f"--rpc: {error}") from None
+    glb_checks = _check_glbs(report, args.glb) if report.ok else []
     if args.json:
-        print(json.dumps(report.to_json(), indent=2))
+        print(json.dumps({**report.to_json(), "glb": [{"file": str(path), "mesh": mesh, "problem": problem}
+                                                      for path, problem, mesh in glb_checks]}, indent=2))
     else:
         _print_report(report)
-    return EXIT_OK if report.ok else EXIT_FAILURE
+        for path, problem, mesh in glb_checks:
+            print(f"FAILED {path}: {problem}" if problem else f"OK {path}: a GLB of mesh {mesh}")
+    return EXIT_OK if report.ok and not any(problem for _, problem, _ in glb_checks) else EXIT_FAILURE
+
+
+def _check_glbs(report, paths: list[Path]) -> list[tuple[Path, str | None, str | None]]:
+    """(path, problem or None, mesh id) for each --glb file. Raises UsageError for a file that cannot be read."""
+    from server.storage.artifacts import sha256_of
+    from sessions.ledger.verify import glb_problem
+
+    results = []
+    for path in paths:
+        try:
+            digest = sha256_of(path)
+        except OSError as error:
+            raise UsageError(f"{path}: cannot read the GLB: {error.strerror or error}") from None
+        mesh, problem = glb_problem(report.meshes, path.name, digest)
+        results.append((path, problem, mesh.mesh if mesh is not None else None))
+    return results
 
 
 def _print_report(report) -> None:
@@ -67,6 +91,10 @@ def _print_report(report) -> None:
     print(f"  signed by {report.vkey}")
     evm = f", {report.evm_anchors} EVM ({report.evm_checked} checked on chain)" if report.evm_anchors else ""
     print(f"  anchors: {report.local_anchors} local{evm}")
+    for mesh in report.meshes:
+        glb = ", ".join(f"{variant} {digest[:16]}…" for variant, digest in sorted(mesh.glb.items()))
+        inputs = f"inputs {mesh.inputs[:16]}…" if mesh.inputs else "inputs unknown"
+        print(f"  mesh {mesh.mesh} ({mesh.preset}, seq {mesh.seq}): {inputs}; GLB {glb}")
     for note in report.notes:
         print(f"  note: {note}")
 

@@ -228,9 +228,9 @@ class Hub:
     # ---- rooms -------------------------------------------------------------------------------------
 
     def create_room(self, mode: RoomMode, title: str, study: str, meshes: list[str],
-                    names: Mapping[Role, str]) -> LiveRoom:
-        """Create a room (room.open logged), its role invites, and codes in a training room. Requires a checked
-        study and meshes.
+                    names: Mapping[Role, str], provenance: Mapping[str, Any]) -> LiveRoom:
+        """Create a room (room.open logged, then the meshes' mesh.provenance), its role invites, and codes in a
+        training room. Requires a checked study and meshes, and their provenance (server/services/provenance.py).
 
         Raises OpError (invalid) for a bad title or id.
         """
@@ -245,6 +245,7 @@ class Hub:
                 code = new_room_code(lambda c: self.db.code_taken(c, now))
                 self.db.stage_code(RoomCode(code, room_id, role, record.invite_exp))
             room = Room.create(info, EventLog(self.db.logs, room_id), at, self.limits)
+            room.record_provenance(provenance, at)
         except BaseException:
             self.db.rollback()
             raise
@@ -252,6 +253,14 @@ class Hub:
         self.ledger.watch(room.log)
         self._count_rooms()
         return live
+
+    async def record_provenance(self, live: LiveRoom, provenance: Mapping[str, Any]) -> Event:
+        """Log and send the mesh.provenance of meshes added to an open room after it opened. Raises OpError
+        (forbidden) for a closed room, LogError if it cannot be logged."""
+        async with live.lock:
+            event = live.room.record_provenance(provenance, now_ms())
+            self._appended(live, event)
+        return event
 
     async def close_room(self, live: LiveRoom) -> Event:
         """Log room.close, send it, and disconnect everyone. Raises OpError (forbidden) if already closed."""

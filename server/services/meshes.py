@@ -26,6 +26,7 @@ from server.storage.catalog import Catalog
 
 MIN_TRIANGLES, MAX_TRIANGLES = 1_000, 2_000_000
 TRIANGLE_CHOICES = (50_000, 150_000, DEFAULT_TARGET_TRIANGLES)  # what the lobby offers
+BUILD_PARAMETERS = ("target_triangles", "allow_gaps", "largest_only", "slice_smoothing")  # besides preset, level
 PARAMETERS = frozenset({"series", "presets", "threshold", "target_triangles", "allow_gaps", "largest_only",
                         "slice_smoothing"})
 
@@ -153,5 +154,7 @@ def job_spec(catalog: Catalog, store: ArtifactStore, job: Mapping[str, Any]) -> 
 
 
 def record_mesh(catalog: Catalog, job: Mapping[str, Any], mesh: Mapping[str, Any]) -> None:
-    """Add a mesh a job built to the catalog."""
-    catalog.add_mesh({**mesh, "study_id": job["study_id"], "series_id": job["series_id"]})
+    """Add a mesh a job built to the catalog, with the parameters it was built with (its provenance)."""
+    params = {name: job["params"].get(name) for name in BUILD_PARAMETERS}
+    catalog.add_mesh({**mesh, "study_id": job["study_id"], "series_id": job["series_id"],
+                      "params": {**params, "version": __version__}})

@@ -70,10 +70,13 @@ CREATE TABLE IF NOT EXISTS meshes (
     vertices INTEGER NOT NULL,
     bbox_lps_mm TEXT NOT NULL,
     artifacts TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    params TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS meshes_study ON meshes(study_id);
 """
+# Columns added after a table's first release: (table, column, definition), added to older catalogs at open.
+ADDED_COLUMNS = (("meshes", "params", "TEXT NOT NULL DEFAULT '{}'"),)
 
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 
@@ -110,6 +113,10 @@ class Catalog:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
+            for table, column, definition in ADDED_COLUMNS:
+                present = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                if column not in present:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
         except BaseException:
             self._db.close()
             raise
@@ -231,10 +238,11 @@ class Catalog:
     def add_mesh(self, mesh: dict) -> None:
         self._execute(
             "INSERT OR REPLACE INTO meshes (id, study_id, series_id, preset, threshold, triangles, vertices, "
-            "bbox_lps_mm, artifacts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "bbox_lps_mm, artifacts, created_at, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (mesh["id"], mesh["study_id"], mesh["series_id"], mesh["preset"], mesh["threshold"],
              mesh["triangles"], mesh["vertices"], json.dumps(mesh["bbox_lps_mm"]),
-             json.dumps(mesh["artifacts"], sort_keys=True), time.time()),
+             json.dumps(mesh["artifacts"], sort_keys=True), time.time(),
+             json.dumps(mesh.get("params", {}), sort_keys=True)),
         )
 
     def mesh(self, mesh_id: str) -> dict | None:
@@ -310,4 +318,5 @@ def _decode_job(r: dict) -> dict:
 def _decode_mesh(r: dict) -> dict:
     r["bbox_lps_mm"] = json.loads(r["bbox_lps_mm"])
     r["artifacts"] = json.loads(r["artifacts"])
+    r["params"] = json.loads(r["params"])
     return r

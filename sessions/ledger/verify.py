@@ -14,6 +14,10 @@ checkpoint, or the file):
 5. manifest.note: signed by the key, and lists every file's actual SHA-256 and length;
 6. with `rpc_check`: every EVM anchor transaction exists on chain with this checkpoint's data.
 
+The report also lists the meshes the room's `mesh.provenance` events record (`MeshProvenance`: inputs, GLB
+digests), which `glb_problem` compares with a GLB file. A consult record (DICOM SR) is checked against a
+verified bundle by sessions/report.py.
+
 It needs only the bundle (and, for step 6, a JSON-RPC node): no server, no database.
 """
 
@@ -61,6 +65,7 @@ from sessions.ledger.tree import MerkleLog
 # rpc_check(checkpoint, room, receipt) -> None if the on-chain anchor matches, else the problem in words.
 RpcCheck = Callable[[Checkpoint, str, Mapping[str, Any]], str | None]
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_PROVENANCE = b'"kind":"mesh.provenance"'  # a canonical event's kind, as its line spells it
 _TX_HASH = re.compile(r"0x[0-9a-f]{64}")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
@@ -86,6 +91,48 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class MeshProvenance:
+    """One mesh of a mesh.provenance event (docs/ledger.md section 7): the event's seq, the mesh id, its preset,
+    the SHA-256 over its inputs' content hashes, and the SHA-256 of each GLB variant (variant -> hex)."""
+
+    seq: int
+    mesh: str
+    preset: str
+    inputs: str | None
+    glb: Mapping[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "mesh": self.mesh, "preset": self.preset, "inputs": self.inputs,
+                "glb": dict(self.glb)}
+
+
+def glb_problem(meshes: Sequence[MeshProvenance], name: str, digest: str) -> tuple[MeshProvenance | None, str | None]:
+    """(the mesh, None) if a GLB file called `name` whose SHA-256 is `digest` (hex) is a GLB the provenance
+    records; else (the mesh it claims to be or None, the problem). A name whose stem is a recorded digest (a file
+    of the server's store) must have exactly that content; a stem that is a recorded mesh id must be one of that
+    mesh's variants; any other name must match some recorded digest."""
+    stem = name.rsplit("/", 1)[-1].split(".", 1)[0]
+    for mesh in meshes:
+        variant = next((v for v, value in mesh.glb.items() if value == stem), None)
+        if variant is not None:
+            if digest == stem:
+                return mesh, None
+            return mesh, (f"mesh {mesh.mesh} (provenance at seq {mesh.seq}): its SHA-256 {digest} is not the "
+                          f"{variant} GLB recorded when it entered the room ({stem}): the file changed after "
+                          "the room opened")
+    claimed = [m for m in meshes if stem == m.mesh]
+    for mesh in claimed or meshes:
+        if digest in mesh.glb.values():
+            return mesh, None
+    if not claimed:
+        return None, f"its SHA-256 {digest} is no GLB of the room's mesh provenance"
+    mesh = claimed[-1]
+    recorded = ", ".join(f"{variant} {value}" for variant, value in sorted(mesh.glb.items()))
+    return mesh, (f"mesh {mesh.mesh} (provenance at seq {mesh.seq}): its SHA-256 {digest} is none of the GLBs "
+                  f"recorded when it entered the room ({recorded}): the file changed after the room opened")
+
+
+@dataclass(frozen=True)
 class VerifyReport:
     """What `verify_bundle` found. `ok` iff `failure` is None."""
 
@@ -102,6 +149,7 @@ class VerifyReport:
     evm_checked: int = 0
     unanchored: tuple[int, ...] = ()
     notes: tuple[str, ...] = ()
+    meshes: tuple[MeshProvenance, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -118,7 +166,7 @@ class VerifyReport:
                 "vkey": self.vkey, "events": self.events, "root": self.root, "checkpoints": self.checkpoints,
                 "local_anchors": self.local_anchors, "evm_anchors": self.evm_anchors,
                 "evm_checked": self.evm_checked, "unanchored": list(self.unanchored),
-                "notes": list(self.notes), "failure": failure}
+                "notes": list(self.notes), "meshes": [m.to_json() for m in self.meshes], "failure": failure}
 
 
 def verify_bundle(
@@ -181,6 +229,7 @@ class _Verification:
     evm_checked: int = 0
     digests: dict[str, tuple[str, int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    meshes: list[MeshProvenance] = field(default_factory=list)
 
     def run(self) -> None:
         """Every check, in the order that names the earliest problem. Requires an open reader."""
@@ -192,6 +241,7 @@ class _Verification:
         self._checkpoints()
         self._anchors()
         self._events()
+        self._provenance()
         self._manifest()
         self._on_chain()
 
@@ -210,7 +260,7 @@ class _Verification:
         return VerifyReport(
             self.reader.source, failure, self.room, self.origin, self.verifier.vkey() if self.verifier else None,
             self.events, self.root, len(self.entries), self.local_anchors, evm, self.evm_checked, unanchored,
-            tuple(notes))
+            tuple(notes), tuple(self.meshes))
 
     # ---- the key ---------------------------------------------------------------------------------
 
@@ -418,6 +468,25 @@ class _Verification:
                 _fail(f"event {seq}: time {event['at']} is before the previous event's {last_at}", seq=seq)
             last_at = event["at"]
 
+    # ---- mesh provenance -------------------------------------------------------------------------
+
+    def _provenance(self) -> None:
+        """The meshes of every mesh.provenance event (the tree already vouches for the lines' bytes)."""
+        for seq, line in enumerate(lines_of(self._stream(EVENTS)), start=1):
+            if _PROVENANCE not in line:
+                continue
+            try:
+                event = decode_event(line)
+            except CanonicalError as error:
+                _fail(f"event {seq} is not a canonical event ({error})", seq=seq)
+            if event["kind"] != "mesh.provenance":
+                continue
+            meshes = event["data"].get("meshes")
+            if not isinstance(meshes, list):
+                _fail(f"event {seq}: mesh.provenance has no list of meshes", seq=seq)
+            for mesh in meshes:
+                self.meshes.append(_mesh_provenance(mesh, seq))
+
     # ---- the manifest ----------------------------------------------------------------------------
 
     def _manifest(self) -> None:
@@ -491,6 +560,20 @@ class _Verification:
             yield from self.reader.chunks(name)
         except DAMAGED as error:
             _fail(f"{name} is damaged in the zip: {error}", file=name)
+
+
+def _mesh_provenance(value: Any, seq: int) -> MeshProvenance:
+    """One mesh entry of a mesh.provenance event at `seq`."""
+    if not isinstance(value, dict):
+        _fail(f"event {seq}: a mesh.provenance entry is not an object", seq=seq)
+    mesh, preset, inputs, glb = (value.get(key) for key in ("mesh", "preset", "inputs", "glb"))
+    well_formed = (isinstance(mesh, str) and mesh and isinstance(preset, str)
+                   and (inputs is None or (isinstance(inputs, str) and _HEX64.fullmatch(inputs)))
+                   and isinstance(glb, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                      and _HEX64.fullmatch(v) for k, v in glb.items()))
+    if not well_formed:
+        _fail(f"event {seq}: mesh.provenance entry {mesh!r} lacks mesh, preset, inputs or glb digests", seq=seq)
+    return MeshProvenance(seq, mesh, preset, inputs, dict(glb))
 
 
 def _check_order(previous: _Entry, entry: _Entry) -> None:

@@ -84,16 +84,16 @@ async def test_a_joining_client_gets_the_snapshot_and_the_room_sees_the_join(lob
     assert snapshot["you"]["name"] == "Dr Ines Moreau" and snapshot["you"]["role"] == "instructor"
     assert snapshot["you"]["present"] and list(snapshot["participants"]) == [snapshot["you"]["id"]]
     assert set(snapshot["state"]) == {"annotations", "clips", "model", "locks", "follow"}
-    assert snapshot["seq"] == 2 == room.live.room.seq  # room.open, then this join
+    assert snapshot["seq"] == 3 == room.live.room.seq  # room.open, mesh.provenance, then this join
     assert snapshot["head"] == room.live.room.head
     assert ines.poses == [{"poses": {}, "gone": []}]
 
     sam = await room.client("surgeon", "Sam Okafor")
-    await ines.wait_seq(3)
+    await ines.wait_seq(4)
     join = ines.events[-1]
-    assert (join.seq, join.author, join.kind) == (3, SERVER, "participant.join")
+    assert (join.seq, join.author, join.kind) == (4, SERVER, "participant.join")
     assert join.data == {"participant": sam.you["id"], "name": "Sam Okafor", "role": "surgeon"}
-    assert sam.snapshots[0]["seq"] == 3 and sam.you["id"] != ines.you["id"]
+    assert sam.snapshots[0]["seq"] == 4 and sam.you["id"] != ines.you["id"]
     assert room.app[METRICS].sockets._value.get() == 2
 
 

@@ -40,7 +40,7 @@ async def test_creating_a_room_returns_one_invite_per_role(api):
     room = body["room"]
     assert room["mode"] == "training" and room["title"] == "Temporal bone, left"
     assert room["study_id"] == STUDY and room["mesh_ids"] == [BONE] and room["closed"] is False
-    assert room["seq"] == 1 and room["participants"] == [] and room["present"] == 0
+    assert room["seq"] == 2 and room["participants"] == [] and room["present"] == 0  # room.open, mesh.provenance
     invites = body["invites"]
     assert list(invites) == ["instructor", "surgeon", "student", "observer"]
     signer = app[HUB].invites
@@ -311,7 +311,7 @@ async def test_closing_twice_is_a_conflict(api):
     assert (await http.post(f"/api/rooms/{room}/close", headers=admin(app))).status == 409
     assert (await http.post("/api/rooms/rm-nope/close", headers=admin(app))).status == 404
     log = await (await http.get(f"/api/rooms/{room}/events", headers=admin(app))).json()
-    assert [e["kind"] for e in log["events"]] == ["room.open", "room.close"]
+    assert [e["kind"] for e in log["events"]] == ["room.open", "mesh.provenance", "room.close"]
 
 
 async def test_the_log_pages_in_order_and_folds_to_the_head(api):
@@ -324,17 +324,17 @@ async def test_the_log_pages_in_order_and_folds_to_the_head(api):
         await ines.call("op", {"kind": "annotation.create", "type": "point", "position": [x, 0, 0]})
     await ines.close()
     live = app[HUB].rooms[room].room
-    await until(lambda: live.seq == 9, "the leave")  # open, join, 6 ops, leave
+    await until(lambda: live.seq == 10, "the leave")  # open, provenance, join, 6 ops, leave
     whole = await (await http.get(f"/api/rooms/{room}/events", headers=admin(app))).json()
     events = [Event.from_wire(room, e) for e in whole["events"]]
-    assert [e.seq for e in events] == list(range(1, 10)) and whole["next"] is None
+    assert [e.seq for e in events] == list(range(1, 11)) and whole["next"] is None
     tree = MerkleLog(MemoryNodeStore())
     for event in events:
         tree.append(bytes.fromhex(event.hash))
-    assert tree.root().hex() == whole["head"] == live.head and whole["seq"] == 9
+    assert tree.root().hex() == whole["head"] == live.head and whole["seq"] == 10
     page = await (await http.get(f"/api/rooms/{room}/events?from=2&to=5", headers=admin(app))).json()
     assert [e["seq"] for e in page["events"]] == [3, 4, 5] and page["next"] is None
-    assert (await (await http.get(f"/api/rooms/{room}/events?from=9", headers=admin(app))).json())["events"] == []
+    assert (await (await http.get(f"/api/rooms/{room}/events?from=10", headers=admin(app))).json())["events"] == []
     for query in ("from=-1", "from=x", "from=5&to=2", "to=1.5"):
         response = await http.get(f"/api/rooms/{room}/events?{query}", headers=admin(app))
         assert response.status == 400, query

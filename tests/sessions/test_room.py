@@ -347,3 +347,18 @@ def test_a_room_locked_against_joins_admits_only_those_it_knows():
     room.apply({"kind": "room.unlock_joins"}, "ines", clock())
     assert room.join("newcomer", "New", Role.STUDENT, clock()) is not None
     assert RoomState.from_snapshot(room.state.snapshot()).joins_locked is False
+
+
+def test_mesh_provenance_is_a_server_event_that_replays_and_changes_no_state():
+    room = new_room({"ines": Role.INSTRUCTOR})
+    before = room.state.snapshot()
+    data = {"meshes": [{"mesh": "mesh-bone", "preset": "bone", "inputs": "ab" * 32, "glb": {"draco": "cd" * 32}}]}
+    event = room.record_provenance(data, 1_700_000_000_500)
+    assert (event.author, event.kind, event.data) == (SERVER, "mesh.provenance", data)
+    after = room.state.snapshot()
+    assert after["seq"] == before["seq"] + 1 and {**after, "seq": 0} == {**before, "seq": 0}
+    assert room.open(room.log).state.snapshot() == after  # a restart replays it
+    room.close(1_700_000_000_600)
+    with pytest.raises(OpError) as refused:
+        room.record_provenance(data, 1_700_000_000_700)
+    assert refused.value.code is ErrorCode.FORBIDDEN
