@@ -18,7 +18,7 @@ from aiohttp import web
 
 from reconstruction.deflate import DEFAULT_MAX_INFLATED_BYTES
 from reconstruction.sources import ZipLimits
-from server.api import invites, jobs, ledger, meshes, pacs, rooms, studies, system
+from server.api import invites, jobs, ledger, meshes, pacs, report, rooms, studies, system
 from server.api.errors import error_response
 from server.api.views import job_view
 from server.appkeys import (
@@ -73,7 +73,7 @@ PSEUDONYM_KEY_FILE = "pseudonym-key"
 def routes() -> list[web.RouteDef]:
     """Every route of the HTTP API."""
     return [*system.routes(), *studies.routes(), *meshes.routes(), *jobs.routes(), *pacs.routes(),
-            *rooms.routes(), *invites.routes(), *ledger.routes()]
+            *rooms.routes(), *invites.routes(), *ledger.routes(), *report.routes()]
 
 
 async def _api_not_found(request: web.Request) -> web.Response:

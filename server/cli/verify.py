@@ -1,5 +1,6 @@
-"""`theatrum verify BUNDLE [--rpc URL] [--key VKEY] [--strict] [--glb FILE]... [--json]`: check a room's exported
-bundle, and GLB files against the mesh provenance it records.
+"""`theatrum verify BUNDLE [--rpc URL] [--key VKEY] [--strict] [--glb FILE]... [--report REPORT.dcm] [--json]`:
+check a room's exported bundle, GLB files against the mesh provenance it records, and a consult record (DICOM SR)
+against the events it cites.
 
 Exit 0 when everything holds; 1 when something does not, naming the first failing seq or checkpoint; 2 for
 bad input (not a bundle, an unreadable file, an unusable --key, an unreachable --rpc node), with one line
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from server.cli.errors import EXIT_FAILURE, EXIT_OK, UsageError
@@ -29,6 +31,9 @@ def add_verify_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--glb", type=Path, action="append", default=[], metavar="FILE.glb",
                    help="also check that this GLB is one the room's mesh provenance records (repeatable); "
                         "a file named <mesh id>.glb or <sha256>.glb must be that mesh's")
+    p.add_argument("--report", type=Path, metavar="REPORT.dcm",
+                   help="also check a consult record (GET /api/rooms/{id}/report.dcm): every item is the event it "
+                        "cites, with an inclusion proof against the record's checkpoint, and none is missing")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     p.set_defaults(func=cmd_verify)
 
@@ -54,14 +59,73 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except unreachable as error:
         raise UsageError(f"--rpc: {error}") from None
     glb_checks = _check_glbs(report, args.glb) if report.ok else []
+    record = _check_report(args.bundle, report, args.report) if report.ok and args.report else None
     if args.json:
         print(json.dumps({**report.to_json(), "glb": [{"file": str(path), "mesh": mesh, "problem": problem}
-                                                      for path, problem, mesh in glb_checks]}, indent=2))
+                                                      for path, problem, mesh in glb_checks],
+                          "report": record.to_json() if record else None}, indent=2))
     else:
         _print_report(report)
         for path, problem, mesh in glb_checks:
             print(f"FAILED {path}: {problem}" if problem else f"OK {path}: a GLB of mesh {mesh}")
-    return EXIT_OK if report.ok and not any(problem for _, problem, _ in glb_checks) else EXIT_FAILURE
+        if record is not None:
+            record.print()
+    ok = report.ok and not any(problem for _, problem, _ in glb_checks) and (record is None or record.ok)
+    return EXIT_OK if ok else EXIT_FAILURE
+
+
+@dataclass(frozen=True)
+class RecordCheck:
+    """The outcome of --report: the file, its items, the checkpoint size it cites, and the problems found."""
+
+    file: Path
+    items: int
+    size: int | None
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict:
+        return {"file": str(self.file), "ok": self.ok, "items": self.items, "checkpoint": self.size,
+                "problems": list(self.problems)}
+
+    def print(self) -> None:
+        if self.ok:
+            print(f"OK {self.file}: {self.items} items, each the annotation it cites, with an inclusion proof "
+                  f"against checkpoint {self.size}; none missing")
+        for problem in self.problems:
+            print(f"FAILED {self.file}: {problem}")
+
+
+def _check_report(bundle: Path, report, path: Path) -> RecordCheck:
+    """Check the consult record at `path` against the verified bundle. Raises UsageError if it cannot be read
+    as DICOM at all."""
+    import pydicom
+
+    from server.services.sr import RecordFormatError, read_record
+    from sessions.ledger.note import CheckpointError, Verifier, parse_and_verify
+    from sessions.ledger.verify import event_lines
+    from sessions.report import check_record
+
+    try:
+        dataset = pydicom.dcmread(path)
+    except (OSError, pydicom.errors.InvalidDicomError) as error:
+        raise UsageError(f"{path}: not a readable DICOM file: {error}") from None
+    except Exception as error:  # pydicom's parser on a damaged file: the file is the problem
+        raise UsageError(f"{path}: a damaged DICOM file: {type(error).__name__}: {error}") from None
+    try:
+        record = read_record(dataset)
+    except RecordFormatError as error:
+        return RecordCheck(path, 0, None, (str(error),))
+    verifier = Verifier.from_vkey(report.vkey)
+    try:
+        size = parse_and_verify(record.checkpoint, verifier).size
+    except CheckpointError:
+        size = None
+    problems = check_record(record, report.room, event_lines(bundle), report.signed, verifier)
+    return RecordCheck(path, len(record.items), size, tuple(str(p) for p in problems))
 
 
 def _check_glbs(report, paths: list[Path]) -> list[tuple[Path, str | None, str | None]]:

@@ -1,4 +1,5 @@
-"""The PACS over DICOMweb: a de-identified QIDO-RS study search, and a WADO-RS retrieve into a folder.
+"""The PACS over DICOMweb: a de-identified QIDO-RS study search, a WADO-RS retrieve into a folder, and a STOW-RS
+store (the consult record going back to the patient's record).
 
 The PACS is whatever answers DICOMweb at the configured root (Orthanc with its DICOMweb plugin, dcm4chee, a
 vendor PACS), optionally with HTTP basic auth. dicomweb-client is synchronous (requests), so every call to it
@@ -159,6 +160,18 @@ class Pacs:
         studies = [s for s in (study_summary(r, self.refs) for r in found[:limit] if isinstance(r, dict)) if s]
         studies.sort(key=lambda s: s["study_date"] or "", reverse=True)
         return studies
+
+    async def store(self, dataset: pydicom.Dataset) -> None:
+        """Store one instance on the PACS by STOW-RS. Raises Unavailable (no PACS) or UpstreamError (the PACS
+        failed or refused it; the detail names the PACS host and the HTTP status or DICOM failure reason)."""
+        with self.connection() as client:
+            answer = await self.in_thread("store", partial(client.store_instances, [dataset]))
+        failed = answer.get("FailedSOPSequence") if answer is not None else None
+        if failed:
+            reason = failed[0].get("FailureReason")
+            detail = f"the PACS at {self._name()} refused the instance (failure reason {reason})"
+            log.warning("PACS store failed: %s", detail)
+            raise UpstreamError("pacs_refused", detail)
 
     async def retrieve(self, uid: str, folder: Path, progress: Progress) -> int:
         """Stream the study's instances into `folder` (which must exist), one file each; returns how many.

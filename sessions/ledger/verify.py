@@ -150,6 +150,7 @@ class VerifyReport:
     unanchored: tuple[int, ...] = ()
     notes: tuple[str, ...] = ()
     meshes: tuple[MeshProvenance, ...] = ()
+    signed: tuple[Checkpoint, ...] = ()  # the verified checkpoints, in bundle order
 
     @property
     def ok(self) -> bool:
@@ -189,6 +190,13 @@ def verify_bundle(
         except _Failed as failed:
             return run.report(failed.failure)
         return run.report(None)
+
+
+def event_lines(source: str | Path | bytes) -> list[bytes]:
+    """The lines of a bundle's events.jsonl (line s is the leaf of seq s), for checks that need the events
+    themselves (sessions/report.py). Requires a bundle that verify_bundle passed."""
+    with open_bundle(source) as reader:
+        return list(lines_of(reader.chunks(EVENTS)))
 
 
 class _Failed(Exception):
@@ -260,7 +268,7 @@ class _Verification:
         return VerifyReport(
             self.reader.source, failure, self.room, self.origin, self.verifier.vkey() if self.verifier else None,
             self.events, self.root, len(self.entries), self.local_anchors, evm, self.evm_checked, unanchored,
-            tuple(notes), tuple(self.meshes))
+            tuple(notes), tuple(self.meshes), tuple(e.checkpoint for e in self.entries))
 
     # ---- the key ---------------------------------------------------------------------------------
 
