@@ -180,7 +180,22 @@ def read_record(ds: Dataset) -> Record:
         raise RecordFormatError("the document has no Imaging Measurements container")
     groups = _content(measurements[0])
     items = tuple(_item(group, number) for number, group in enumerate(groups, start=1))
+    _check_frames(groups, items)
     return Record(_note(checkpoints[0]), items)
+
+
+def _check_frames(groups: list[Dataset], items: Sequence[ReportItem]) -> None:
+    """Every item's coordinates are in the one frame of reference most of them name (the source series')."""
+    frames = [[str(region.get("ReferencedFrameOfReferenceUID", "")) for region in _content(group)
+               if _is(region, codes.DCM.ImageRegion, "SCOORD3D")] for group in groups]
+    named = [frame for found in frames for frame in found]
+    if not named:
+        return
+    common = max(dict.fromkeys(named), key=named.count)
+    for number, (found, item) in enumerate(zip(frames, items, strict=True), start=1):
+        if any(frame != common or not frame for frame in found):
+            raise RecordFormatError(f"item {number} ({item.annotation}): its coordinates are in frame of reference "
+                                    f"{found[0]!r}, the others' in {common!r}")
 
 
 def _note(item: Dataset) -> str:

@@ -194,7 +194,7 @@ def group_of(ds: pydicom.Dataset, annotation: str) -> pydicom.Dataset:
 
 # ---- random mutations: every one is caught ----------------------------------------------------------------
 
-MUTATIONS = 1200
+MUTATIONS = 1400
 
 
 class Tamper:
@@ -346,6 +346,12 @@ class Tamper:
         group.ContentSequence.remove(self.items(group, "NUM")[0])
         return f"item {number}"
 
+    def frame(self) -> str:
+        number, group = self.pick(self.has("SCOORD3D"))
+        (region,) = self.items(group, "SCOORD3D")
+        region.ReferencedFrameOfReferenceUID = f"{region.ReferencedFrameOfReferenceUID}.{self.rng.integers(1, 99)}"
+        return f"item {number}"
+
     def checkpoint(self) -> str:
         (note,) = self.items(self.ds, "TEXT", "THTR2")
         lines = str(note.TextValue).split("\n")
@@ -368,7 +374,7 @@ def flip_hex(value: str, rng: np.random.Generator) -> str:
 
 
 KINDS = ("coordinate", "label", "note", "length", "drop", "invent", "author", "time", "citation", "identity",
-         "swap", "unmeasure", "checkpoint")
+         "swap", "unmeasure", "frame", "checkpoint")
 
 
 async def test_every_one_of_a_thousand_random_mutations_of_the_record_is_caught(exported):
