@@ -49,6 +49,21 @@ class Orthanc:
         with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as r:
             return json.loads(r.read())
 
+    def get_bytes(self, path: str) -> bytes:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=30) as r:
+            return r.read()
+
+    def post_json(self, path: str, body):
+        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        req = urllib.request.Request(f"{self.url}{path}", data=data, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+
+    def delete(self, path: str) -> None:
+        req = urllib.request.Request(f"{self.url}{path}", method="DELETE")
+        with urllib.request.urlopen(req, timeout=30):
+            pass
+
     def store(self, path: Path) -> dict:
         """POST one DICOM file to /instances; returns Orthanc's answer (ID, Status, ParentStudy, ...)."""
         req = urllib.request.Request(f"{self.url}/instances", data=path.read_bytes(), method="POST",

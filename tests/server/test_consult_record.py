@@ -17,6 +17,7 @@ import pytest
 from conftest import require_tool
 from consults import LABEL, MESH, REGULAR, make_annotations, start_consult
 from hubtools import admin
+from orthanc import orthanc_fixture  # noqa: F401
 
 from server.cli.main import main
 from sessions.report import float32
@@ -412,3 +413,40 @@ async def test_every_one_of_a_thousand_random_mutations_of_the_record_is_caught(
             missed.append((trial, kind, f"{where} not named in {problems}"))
     assert missed == [], f"{len(missed)} of {MUTATIONS} mutations went undetected or unnamed: {missed[:5]}"
     assert sum(done.values()) == MUTATIONS >= 1000 and min(done.values()) >= 90
+
+
+# ---- back to the PACS (STOW-RS, a real Orthanc) ---------------------------------------------------------
+
+async def test_the_record_goes_to_the_pacs_into_the_patients_study_and_verifies_from_there(
+        aiohttp_server, orthanc, tmp_path, capsys):
+    consult = await start_consult(aiohttp_server, tmp_path / "data", pacs_url=orthanc.dicomweb_url)
+    try:
+        await make_annotations(consult)
+        response = await consult.http.post(f"/api/rooms/{consult.room}/report/send", headers=admin(consult.app))
+        assert response.status == 200, await response.text()
+        sent = await response.json()
+        assert sent["stored"] is True and sent["items"] == 6 and sent["room"] == consult.room
+        bundle = tmp_path / "room.zip"
+        bundle.write_bytes(await consult.bundle())
+    finally:
+        await consult.http.close()
+    (found,) = orthanc.post_json("/tools/lookup", sent["sop_instance_uid"])
+    assert found["Type"] == "Instance"
+    try:
+        await check_stored(orthanc, found["ID"], consult, bundle, tmp_path, capsys)
+    finally:  # the session's Orthanc holds the phantom as the other PACS tests expect it
+        orthanc.delete(f"/instances/{found['ID']}")
+
+
+async def check_stored(orthanc, instance: str, consult, bundle, tmp_path, capsys) -> None:
+    stored = orthanc.get_json(f"/instances/{instance}")
+    series = orthanc.get_json(f"/series/{stored['ParentSeries']}")
+    study = orthanc.get_json(f"/studies/{series['ParentStudy']}")
+    # It joined the patient's own study on the PACS, next to the images it is about.
+    assert study["MainDicomTags"]["StudyInstanceUID"] == consult.headers[0].StudyInstanceUID
+    assert series["MainDicomTags"]["Modality"] == "SR"
+    # What the PACS hands back is still the record, and it still verifies against the room's bundle.
+    record = tmp_path / "from-pacs.dcm"
+    record.write_bytes(orthanc.get_bytes(f"/instances/{instance}/file"))
+    code, out = verify(capsys, bundle, "--report", record)
+    assert code == 0, out
