@@ -35,6 +35,7 @@ from server.appkeys import (
     METRICS,
     PACS,
     PSEUDONYMS,
+    RECEIVER,
     ROOM_LOGS,
     SETTINGS,
     SIO,
@@ -50,6 +51,7 @@ from server.middleware.gzip import gzip_middleware
 from server.middleware.metrics import metrics_middleware
 from server.middleware.websockets import plain_websockets
 from server.services import autoimport, imports, sockets
+from server.services.autoimport import build_default_meshes
 from server.services.deid import Pseudonymizer
 from server.services.fanout import Fanout
 from server.services.hub import Hub
@@ -59,6 +61,7 @@ from server.services.jobs import JobRunner
 from server.services.ledger import LedgerConfig, LedgerService
 from server.services.meshes import MeshRequests, job_spec, record_mesh
 from server.services.pacs import REF_KEY_FILE, Pacs, PacsConfig, RefCodec
+from server.services.receiver import DicomPortError, DicomReceiver, parse_peers
 from server.storage.artifacts import ArtifactStore
 from server.storage.catalog import Catalog
 from server.storage.files import make_private
@@ -126,11 +129,44 @@ def build_app(settings: Settings) -> web.Application:
     widened = make_private(data)  # patient data: the owner's alone (the databases and keys just opened too)
     if widened:
         log.warning("%s: %d file(s) or folder(s) were readable by others; now they are not", data, widened)
+    if settings.dicom_port:
+        app[RECEIVER] = _receiver(app, settings)
     _add_static(app, settings.web_client)
     app.on_startup.append(_startup)
     app.on_shutdown.append(_shutdown)
     app.on_cleanup.append(_cleanup)
     return app
+
+
+def _receiver(app: web.Application, settings: Settings) -> DicomReceiver:
+    """The DICOM C-STORE receiver: what it imports gets its default meshes, and the lobby is told."""
+    loop_of: dict[str, asyncio.AbstractEventLoop] = {}
+
+    async def imported(result: dict) -> None:
+        build_default_meshes(result, app[MESH_REQUESTS])
+        for study in result["studies"]:
+            await app[SIO].emit("studies", {"study_id": study["study_id"], "source": "dicom"}, room=sockets.ADMIN_ROOM)
+
+    def on_imported(result: dict) -> None:  # in an association's thread
+        asyncio.run_coroutine_threadsafe(imported(result), loop_of["loop"])
+
+    async def start(_app: web.Application) -> None:
+        loop_of["loop"] = asyncio.get_running_loop()
+        try:
+            await asyncio.to_thread(receiver.start)
+        except OSError as error:
+            raise DicomPortError(f"cannot listen for DICOM on {receiver.host}:{receiver.port}: "
+                                 f"{error.strerror or error}") from None
+
+    async def stop(_app: web.Application) -> None:
+        await asyncio.to_thread(receiver.stop)
+
+    receiver = DicomReceiver(app[LIBRARY], settings.dicom_host or settings.host, settings.dicom_port,
+                             settings.ae_title, parse_peers(settings.dicom_peers), settings.dicom_max_associations,
+                             settings.max_upload_bytes, app[TMP], on_imported)
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    return receiver
 
 
 def _add_static(app: web.Application, root: Path) -> None:

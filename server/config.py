@@ -34,6 +34,13 @@ class Settings:
     pacs_url: str = ""
     pacs_user: str = ""
     pacs_password: str = ""
+    # The DICOM receiver (C-STORE SCP): its port (0 = off), address (default: host), AE title, the callers
+    # allowed (AETITLE@host entries; none = any AE title from loopback) and associations at once.
+    dicom_port: int = 0
+    dicom_host: str = ""
+    ae_title: str = "THEATRUM"
+    dicom_peers: tuple[str, ...] = ()
+    dicom_max_associations: int = 4
     # Studies imported when the server starts (comma-separated paths), with their default meshes built.
     imports: tuple[str, ...] = ()
     web_client: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "web-client")

@@ -35,7 +35,7 @@ def require_tool(path: str | Path, what: str) -> Path:
 
 
 # A test that uses one of these fixtures runs that external service; it gets the marker named here.
-SERVICE_FIXTURES = {"orthanc": "pacs", "anvil": "evm"}
+SERVICE_FIXTURES = {"orthanc": "pacs", "dicom_orthanc": "pacs", "anvil": "evm"}
 
 
 def pytest_collection_modifyitems(config, items) -> None:

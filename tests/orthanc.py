@@ -36,10 +36,12 @@ STOP_TIMEOUT_S = 30.0
 
 @dataclass(frozen=True)
 class Orthanc:
-    """A running Orthanc: its REST root and its DICOMweb root, both on 127.0.0.1."""
+    """A running Orthanc: its REST root and its DICOMweb root, both on 127.0.0.1 (and its DICOM port, when
+    started with `modalities`)."""
 
     url: str
     log: Path
+    dicom_port: int | None = None
 
     @property
     def dicomweb_url(self) -> str:
@@ -72,7 +74,17 @@ class Orthanc:
             return json.loads(r.read())
 
 
-def orthanc_config(folder: Path, http_port: int, dicom_port: int) -> dict:
+AE_TITLE = "ORTHANC"
+
+
+def orthanc_config(folder: Path, http_port: int, dicom_port: int, modalities: dict | None = None) -> dict:
+    """The private config; with `modalities` (name -> [AET, host, port]) the DICOM server is on, and only those
+    modalities, from their own host, may store, find, get or move."""
+    if modalities is not None:
+        return {**orthanc_config(folder, http_port, dicom_port), "DicomServerEnabled": True, "DicomAet": AE_TITLE,
+                "DicomModalities": modalities, "DicomCheckModalityHost": True, "DicomAlwaysAllowEcho": False,
+                "DicomAlwaysAllowStore": False, "DicomAlwaysAllowFind": False, "DicomAlwaysAllowGet": False,
+                "DicomAlwaysAllowMove": False}
     return {
         "Name": "theatrum-test",
         "StorageDirectory": str(folder / "storage"),
@@ -111,15 +123,16 @@ def _wait_until_up(proc: subprocess.Popen, url: str, log: Path) -> None:
 
 
 @contextmanager
-def run_orthanc(folder: Path) -> Iterator[Orthanc]:
-    """Start Orthanc with a private config in ``folder``; stop it (SIGTERM, then wait) on exit.
+def run_orthanc(folder: Path, modalities: dict | None = None) -> Iterator[Orthanc]:
+    """Start Orthanc with a private config in ``folder`` (its DICOM server on, for `modalities` only, when they
+    are given); stop it (SIGTERM, then wait) on exit.
 
     Requires the `orthanc` and `orthanc-dicomweb` Debian packages.
     """
     folder.mkdir(parents=True, exist_ok=True)
     http_port, dicom_port = free_port(), free_port()
     config = folder / "orthanc.json"
-    config.write_text(json.dumps(orthanc_config(folder, http_port, dicom_port), indent=2))
+    config.write_text(json.dumps(orthanc_config(folder, http_port, dicom_port, modalities), indent=2))
     log = folder / "orthanc.log"
     url = f"http://127.0.0.1:{http_port}"
     with open(log, "wb") as out:
@@ -127,7 +140,7 @@ def run_orthanc(folder: Path) -> Iterator[Orthanc]:
                                 stdin=subprocess.DEVNULL)
     try:
         _wait_until_up(proc, url, log)
-        yield Orthanc(url=url, log=log)
+        yield Orthanc(url=url, log=log, dicom_port=dicom_port if modalities is not None else None)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

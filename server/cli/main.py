@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=None, help="data folder (default ./data; THEATRUM_DATA)")
     p.add_argument("--import", dest="imports", action="append", metavar="PATH",
                    help="import this study at start and build its default meshes (repeatable; THEATRUM_IMPORTS)")
+    p.add_argument("--dicom-port", type=int, default=None, metavar="PORT",
+                   help="also receive DICOM (C-STORE, C-ECHO) on this port (default off; THEATRUM_DICOM_PORT)")
+    p.add_argument("--ae-title", default=None, metavar="AET",
+                   help="the receiver's AE title (default THEATRUM; THEATRUM_AE_TITLE)")
     p.set_defaults(func=cmd_serve)
 
     add_verify_parser(sub)
@@ -142,19 +146,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from server.app import build_app, import_on_start
-    from server.appkeys import ADMIN_TOKEN
+    from server.appkeys import ADMIN_TOKEN, RECEIVER
     from server.config import SettingsError, from_environment
     from server.eventloop import new_event_loop
 
     try:
         settings = from_environment(host=args.host, port=args.port, data=args.data,
-                                    imports=tuple(args.imports) if args.imports else None)
+                                    imports=tuple(args.imports) if args.imports else None,
+                                    dicom_port=args.dicom_port, ae_title=args.ae_title)
     except SettingsError as e:
         raise UsageError(str(e)) from None
+    if not 0 <= settings.dicom_port <= 65535 or not 1 <= len(settings.ae_title.strip()) <= 16:
+        raise UsageError(f"--dicom-port must be 0 to 65535 and --ae-title 1 to 16 characters "
+                         f"(got {settings.dicom_port}, {settings.ae_title!r})")
     os.umask(0o077)  # everything the server (and its workers) writes is the owner's alone: it is patient data
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.server").addFilter(_one_line_for_bad_requests)
+    from server.services.receiver import DicomPortError, PeerError
     from server.storage.errors import CorruptStoreError
     from sessions.log import LogError
 
@@ -168,7 +177,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except sqlite3.DatabaseError as e:
         raise UsageError(f"{settings.data}: a database there is damaged ({e}); restore it from a backup "
                          "(docs/operations.md)") from None
-    except CorruptStoreError as e:
+    except (CorruptStoreError, PeerError) as e:
         raise UsageError(str(e)) from None
     except LogError as e:
         raise UsageError(f"{settings.data / 'rooms.sqlite'}: {e}") from None
@@ -179,12 +188,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"Theatrum {__version__} is serving on {url}", flush=True)
         print(f"Open this URL to log in as admin (the token is in {settings.data / 'admin-token'}):", flush=True)
         print(f"    {url}/?token={token}", flush=True)
+        if settings.dicom_port:
+            receiver = app[RECEIVER]
+            print(f"Receiving DICOM as {receiver.ae_title} on {receiver.host}:{receiver.port}", flush=True)
 
     app.on_startup.append(announce)
     app.on_startup.append(import_on_start)
     try:
         web.run_app(app, host=settings.host, port=settings.port, print=None, handle_signals=True,
                     shutdown_timeout=5, loop=new_event_loop())
+    except DicomPortError as e:
+        raise UsageError(str(e)) from None
     except OSError as e:
         raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}") from None
     except CorruptStoreError as e:

@@ -1,4 +1,5 @@
-"""Import the studies named in the settings when the server starts, and build their default meshes.
+"""Import the studies named in the settings when the server starts, and build their default meshes (the DICOM
+receiver asks for the same meshes of what it receives: `build_default_meshes`).
 
 This is how `make run` puts the sample study in the library: idempotent, because imports deduplicate
 instances and mesh requests are answered from the content-addressed cache.
@@ -35,13 +36,20 @@ async def import_all(paths: list[Path], library: Library, meshes: MeshRequests) 
         for study in result["studies"]:
             added = result["instances"]["added"]
             log.info("study %s imported from %s (%d new instances)", study["study_id"], path, added)
-            try:
-                answer = meshes.ensure(study["study_id"], {})
-            except ServiceError as e:
-                log.error("cannot build meshes for study %s (%s)", study["study_id"], e.code)
-                continue
-            if answer.meshes is not None:
-                log.info("meshes of study %s are ready: %s", study["study_id"],
-                         ", ".join(m["preset"] for m in answer.meshes))
-            else:
-                log.info("building meshes of study %s (job %s)", study["study_id"], answer.job["id"])
+        build_default_meshes(result, meshes)
+
+
+def build_default_meshes(result: dict, meshes: MeshRequests) -> None:
+    """Ask for the default meshes of every study of an import `result` (answered from the cache, or queued);
+    log what happened by pseudonymous study id."""
+    for study in result["studies"]:
+        try:
+            answer = meshes.ensure(study["study_id"], {})
+        except ServiceError as e:
+            log.error("cannot build meshes for study %s (%s)", study["study_id"], e.code)
+            continue
+        if answer.meshes is not None:
+            log.info("meshes of study %s are ready: %s", study["study_id"],
+                     ", ".join(m["preset"] for m in answer.meshes))
+        else:
+            log.info("building meshes of study %s (job %s)", study["study_id"], answer.job["id"])
