@@ -676,3 +676,43 @@ def test_instructor_replays_a_closed_room_from_the_lobby(browser, theatrum, arti
         assert not admin.errors, admin.errors
     finally:
         admin.close()
+
+
+def test_the_lobby_offers_a_consult_rooms_record_and_its_close(browser, theatrum, tmp_path):
+    created = create_room(theatrum.api, theatrum.study["id"], [theatrum.bone["id"]], mode="consult",
+                          title="Consult with a record")
+    room_id = created["room"]["id"]
+    training = create_room(theatrum.api, theatrum.study["id"], [theatrum.bone["id"]], mode="training")["room"]["id"]
+    surgeon = Client(browser, theatrum.url, f"invite={created['invites']['surgeon']['token']}")
+    try:
+        surgeon.page.wait_for_function("window.theatrum?.room?.status === 'live'", timeout=30_000)
+        surgeon.js("""async () => {
+            await theatrum.room.op('annotation.create', {type: 'point', position: [1, 20, 760], label: 'entry'});
+            await theatrum.room.op('annotation.create', {type: 'measurement', a: [0, 20, 760], b: [3, 24, 760]});
+        }""")
+        assert not surgeon.errors, surgeon.errors
+    finally:
+        surgeon.close()
+    admin = Client(browser, theatrum.url, f"token={theatrum.server.token}")
+    try:
+        page = admin.page
+        item = page.locator(f"#rooms li.room[data-id='{room_id}']")
+        with page.expect_download(timeout=30_000) as download:
+            item.locator("button.record-download").click()
+        record = tmp_path / "record.dcm"
+        download.value.save_as(record)
+        data = record.read_bytes()
+        assert data[128:132] == b"DICM" and b"1.2.840.10008.5.1.4.1.1.88.34" in data  # a Comprehensive 3D SR
+        item.locator("button.record-send").click()  # this server has no PACS: said plainly
+        page.locator(".toast.error", has_text="Cannot send the record").wait_for(timeout=10_000)
+        item.locator("button.close-room").click()
+        page.locator(".toast", has_text="its consult record is complete").wait_for(timeout=10_000)
+        closed = page.locator(f"#rooms li.room[data-id='{room_id}']")
+        closed.locator("button.replay-room").wait_for(timeout=10_000)
+        assert closed.locator("button.record-download").count() == 1
+        other = page.locator(f"#rooms li.room[data-id='{training}']")
+        assert other.count() == 1 and other.locator("button.record-download").count() == 0  # never in training
+        # The only console line is the browser noting the refused send (503: no PACS here).
+        assert all("status of 503" in error for error in admin.errors), admin.errors
+    finally:
+        admin.close()

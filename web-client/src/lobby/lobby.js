@@ -38,6 +38,8 @@ export class Lobby {
 			this.jobEvents += 1;
 			this.jobs.get(job.id)?.onJob(job);
 		});
+		// A study that arrived another way (the DICOM receiver: a PACS or a modality sent it).
+		this.socket.on('studies', () => this.refresh().catch(() => {}));
 	}
 
 	async refresh() {

@@ -1,5 +1,6 @@
 // One room in the lobby: its state, its invites (links, QR codes, room codes, all copyable) and Close; a closed
-// room is replayed instead (a training review, in this tab).
+// room is replayed instead (a training review, in this tab). A consult room also offers its consult record (a
+// DICOM SR for the patient's chart): download it, or send it to the PACS.
 import { enterRoom } from '../net/credentials.js';
 import { fill, h } from '../ui/dom.js';
 import { DEFAULT_REPLAY_SPEED, REPLAY_SPEEDS } from '../ui/replay-bar.js';
@@ -15,9 +16,37 @@ export class RoomItem {
 				h('span', { class: 'muted' }, ` ${room.mode} · ${room.present} present · seq ${room.seq}${room.closed ? ' · closed' : ''}`),
 				room.closed ? this.replayControls() : [
 					h('button', { class: 'show-invites', onclick: () => this.loadInvites() }, 'Invites'),
-					h('button', { class: 'close-room', onclick: () => this.close() }, 'Close')]),
+					h('button', { class: 'close-room', onclick: () => this.close() }, 'Close')],
+				room.mode === 'consult' ? this.recordControls() : null),
 			this.invites);
 		this.element.room = this;
+	}
+
+	/** A consult room's record for the patient's chart (a DICOM SR): download it, or store it on the PACS. */
+	recordControls() {
+		return [
+			h('button', { class: 'record-download', title: 'The consult record (DICOM SR) of this room\'s annotations', onclick: () => this.downloadRecord() }, 'Record'),
+			h('button', { class: 'record-send', title: 'Store the consult record on the PACS', onclick: (e) => this.sendRecord(e.target) }, 'Send to PACS')];
+	}
+
+	async downloadRecord() {
+		try {
+			await this.lobby.api.save(`/api/rooms/${this.room.id}/report.dcm`, `${this.room.id}-record.dcm`);
+		} catch (error) {
+			this.lobby.toasts.say(`No record: ${error.message}`, 'error');
+		}
+	}
+
+	async sendRecord(button) {
+		button.disabled = true;
+		try {
+			const sent = await this.lobby.api.post(`/api/rooms/${this.room.id}/report/send`);
+			this.lobby.toasts.say(`Record sent to the PACS: ${sent.items} annotations (checkpoint ${sent.checkpoint})`, 'info');
+		} catch (error) {
+			this.lobby.toasts.say(`Cannot send the record: ${error.message}`, 'error');
+		} finally {
+			button.disabled = false;
+		}
 	}
 
 	replayControls() {
@@ -64,6 +93,7 @@ export class RoomItem {
 	async close() {
 		try {
 			await this.lobby.api.post(`/api/rooms/${this.room.id}/close`);
+			if (this.room.mode === 'consult') this.lobby.toasts.say('Room closed: its consult record is complete (Record, Send to PACS)', 'info');
 			await this.lobby.refresh();
 		} catch (error) {
 			this.lobby.toasts.say(`Cannot close: ${error.message}`, 'error');

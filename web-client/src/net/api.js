@@ -59,6 +59,22 @@ export class Api {
 		});
 	}
 
+	/** Save an authorised binary resource as a file named `filename` (the browser's download); rejects with
+	 * ApiError (the server's code and detail) on a non-2xx answer. */
+	async save(path, filename) {
+		const response = await fetch(path, { headers: this.headers() });
+		if (!response.ok) {
+			const data = await response.json().catch(() => ({}));
+			throw new ApiError(response.status, data.error, data.detail);
+		}
+		const url = URL.createObjectURL(await response.blob());
+		const link = Object.assign(document.createElement('a'), { href: url, download: filename });
+		document.body.append(link);
+		link.click();
+		link.remove();
+		setTimeout(() => URL.revokeObjectURL(url), 60_000);
+	}
+
 	/** An object URL for an authorised binary resource (e.g. a QR code image). */
 	async blobUrl(path) {
 		const response = await fetch(path, { headers: this.headers() });
