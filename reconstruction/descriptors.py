@@ -25,6 +25,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pydicom.dataset import Dataset
+
+from .header_values import BadValue
+from .header_values import text as header_text
+
 REDACTED = "***"
 MIN_NAME_PART = 2  # a one-letter initial identifies no one, and would strike every such letter in a text
 MIN_ANYWHERE = 3  # ids shorter than this are matched as whole words only
@@ -63,6 +68,20 @@ def identifier_pattern(identifiers: PatientIdentifiers) -> re.Pattern[str] | Non
     alternatives.sort(key=lambda item: len(item[0]), reverse=True)
     parts = [rf"(?<![{_WORD}]){text}(?![{_WORD}])" if whole else text for text, whole in alternatives]
     return re.compile("|".join(parts), re.IGNORECASE)
+
+
+def identifiers_of(ds: Dataset) -> PatientIdentifiers:
+    """The identifiers in a header (PatientName, PatientID, AccessionNumber, PatientBirthDate). A value that cannot
+    be read is left out: the image stays readable, and its descriptions lose only what can be matched."""
+
+    def value(keyword: str) -> str:
+        try:
+            return header_text(ds, keyword)
+        except BadValue:
+            return ""
+
+    return PatientIdentifiers(value("PatientName"), (value("PatientID"), value("AccessionNumber")),
+                              value("PatientBirthDate"))
 
 
 def clean_descriptor(text: str, identifiers: PatientIdentifiers) -> str:

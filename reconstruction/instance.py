@@ -34,7 +34,7 @@ from pydicom.uid import (
 )
 
 from .deflate import DEFAULT_MAX_INFLATED_BYTES, file_meta_syntax, inflated_dataset
-from .descriptors import PatientIdentifiers, clean_descriptor
+from .descriptors import clean_descriptor, identifiers_of
 from .errors import DecompressionBombError, InputError
 from .frames import Frame, read_frames
 from .header_values import BadValue, integer, keywords, strings, text
@@ -261,7 +261,7 @@ def _instance(
 ) -> Instance:
     modality = text(ds, "Modality").upper()
     frames = read_frames(ds, modality)
-    patient = _patient(ds)
+    patient = identifiers_of(ds)
     return Instance(
         ref=ref,
         sop_class_uid=sop_class,
@@ -287,20 +287,6 @@ def _instance(
         pixel_length=location[1],
         units=_units(ds, modality),
     )
-
-
-def _patient(ds: Dataset) -> PatientIdentifiers:
-    """The identifiers that clean the descriptions; a value that cannot be read is left out (the image is
-    still readable, and its descriptions lose only what can be matched)."""
-
-    def value(keyword: str) -> str:
-        try:
-            return text(ds, keyword)
-        except BadValue:
-            return ""
-
-    return PatientIdentifiers(value("PatientName"), (value("PatientID"), value("AccessionNumber")),
-                              value("PatientBirthDate"))
 
 
 def _units(ds: Dataset, modality: str) -> str:

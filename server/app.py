@@ -203,6 +203,10 @@ async def _startup(app: web.Application) -> None:
     if orphans:
         log.warning("removed %d stored file(s) that no study refers to (an import an earlier crash stopped)",
                     orphans)
+    cleaned = await asyncio.to_thread(imports.clean_stored_descriptions, app[LIBRARY])
+    if cleaned:
+        log.warning("cleaned the descriptions of %d study(ies) stored before descriptions were cleaned of the "
+                    "patient's identifiers", cleaned)
     tmp = app[TMP]
     if tmp.exists():
         shutil.rmtree(tmp, ignore_errors=True)

@@ -12,8 +12,11 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import pydicom
+
 from reconstruction.assembly import assemble_volume
 from reconstruction.deflate import DEFAULT_MAX_INFLATED_BYTES
+from reconstruction.descriptors import PatientIdentifiers, clean_descriptor, identifiers_of
 from reconstruction.errors import (
     InconsistentSeriesError,
     InputError,
@@ -27,6 +30,9 @@ from server.services.deid import Pseudonymizer
 from server.services.errors import Invalid
 from server.storage.artifacts import ArtifactStore
 from server.storage.catalog import Catalog, SeriesRecord
+from server.storage.errors import CorruptStoreError
+
+_PATIENT = ["PatientName", "PatientID", "PatientBirthDate", "AccessionNumber"]
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,29 @@ def sweep_orphans(library: Library) -> int:
             path.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def clean_stored_descriptions(library: Library) -> int:
+    """Clean the descriptions of studies imported before descriptions were cleaned (PS3.15 clean descriptors):
+    the patient's identifiers are read from one stored instance of each such study. Returns how many studies
+    were cleaned. A study whose instances cannot be read keeps waiting for the next start."""
+    catalog, cleaned = library.catalog, 0
+    for study_id in catalog.studies_to_clean():
+        study = catalog.study(study_id)
+        instances = catalog.instances_of(study_id)
+        if study is None:
+            continue
+        patient = PatientIdentifiers()
+        if instances:
+            try:
+                path = library.store.verified_path(instances[0]["sha256"], ".dcm")
+                patient = identifiers_of(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_PATIENT))
+            except (OSError, CorruptStoreError, pydicom.errors.InvalidDicomError):
+                continue
+        series = {s["id"]: clean_descriptor(s["description"], patient) for s in catalog.series_of(study_id)}
+        catalog.set_clean_descriptions(study_id, clean_descriptor(study["description"], patient), series)
+        cleaned += 1
+    return cleaned
 
 
 def _relative(text: str, folder: Path) -> str:

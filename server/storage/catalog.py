@@ -76,7 +76,10 @@ CREATE TABLE IF NOT EXISTS meshes (
 CREATE INDEX IF NOT EXISTS meshes_study ON meshes(study_id);
 """
 # Columns added after a table's first release: (table, column, definition), added to older catalogs at open.
-ADDED_COLUMNS = (("meshes", "params", "TEXT NOT NULL DEFAULT '{}'"),)
+# studies.clean_descriptors: 1 once its descriptions are clean descriptors (every import since they exist; older
+# rows are cleaned at start by server/services/imports.clean_stored_descriptions).
+ADDED_COLUMNS = (("meshes", "params", "TEXT NOT NULL DEFAULT '{}'"),
+                 ("studies", "clean_descriptors", "INTEGER NOT NULL DEFAULT 0"))
 
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 
@@ -173,6 +176,19 @@ class Catalog:
             r["spacing_mm"] = json.loads(r["spacing_mm"])
         return r
 
+    def studies_to_clean(self) -> list[str]:
+        """The studies whose descriptions were stored before they were cleaned of the patient's identifiers."""
+        return [r["id"] for r in self._all("SELECT id FROM studies WHERE clean_descriptors = 0 ORDER BY id")]
+
+    def set_clean_descriptions(self, study_id: str, description: str, series: dict[str, str]) -> None:
+        """Store a study's clean description and its series' (series id -> description), and mark it clean."""
+        with self._writing() as db:
+            db.execute("UPDATE studies SET description = ?, clean_descriptors = 1 WHERE id = ?",
+                       (description, study_id))
+            for series_id, text in series.items():
+                db.execute("UPDATE series SET description = ? WHERE id = ? AND study_id = ?",
+                           (text, series_id, study_id))
+
     def instances_of(self, study_id: str) -> list[dict]:
         return self._all("SELECT * FROM instances WHERE study_id = ? ORDER BY sop_uid", (study_id,))
 
@@ -262,8 +278,8 @@ class Batch:
 
     def add_study(self, study_id: str, description: str, modality: str) -> None:
         """Add the study if it is new, and `modality` to its modalities."""
-        self._db.execute("INSERT OR IGNORE INTO studies (id, created_at, description, modalities) VALUES (?, ?, ?, '')",
-                         (study_id, time.time(), description))
+        self._db.execute("INSERT OR IGNORE INTO studies (id, created_at, description, modalities, clean_descriptors) "
+                         "VALUES (?, ?, ?, '', 1)", (study_id, time.time(), description))
         (current,) = self._db.execute("SELECT modalities FROM studies WHERE id = ?", (study_id,)).fetchone()
         modalities = set(filter(None, current.split("\\"))) | {modality}
         self._db.execute("UPDATE studies SET modalities = ? WHERE id = ?", ("\\".join(sorted(modalities)), study_id))

@@ -113,3 +113,26 @@ async def test_a_room_logs_where_its_meshes_came_from_and_a_swapped_glb_is_caugh
     downloaded.write_bytes(b"glTF" + bytes(60))
     assert main(["verify", str(bundle), "--glb", str(downloaded)]) == 1
     assert f"FAILED {downloaded}: mesh {mesh_id} (provenance at seq 2): its SHA-256" in capsys.readouterr().out
+
+
+async def test_a_mesh_added_to_an_open_room_later_gets_its_provenance_logged_and_sent(aiohttp_server, tmp_path):
+    from hubtools import SKIN, Lobby
+
+    from server.appkeys import HUB
+    from server.services.provenance import mesh_provenance
+    from sessions.ops import OpError
+
+    lobby = await Lobby.open(aiohttp_server, tmp_path / "data")
+    try:
+        ines = await lobby.client("instructor")
+        data = mesh_provenance(lobby.app[CATALOG], [SKIN])
+        event = await lobby.app[HUB].record_provenance(lobby.live, data)
+        await ines.wait_seq(event.seq)
+        assert (ines.events[-1].kind, ines.events[-1].data) == ("mesh.provenance", data)
+        assert data["meshes"][0]["glb"]["draco"] == hashlib.sha256(lobby.app[ARTIFACTS].path_for(
+            data["meshes"][0]["glb"]["draco"], ".glb").read_bytes()).hexdigest()
+        await lobby.hub.close_room(lobby.live)
+        with pytest.raises(OpError):
+            await lobby.app[HUB].record_provenance(lobby.live, data)
+    finally:
+        await lobby.close()

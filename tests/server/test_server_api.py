@@ -13,8 +13,9 @@ from conftest import DICOM, require_path
 
 from server.api.system import openapi_document
 from server.app import build_app, routes
-from server.appkeys import ADMIN_TOKEN, JOBS, SETTINGS
+from server.appkeys import ADMIN_TOKEN, CATALOG, JOBS, LIBRARY, SETTINGS
 from server.config import Settings
+from server.services.imports import import_folder
 
 PHILIPS = DICOM / "ct-head-phantom-philips"
 REGULAR = PHILIPS / "DICOM" / "S21570" / "S2010"
@@ -361,3 +362,21 @@ async def test_a_series_described_by_the_patient_name_is_listed_with_a_clean_des
     assert "PHANTOM_EXAMPLE" not in text
     (study,) = json.loads(text)["studies"]
     assert [s["description"] for s in study["series"]] == ["***"]
+
+
+async def test_descriptions_stored_before_they_were_cleaned_are_cleaned_at_the_next_start(aiohttp_client, tmp_path):
+    # A library imported by an earlier version: the raw SeriesDescription ("PHANTOM_EXAMPLE", the patient's
+    # name) in the catalog, and no clean mark.
+    folder = require_path(DICOM / "rtstruct-phantom-rtutils" / "image", "the rt-utils phantom")
+    app = build_app(Settings(data=tmp_path / "data", workers=1))
+    result = import_folder(app[LIBRARY], folder)
+    study, series = result["study_id"], result["series"][0]["id"]
+    catalog = app[CATALOG]
+    catalog._execute("UPDATE studies SET clean_descriptors = 0, description = 'PHANTOM_EXAMPLE study' WHERE id = ?",
+                     (study,))
+    catalog._execute("UPDATE series SET description = 'PHANTOM_EXAMPLE' WHERE id = ?", (series,))
+    assert catalog.studies_to_clean() == [study]
+    client = await aiohttp_client(app)  # the start cleans them
+    text = await (await client.get(f"/api/studies/{study}", headers=auth(app))).text()
+    assert "PHANTOM_EXAMPLE" not in text
+    assert json.loads(text)["description"] == "*** study" and catalog.studies_to_clean() == []
