@@ -33,11 +33,14 @@ class EventScan:
     bad: tuple[int, str] | None = None
     digest: str = ""
     length: int = 0
+    marked: list[tuple[int, bytes]] = field(default_factory=list)  # (seq, line) of the lines holding the marker
 
 
-def scan_events(chunks: Iterator[bytes], room: str, covered: int, needed: dict[int, set[int]]) -> EventScan:
+def scan_events(chunks: Iterator[bytes], room: str, covered: int, needed: dict[int, set[int]],
+                marker: bytes = b"") -> EventScan:
     """Check each line's seq and room from its tail, hash leaves 1..covered into the tree, and keep the
-    nodes in `needed` (level -> indices). Stops at the first bad line. Requires covered >= 1.
+    nodes in `needed` (level -> indices); keep the lines that contain `marker`, if given. Stops at the first bad
+    line. Requires covered >= 1.
 
     A canonical event ends with `,"room":<room>,"seq":<seq>}` (keys are sorted and these two come last).
     """
@@ -49,6 +52,8 @@ def scan_events(chunks: Iterator[bytes], room: str, covered: int, needed: dict[i
         first, bad = seq + 1, _first_bad_line(lines, seq + 1, tail_of) if not final else 0
         good = lines if bad is None else lines[:bad]
         tree.extend([sha256(b"\x00" + line).digest() for line in good[: max(0, covered - seq)]])
+        if marker and marker in b"\n".join(good):  # one search per batch: the per-line loop only when it hits
+            scan.marked.extend((first + i, line) for i, line in enumerate(good) if marker in line)
         seq = first + len(good) - 1
         if bad is not None:
             tree.finish()

@@ -238,6 +238,7 @@ class _Verification:
     digests: dict[str, tuple[str, int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     meshes: list[MeshProvenance] = field(default_factory=list)
+    marked: list[tuple[int, bytes]] = field(default_factory=list)  # (seq, line) of lines naming mesh.provenance
 
     def run(self) -> None:
         """Every check, in the order that names the earliest problem. Requires an open reader."""
@@ -409,7 +410,8 @@ class _Verification:
         """Every line is the event of its seq in this room; the tree at each checkpoint has its root."""
         sizes = [e.checkpoint.size for e in self.entries]
         covered = sizes[-1]
-        scan = scan_events(self._stream(EVENTS), self.room or "", covered, needed_nodes(sizes))
+        scan = scan_events(self._stream(EVENTS), self.room or "", covered, needed_nodes(sizes), _PROVENANCE)
+        self.marked = scan.marked
         valid = scan.count if scan.bad is None else scan.bad[0] - 1
         self._check_tree([e for e in self.entries if e.checkpoint.size <= valid], scan.nodes)
         if scan.bad is not None:
@@ -480,9 +482,7 @@ class _Verification:
 
     def _provenance(self) -> None:
         """The meshes of every mesh.provenance event (the tree already vouches for the lines' bytes)."""
-        for seq, line in enumerate(lines_of(self._stream(EVENTS)), start=1):
-            if _PROVENANCE not in line:
-                continue
+        for seq, line in self.marked:
             try:
                 event = decode_event(line)
             except CanonicalError as error:
