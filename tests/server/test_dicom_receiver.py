@@ -233,3 +233,40 @@ async def test_orthanc_moves_a_series_to_the_receiver(aiohttp_server, tmp_path, 
     finally:
         await http.close()
         shutil.rmtree(tmp_path / "orthanc", ignore_errors=True)
+
+
+async def test_associations_past_the_limit_are_rejected(aiohttp_server, tmp_path):
+    app, http, _ = await receiving(aiohttp_server, tmp_path / "data", dicom_max_associations=1)
+    try:
+        def two() -> tuple[bool, bool, bool]:
+            first = scu("ONE").associate("127.0.0.1", app[RECEIVER].port, ae_title="THEATRUM")
+            second = scu("TWO").associate("127.0.0.1", app[RECEIVER].port, ae_title="THEATRUM")
+            result = (first.is_established, second.is_established, second.is_rejected)
+            for assoc in (first, second):
+                if assoc.is_established:
+                    assoc.release()
+            return result
+
+        assert await asyncio.to_thread(two) == (True, False, True)
+    finally:
+        await http.close()
+
+
+def test_theatrum_serve_receives_dicom_on_its_port_and_refuses_a_bad_peer(tmp_path):
+    from serverproc import THEATRUM, ServerProcess
+
+    port = free_port()
+    server = ServerProcess.start(tmp_path / "data", env={"THEATRUM_DICOM_PORT": str(port)})
+    try:
+        assert f"Receiving DICOM as THEATRUM on 127.0.0.1:{port}" in server.output()
+        assoc = scu().associate("127.0.0.1", port, ae_title="THEATRUM")
+        assert int(assoc.send_c_echo().Status) == 0x0000
+        assoc.release()
+    finally:
+        server.stop()
+    run = subprocess.run([str(THEATRUM), "serve", "--data", str(tmp_path / "other"), "--port", str(free_port()),
+                          "--dicom-port", str(free_port()), "--ae-title", "VR"],
+                         env={"PATH": "/usr/bin:/bin", "THEATRUM_DICOM_PEERS": "PACS"}, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert "DICOM peer 'PACS' is not AETITLE@host" in run.stderr
