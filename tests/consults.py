@@ -23,9 +23,7 @@ from server.services.imports import import_folder
 
 REGULAR = DICOM / "ct-head-phantom-philips" / "DICOM" / "S21570" / "S2010"
 MESH = "m-record-bone"
-
-# The annotations the clients make, in order: (who, op). Ids are a<seq>: see `make_annotations`.
-LABEL = "Ventrikel — links, é"
+LABEL = "Ventrikel — links, é"  # a label outside Latin-1: the record is UTF-8
 
 
 @dataclass
