@@ -49,7 +49,7 @@ HEADER_KEYWORDS = keywords(
     SeriesNumber ImageType EchoNumbers Rows Columns SamplesPerPixel PhotometricInterpretation BitsAllocated
     BitsStored PixelRepresentation NumberOfFrames ImagePositionPatient ImageOrientationPatient PixelSpacing
     SliceThickness RescaleSlope RescaleIntercept RescaleType DoseGridScaling DoseUnits GridFrameOffsetVector
-    PerFrameFunctionalGroupsSequence SharedFunctionalGroupsSequence DirectoryRecordSequence
+    PerFrameFunctionalGroupsSequence SharedFunctionalGroupsSequence DirectoryRecordSequence FrameOfReferenceUID
     """
 )
 """The only elements the header reader parses (pydicom skips the others' values)."""
@@ -92,6 +92,7 @@ class Instance:
     pixel_offset: int | None
     pixel_length: int | None
     units: str = ""
+    frame_of_reference_uid: str = ""
 
     @property
     def path(self) -> str:
@@ -264,6 +265,7 @@ def _instance(
         sop_instance_uid=text(ds, "SOPInstanceUID"),
         series_instance_uid=text(ds, "SeriesInstanceUID"),
         study_instance_uid=text(ds, "StudyInstanceUID"),
+        frame_of_reference_uid=text(ds, "FrameOfReferenceUID"),
         study_description=text(ds, "StudyDescription"),
         modality=modality,
         series_description=text(ds, "SeriesDescription"),
