@@ -6,7 +6,7 @@ A binary mask meshed as it is gives a staircase. Each structure goes through the
    midpoints between the structure's voxels and their outside neighbours (capped half a voxel past its last
    slice, where that voxel ends).
 2. The staircase is smoothed away (windowed sinc, in index space), and every vertex is then held within half a
-   voxel, along each axis, of where marching cubes put it: the surface never leaves the boundary voxels' reach.
+   voxel (`HOLD_VOXELS`), along each axis, of where marching cubes put it: the surface stays with the boundary voxels.
 3. Marching cubes cuts the corners of the staircase off, which shrinks small structures: a uniform offset along
    the normals, within the same half voxel, gives back the mask's voxel volume (the volume a radiologist
    measures: voxels times voxel size).
@@ -44,8 +44,9 @@ MIN_TRIANGLES = 2_000
 PASS_BAND = 0.1
 ITERATIONS = 20
 # Waves shorter than about 14 edges are cut: the staircase's steps, not the organ's shape.
-HOLD_VOXELS = 0.5
-"""How far (in voxels, along each axis) smoothing and the volume offset may move a vertex from marching cubes."""
+HOLD_VOXELS = 0.4
+"""How far (in voxels, along each axis) smoothing and the volume offset may move a vertex from marching cubes:
+less than half a voxel, which leaves decimation room to stay within it too."""
 VOLUME_STEPS = 6
 # Below this many crop voxels a structure is meshed in the parent: forking costs more than it saves.
 _PARALLEL_VOXELS = 2_000_000
