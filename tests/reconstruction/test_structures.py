@@ -40,7 +40,7 @@ def cases():
     out = {}
     for case in (LIVER, LUNG, ABDOMEN, RTUTILS):
         require_path(case, case.name)
-        _, series, volume, _ = load_volume([case / "image"])
+        _, _, volume, _ = load_volume([case / "image"])
         out[case.name] = volume
     return out
 
@@ -153,11 +153,11 @@ def test_a_seg_of_another_frame_of_reference_or_a_truncated_one_is_refused(cases
     instances = frozenset(pydicom.dcmread(p).SOPInstanceUID for p in sorted((LIVER / "image").iterdir()))
     series = pydicom.dcmread(next((LIVER / "image").iterdir())).SeriesInstanceUID
     assert liver.references_series(liver.frame_of_reference_uid, series, instances) is None
-    with pytest.raises(SegmentationMismatchError, match="fraction of a pixel|orientation|spacing|slice"):
+    with pytest.raises(SegmentationMismatchError, match=r"fraction of a pixel|orientation|spacing|slice"):
         only(LIVER / "seg" / "liver.dcm").masks_on(shifted(volume, [0.3, 0.0, 0.0]))
     data = (LIVER / "seg" / "liver.dcm").read_bytes()
     (tmp_path / "truncated.dcm").write_bytes(data[: len(data) - 20_000])
-    with pytest.raises(SegmentationError, match="truncated.dcm"):
+    with pytest.raises(SegmentationError, match=r"truncated\.dcm"):
         only(tmp_path / "truncated.dcm").masks_on(volume)
 
 
@@ -179,8 +179,9 @@ def test_a_nifti_of_another_shape_or_grid_is_refused(cases, tmp_path):
 
 
 def shifted(volume: Volume, offset) -> Volume:
-    return Volume(voxels=volume.voxels, positions=volume.positions + np.asarray(offset), row_direction=volume.row_direction,
-                  column_direction=volume.column_direction, pixel_spacing=volume.pixel_spacing)
+    return Volume(voxels=volume.voxels, positions=volume.positions + np.asarray(offset),
+                  row_direction=volume.row_direction, column_direction=volume.column_direction,
+                  pixel_spacing=volume.pixel_spacing)
 
 
 # -- meshes against their masks ----------------------------------------------------------------------------------
@@ -224,7 +225,7 @@ def check_mesh_against_mask(volume: Volume, mask: StructureMask, mesh) -> None:
         centre = np.clip(np.floor(index).astype(int) + corner, 0, np.array(padded.shape) - 1)
         bound = np.minimum(bound, distance[tuple(centre.T)] + np.linalg.norm((index - centre) * spacing, axis=1))
     name = mask.structure.name
-    assert bound.max() <= diagonal, f"{name}: a vertex is {bound.max():.2f} mm from the boundary (diagonal {diagonal:.2f})"
+    assert bound.max() <= diagonal, f"{name}: a vertex {bound.max():.2f} mm from the boundary (diagonal {diagonal:.2f})"
     expected = mask.volume_ml(volume) * 1000
     assert enclosed_volume_mm3(mesh) == pytest.approx(expected, rel=0.05), name
 
@@ -280,7 +281,7 @@ def test_rtstruct_holes_stay_holes(cases, tmp_path):
     ds.save_as(tmp_path / "ring.dcm")
     ring = only(tmp_path / "ring.dcm")
     mask = ring.masks_on(volume)[0]
-    k, j, i = (np.asarray(lps_to_index(volume, centre[None])[0]).round().astype(int) - np.asarray(mask.start))
+    _, j, i = (np.asarray(lps_to_index(volume, centre[None])[0]).round().astype(int) - np.asarray(mask.start))
     assert not mask.mask[:, j, i].any()  # the centre is a hole on every slice
     expected = math.pi * (20.0**2 - 10.0**2) * volume.shape[0] * float(np.median(volume.slice_spacings)) / 1000
     assert mask.volume_ml(volume) == pytest.approx(expected, rel=0.03)
