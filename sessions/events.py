@@ -1,9 +1,9 @@
 """Events: what happened in a room, in its one total order, each one a leaf of the room's Merkle log.
 
-An Event is an accepted op (or a server happening: room.open/close, participant.join/leave) stamped by the
-server with the room's next `seq`, the server time `at` (ms since the Unix epoch) and the `author`'s
-pseudonym. Its leaf bytes are `sessions.ledger.canonical.encode_event` of {room, seq, at, author, kind, data};
-`hash` is the RFC 6962 leaf hash of those bytes, in hex.
+An Event is an accepted op (or a server happening: room.open/close, participant.join/leave,
+structure.add/fail) stamped by the server with the room's next `seq`, the server time `at` (ms since the Unix
+epoch) and the `author`'s pseudonym. Its leaf bytes are `sessions.ledger.canonical.encode_event` of {room, seq,
+at, author, kind, data}; `hash` is the RFC 6962 leaf hash of those bytes, in hex.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ class ServerKind(StrEnum):
     ROOM_CLOSE = "room.close"
     PARTICIPANT_JOIN = "participant.join"
     PARTICIPANT_LEAVE = "participant.leave"
+    STRUCTURE_ADD = "structure.add"  # a structure grown from a seed is ready (its mesh)
+    STRUCTURE_FAIL = "structure.fail"  # a structure could not be grown (the reason)
 
 
 class EventError(ValueError):

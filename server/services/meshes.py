@@ -165,6 +165,7 @@ def job_spec(catalog: Catalog, store: ArtifactStore, job: Mapping[str, Any]) -> 
     """
     if job["params"].get("kind") == STRUCTURES:
         return structures_spec(catalog, store, job)
+
     series = catalog.series(job["series_id"])
     if series is None:
         raise NotFound("not_found", "the series of this job no longer exists")
