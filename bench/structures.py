@@ -2,8 +2,8 @@
 
 The label map is made here, the same every run (a fixed seed): 100 labels on a 300 x 512 x 512 grid of
 0.8 x 0.8 mm pixels and 1.5 mm slices, as a whole-body segmenter writes them: four large organs (ellipsoids of
-40-70 mm), twenty medium ones (12-30 mm), forty-six small ones (4-12 mm) and thirty ribs (arcs of tori, 3-6 mm
-thick). Later labels overwrite earlier ones where they overlap.
+60-110 mm radii), twenty medium ones (20-45 mm), forty-six small ones (6-15 mm) and thirty ribs (arcs of tori,
+4-8 mm thick). Later labels overwrite earlier ones where they overlap.
 
 - ``ours``: ``reconstruction.structure_surface.structure_meshes`` on the labels' bounding-box crops
   (``reconstruction.nifti_labels.label_masks`` makes them), the default budget of 300,000 triangles: marching
