@@ -6,6 +6,7 @@ full mesh. Draco is the default for clients; the plain GLB is kept for tools tha
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -18,6 +19,7 @@ from .surface import vertex_normals
 from .volume import Volume
 
 COARSE_TRIANGLES = 30_000
+MIN_COARSE_SHARE = 200
 
 
 def coarse_mesh(mesh: Mesh, budget: int = COARSE_TRIANGLES) -> Mesh:
@@ -34,15 +36,20 @@ def coarse_mesh(mesh: Mesh, budget: int = COARSE_TRIANGLES) -> Mesh:
 
 
 def mesh_artifacts(
-    mesh: Mesh, volume: Volume, *, title: str = "", max_error_mm: float = DEFAULT_MAX_ERROR_MM
+    meshes: Mesh | Sequence[Mesh], volume: Volume, *, title: str = "", max_error_mm: float = DEFAULT_MAX_ERROR_MM
 ) -> dict[str, bytes]:
-    """GLB bytes by kind: ``full``, ``lod0`` (coarse), ``draco`` and ``draco_lod0``."""
+    """GLB bytes by kind: ``full``, ``lod0`` (coarse), ``draco`` and ``draco_lod0``, of one mesh (a tissue
+    preset) or several in one file (a segmentation's structures: the coarse level shares COARSE_TRIANGLES
+    among them by their triangles, each keeping at least a little of its shape)."""
+    meshes = [meshes] if isinstance(meshes, Mesh) else list(meshes)
+    total = sum(m.triangles for m in meshes) or 1
+    coarse = [coarse_mesh(m, max(MIN_COARSE_SHARE, COARSE_TRIANGLES * m.triangles // total)) for m in meshes]
     extras = {"title": title} if title else {}
-    full = glb_bytes([mesh], volume=volume, extras={**extras, "lod": "full"})
-    coarse = glb_bytes([coarse_mesh(mesh)], volume=volume, extras={**extras, "lod": 0})
+    full = glb_bytes(meshes, volume=volume, extras={**extras, "lod": "full"})
+    lod0 = glb_bytes(coarse, volume=volume, extras={**extras, "lod": 0})
     return {
         "full": full,
-        "lod0": coarse,
+        "lod0": lod0,
         "draco": draco_glb(full, max_error_mm=max_error_mm),
-        "draco_lod0": draco_glb(coarse, max_error_mm=max_error_mm),
+        "draco_lod0": draco_glb(lod0, max_error_mm=max_error_mm),
     }

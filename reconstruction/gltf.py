@@ -8,8 +8,9 @@ the face looks toward +Z. A point in patient LPS millimetres maps to glTF as
 a proper rotation (determinant +1) times a scale, so normals rotate by ``LPS_TO_GLTF_ROTATION`` alone. No
 translation: glTF coordinates are the scanner's patient coordinates, so the client may recentre for display.
 
-The file holds one node and one mesh per preset (both named after it), one material per tissue, and these
-extras, which carry nothing that identifies the patient (no names, IDs, dates, institution, UIDs,
+The file holds one node and one mesh per preset (both named after it), one material per tissue; or, for named
+structures (a segmentation's segments), one node, mesh and material per structure, named after it and in its
+colour. And these extras, which carry nothing that identifies the patient (no names, IDs, dates, institution, UIDs,
 descriptions):
 
 ``scenes[0].extras``
@@ -21,7 +22,8 @@ descriptions):
 ``nodes[n].extras`` and ``meshes[n].extras``
     ``preset``, ``threshold`` (the iso-level, in ``units.threshold``), ``triangles``, and how the surface was
     made: ``keep_largest`` (how many of its largest connected surfaces were kept, null for all) and
-    ``slice_smoothing`` (whether thick slices' terraces were smoothed away).
+    ``slice_smoothing`` (whether thick slices' terraces were smoothed away). A structure's node adds its
+    ``Mesh.extras`` (``reconstruction.structure_surface``: segment number, codes, volume).
 """
 
 from __future__ import annotations
@@ -131,20 +133,22 @@ def glb_bytes(
     }
     materials: dict[str, int] = {}
     for mesh in meshes:
-        node: dict[str, Any] = {"name": mesh.preset, "extras": _mesh_extras(mesh)}
+        name = mesh.name or mesh.preset
+        node: dict[str, Any] = {"name": name, "extras": _mesh_extras(mesh)}
         if mesh.triangles > 0:
-            if mesh.preset not in materials:
-                materials[mesh.preset] = len(doc["materials"])
-                doc["materials"].append(_material(mesh.preset, _look_of(mesh.preset, modality)))
+            look = _look_of(mesh.preset, modality) if mesh.color is None else _structure_look(mesh.color)
+            if name not in materials:
+                materials[name] = len(doc["materials"])
+                doc["materials"].append(_material(name, look))
             node["mesh"] = len(doc["meshes"])
             doc["meshes"].append(
                 {
-                    "name": mesh.preset,
+                    "name": name,
                     "primitives": [
                         {
                             "attributes": _vertex_accessors(doc, binary, mesh),
                             "indices": _index_accessor(doc, binary, mesh),
-                            "material": materials[mesh.preset],
+                            "material": materials[name],
                             "mode": _TRIANGLES,
                         }
                     ],
@@ -168,7 +172,13 @@ def _mesh_extras(mesh: Mesh) -> dict[str, Any]:
         "triangles": mesh.triangles,
         "keep_largest": mesh.keep_largest,
         "slice_smoothing": mesh.slice_smoothing,
+        **dict(mesh.extras),
     }
+
+
+def _structure_look(color: tuple[float, float, float, float]) -> Preset:
+    """The material of a named structure: its own colour, satin."""
+    return Preset("structure", "fixed", None, tuple(float(c) for c in color), roughness=0.5)  # type: ignore[arg-type]
 
 
 def _look_of(name: str, modality: str) -> Preset:

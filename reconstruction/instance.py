@@ -50,7 +50,7 @@ HEADER_KEYWORDS = keywords(
     SeriesNumber ImageType EchoNumbers Rows Columns SamplesPerPixel PhotometricInterpretation BitsAllocated
     BitsStored PixelRepresentation NumberOfFrames ImagePositionPatient ImageOrientationPatient PixelSpacing
     SliceThickness RescaleSlope RescaleIntercept RescaleType DoseGridScaling DoseUnits GridFrameOffsetVector
-    PerFrameFunctionalGroupsSequence SharedFunctionalGroupsSequence DirectoryRecordSequence
+    PerFrameFunctionalGroupsSequence SharedFunctionalGroupsSequence DirectoryRecordSequence FrameOfReferenceUID
     PatientName PatientID PatientBirthDate AccessionNumber
     """
 )
@@ -95,6 +95,7 @@ class Instance:
     pixel_offset: int | None
     pixel_length: int | None
     units: str = ""
+    frame_of_reference_uid: str = ""
 
     @property
     def path(self) -> str:
@@ -268,6 +269,7 @@ def _instance(
         sop_instance_uid=text(ds, "SOPInstanceUID"),
         series_instance_uid=text(ds, "SeriesInstanceUID"),
         study_instance_uid=text(ds, "StudyInstanceUID"),
+        frame_of_reference_uid=text(ds, "FrameOfReferenceUID"),
         study_description=clean_descriptor(text(ds, "StudyDescription"), patient),
         modality=modality,
         series_description=clean_descriptor(text(ds, "SeriesDescription"), patient),

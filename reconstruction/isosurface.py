@@ -131,7 +131,7 @@ def marching_cubes_slabs(
     Requires ``grid.shape`` >= 2 along every axis. ``workers`` > 1 meshes slabs in that many forked processes.
     """
     samples = math.prod(grid.shape)
-    parallel = workers > 1 and samples >= MIN_PARALLEL_SAMPLES and _can_fork()
+    parallel = workers > 1 and samples >= MIN_PARALLEL_SAMPLES and fork_possible()
     count = max(2 * workers if parallel else 1, math.ceil(samples / MAX_SLAB_SAMPLES))
     bounds = _slab_bounds(grid.shape[0], count)
     jobs = [(k0, k1, level, allow_degenerate) for k0, k1 in bounds]
@@ -176,7 +176,7 @@ def _slab_surface_in_worker(k0: int, k1: int, level: float, allow_degenerate: bo
     return _slab_surface(_worker_grid, k0, k1, level, allow_degenerate)
 
 
-def _can_fork() -> bool:
+def fork_possible() -> bool:
     """Forked workers need the fork start method and a parent allowed to have children (not a daemon)."""
     return "fork" in multiprocessing.get_all_start_methods() and not multiprocessing.current_process().daemon
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +17,8 @@ class Mesh:
     (the tissue side is inside). ``normals``: (V, 3) float32 unit vertex normals pointing outward, in LPS.
     How it was made, besides its preset and level: ``keep_largest``, how many of the largest connected surfaces
     were kept (None: all); ``slice_smoothing``, whether the terraces of thick slices were smoothed away.
+    A named structure (a segment of a segmentation) also has its ``name``, its own ``color`` (linear RGBA) and
+    ``extras`` for its GLB node (segment number, codes); a tissue preset's name and colour are the preset's.
     """
 
     preset: str
@@ -24,6 +28,9 @@ class Mesh:
     normals: np.ndarray
     keep_largest: int | None = None
     slice_smoothing: bool = False
+    name: str = ""
+    color: tuple[float, float, float, float] | None = None
+    extras: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def triangles(self) -> int:

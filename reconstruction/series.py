@@ -9,6 +9,7 @@ positions repeat. A stack with a single position is skipped as a "single-slice s
 
 Series ids: an unsplit series keeps its SeriesInstanceUID as ``uid``; the parts of a split series are
 ``"<SeriesInstanceUID>.<n>"``, n = 1, 2, ... in a stable order (by orientation, matrix, image type, echo).
+Files whose SeriesInstanceUID is empty group by their frame of reference (`anonymous_series_uid`).
 """
 
 from __future__ import annotations
@@ -225,10 +226,11 @@ def group_series(instances: Iterable[Instance]) -> tuple[list[Series], list[Skip
             continue
         if sop:
             first_by_sop[sop] = instance
-        if not instance.series_instance_uid:
+        uid = instance.series_instance_uid or anonymous_series_uid(instance)
+        if not uid:
             skipped.append(Skipped(instance.path, "no Series Instance UID"))
             continue
-        by_uid.setdefault(instance.series_instance_uid, []).append(instance)
+        by_uid.setdefault(uid, []).append(instance)
     series: list[Series] = []
     for uid, members in by_uid.items():
         found, left_out = _split_series(uid, members)
@@ -236,6 +238,12 @@ def group_series(instances: Iterable[Instance]) -> tuple[list[Series], list[Skip
         skipped.extend(left_out)
     series.sort(key=lambda s: (s.series_number is None, s.series_number or 0, s.description, s.uid))
     return series, skipped
+
+
+def anonymous_series_uid(instance: Instance) -> str:
+    """The id of a series whose files carry no SeriesInstanceUID (some exports empty every UID): its frame of
+    reference's, "for.<FrameOfReferenceUID>", so that such files still group; "" without one either."""
+    return f"for.{instance.frame_of_reference_uid}" if instance.frame_of_reference_uid else ""
 
 
 def stack_normal(orientation: Sequence[float]) -> np.ndarray:

@@ -50,10 +50,11 @@ from server.middleware.errors import json_errors
 from server.middleware.gzip import gzip_middleware
 from server.middleware.metrics import metrics_middleware
 from server.middleware.websockets import plain_websockets
-from server.services import autoimport, imports, sockets
+from server.services import autoimport, growing, imports, sockets
 from server.services.autoimport import build_default_meshes
 from server.services.deid import Pseudonymizer
 from server.services.fanout import Fanout
+from server.services.growing import GrowRequests
 from server.services.hub import Hub
 from server.services.imports import Library
 from server.services.invites import INVITE_KEY_FILE, InviteSigner
@@ -121,11 +122,17 @@ def build_app(settings: Settings) -> web.Application:
 
     async def job_changed(job: dict) -> None:
         await sio.emit("job", job_view(job), room=sockets.ADMIN_ROOM)
+        if growing.is_grow(job):
+            await hub.grow_changed(job)
 
-    app[JOBS] = JobRunner(catalog, spec_for=partial(job_spec, catalog, store), on_mesh=partial(record_mesh, catalog),
+    def spec_for(job: dict) -> dict:
+        return growing.job_spec(catalog, store, job) if growing.is_grow(job) else job_spec(catalog, store, job)
+
+    app[JOBS] = JobRunner(catalog, spec_for=spec_for, on_mesh=partial(record_mesh, catalog),
                           workers=settings.worker_count, max_queued=settings.max_queued_jobs,
                           on_update=job_changed, metrics=metrics)
     app[MESH_REQUESTS] = MeshRequests(catalog, app[JOBS])
+    hub.grow = GrowRequests(catalog, app[JOBS])
     widened = make_private(data)  # patient data: the owner's alone (the databases and keys just opened too)
     if widened:
         log.warning("%s: %d file(s) or folder(s) were readable by others; now they are not", data, widened)

@@ -1,10 +1,10 @@
 """Events: what happened in a room, in its one total order, each one a leaf of the room's Merkle log.
 
 An Event is an accepted op (or a server happening: room.open/close, participant.join/leave, the provenance of
-the meshes a room shows) stamped by the
-server with the room's next `seq`, the server time `at` (ms since the Unix epoch) and the `author`'s
-pseudonym. Its leaf bytes are `sessions.ledger.canonical.encode_event` of {room, seq, at, author, kind, data};
-`hash` is the RFC 6962 leaf hash of those bytes, in hex.
+the meshes a room shows, structure.add/fail) stamped by the server with the room's next `seq`, the server time
+`at` (ms since the Unix epoch) and the `author`'s pseudonym. Its leaf bytes are
+`sessions.ledger.canonical.encode_event` of {room, seq, at, author, kind, data}; `hash` is the RFC 6962 leaf hash
+of those bytes, in hex.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ class ServerKind(StrEnum):
     PARTICIPANT_JOIN = "participant.join"
     PARTICIPANT_LEAVE = "participant.leave"
     MESH_PROVENANCE = "mesh.provenance"
+    STRUCTURE_ADD = "structure.add"  # a structure grown from a seed is ready (its mesh)
+    STRUCTURE_FAIL = "structure.fail"  # a structure could not be grown (the reason)
 
 
 class EventError(ValueError):

@@ -82,6 +82,8 @@ class OpKind(StrEnum):
     PARTICIPANT_KICK = "participant.kick"
     FOLLOW_START = "follow.start"
     FOLLOW_STOP = "follow.stop"
+    STRUCTURE_GROW = "structure.grow"
+    STRUCTURE_STYLE = "structure.style"
 
 
 class AnnotationType(StrEnum):
@@ -398,3 +400,45 @@ def parse_participant_kick(fields: Mapping[str, Any], limits: RoomLimits) -> dic
     """{participant}. Requires the op's fields."""
     _expect(fields, {"participant"})
     return {"participant": identifier(fields["participant"], "participant")}
+
+
+MAX_GROW_RADIUS_MM = 1000.0
+
+
+def parse_structure_grow(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+    """{seed (LPS mm), name, low?, high?, max_radius_mm?, color?}: grow a structure from a point. Requires the
+    op's fields."""
+    _expect(fields, {"seed", "name"}, {"low", "high", "max_radius_mm", "color"})
+    data: dict[str, Any] = {"seed": _lps(fields["seed"], "seed", limits)}
+    name = text(fields["name"], "name", limits.max_label_length).strip()
+    if not name:
+        raise invalid("a structure needs a name")
+    data["name"] = name
+    for bound in ("low", "high"):
+        if bound in fields:
+            data[bound] = number(fields[bound], bound, -1e6, 1e6)
+    if "low" in data and "high" in data and data["low"] > data["high"]:
+        raise invalid("low must not be above high")
+    if "max_radius_mm" in fields:
+        data["max_radius_mm"] = number(fields["max_radius_mm"], "max_radius_mm", 1.0, MAX_GROW_RADIUS_MM)
+    if "color" in fields:
+        data["color"] = _color(fields["color"])
+    return data
+
+
+def parse_structure_style(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+    """{mesh, visible?, opacity?, color?, version?}: how a structure of the room is shown to everyone. `mesh` is
+    the structure's id ("<mesh id>:<segment number>"). Requires the op's fields."""
+    _expect(fields, {"mesh"}, {"visible", "opacity", "color", "version"})
+    data: dict[str, Any] = {"mesh": identifier(fields["mesh"], "mesh")}
+    if "visible" in fields:
+        if not isinstance(fields["visible"], bool):
+            raise invalid("visible must be true or false")
+        data["visible"] = fields["visible"]
+    if "opacity" in fields:
+        data["opacity"] = number(fields["opacity"], "opacity", 0.0, 1.0)
+    if "color" in fields:
+        data["color"] = _color(fields["color"])
+    if len(data) == 1:
+        raise invalid("structure.style needs visible, opacity or color")
+    return {**data, **_version(fields)}

@@ -89,6 +89,12 @@ OPS: dict[OpKind, OpSpec] = {
         ops.parse_no_fields, "lead follow-me", RoomState.prepare_as_is, RoomState.apply_follow, INSTRUCTORS_ONLY),
     OpKind.FOLLOW_STOP: OpSpec(
         ops.parse_no_fields, "end follow-me", RoomState.prepare_as_is, RoomState.apply_follow, INSTRUCTORS_ONLY),
+    OpKind.STRUCTURE_GROW: OpSpec(
+        ops.parse_structure_grow, "grow structures", RoomState.prepare_structure_grow,
+        RoomState.apply_structure_grow, {Role.SURGEON: ALWAYS}, tool=True),
+    OpKind.STRUCTURE_STYLE: OpSpec(
+        ops.parse_structure_style, "show or hide structures", RoomState.prepare_structure_style,
+        RoomState.apply_structure_style, {Role.SURGEON: ALWAYS}, tool=True),
 }
 
 SERVER_EVENTS: dict[ServerKind, Apply] = {
@@ -97,6 +103,8 @@ SERVER_EVENTS: dict[ServerKind, Apply] = {
     ServerKind.PARTICIPANT_JOIN: RoomState.apply_participant_join,
     ServerKind.PARTICIPANT_LEAVE: RoomState.apply_participant_leave,
     ServerKind.MESH_PROVENANCE: RoomState.apply_nothing,  # a record of where the meshes came from, not state
+    ServerKind.STRUCTURE_ADD: RoomState.apply_structure_add,
+    ServerKind.STRUCTURE_FAIL: RoomState.apply_structure_fail,
 }
 
 _APPLY: dict[str, Apply] = {**{str(kind): spec.apply for kind, spec in OPS.items()},

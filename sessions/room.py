@@ -51,6 +51,7 @@ class RoomInfo:
     title: str = ""
     study: str = ""
     meshes: tuple[str, ...] = ()
+    structures: tuple[Mapping[str, Any], ...] = ()  # {id, mesh, name, color, volume_ml} of its meshes' structures
 
     def __post_init__(self) -> None:
         identifier(self.id, "room id")
@@ -59,11 +60,15 @@ class RoomInfo:
         if self.study:
             identifier(self.study, "study")
         object.__setattr__(self, "meshes", tuple(identifier(m, "mesh") for m in self.meshes))
+        for structure in self.structures:
+            identifier(structure["id"], "structure")
 
     def to_json(self) -> dict[str, Any]:
-        """The room.open event data (the id is the event's room)."""
-        return {"mode": self.mode.value, "title": self.title, "study": self.study,
-                "meshes": list(self.meshes)}
+        """The room.open event data (the id is the event's room); `structures` only when there are some."""
+        data = {"mode": self.mode.value, "title": self.title, "study": self.study, "meshes": list(self.meshes)}
+        if self.structures:
+            data["structures"] = [dict(s) for s in self.structures]
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RoomInfo:
@@ -212,6 +217,14 @@ class Room:
             raise OpError(ErrorCode.FORBIDDEN, reason)
         data = prepare(self.state, op, participant_id, self.seq + 1, self.limits)
         return self._append(participant_id, op.kind, data, at)
+
+    def record(self, kind: ServerKind, data: Mapping[str, Any], at: int) -> Event:
+        """Log a server event of the structures (structure.add, structure.fail). Requires an open room and data
+        made by the server."""
+        if kind not in (ServerKind.STRUCTURE_ADD, ServerKind.STRUCTURE_FAIL):
+            raise ValueError(f"{kind} is not recorded this way")
+        self._check_open()
+        return self._append(SERVER, kind, data, at)
 
     def _sender(self, participant_id: str) -> Participant:
         """The present participant `participant_id`, or a forbidden OpError."""

@@ -1,4 +1,5 @@
-"""The state of a room: participants, annotations, clip planes, model transform, lock and follow-me.
+"""The state of a room: participants, annotations, clip planes, model transform, lock, follow-me, and the named
+structures (each shown or hidden, at an opacity and colour, for everyone) with the ones being grown.
 
 Two halves, so that live ops and log replay can never disagree:
 
@@ -128,6 +129,17 @@ class ModelTransform:
                    dict(data["versions"]))
 
 
+MAX_GROWING = 4  # structures being grown in a room at once
+STYLE_FIELDS = ("visible", "opacity", "color")
+
+
+def structure_entry(data: Mapping[str, Any], version: int) -> dict[str, Any]:
+    """A structure as the state keeps it: {id, mesh, name, color, volume_ml, visible, opacity, version,
+    versions}. Requires {id, mesh, name, color, volume_ml}."""
+    return {"id": data["id"], "mesh": data["mesh"], "name": data["name"], "color": data["color"],
+            "volume_ml": data["volume_ml"], "visible": True, "opacity": 1.0, "version": version, "versions": {}}
+
+
 def measure_mm(a: list[float], b: list[float]) -> float:
     """The distance between two LPS points in mm, rounded to 1e-6 mm. Requires two 3-vectors."""
     return round(math.dist(a, b), 6)
@@ -147,6 +159,8 @@ class RoomState:
         self.locked = False
         self.joins_locked = False  # no one new may join (participants already known may come back)
         self.follow: str | None = None  # the participant everyone follows, if any
+        self.structures: dict[str, dict[str, Any]] = {}  # id "<mesh>:<segment>" -> structure_entry
+        self.growing: dict[str, dict[str, Any]] = {}  # request id -> {author, name}: structures being grown
 
     # ---- queries -----------------------------------------------------------------------------------
 
@@ -239,6 +253,21 @@ class RoomState:
             raise OpError(ErrorCode.FORBIDDEN, "instructors cannot be removed; change their role first")
         return dict(data)
 
+    def prepare_structure_grow(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+        """{request, seed, name, ...}: a request the server grows as a job. Requires a parsed structure.grow."""
+        if len(self.growing) >= MAX_GROWING:
+            raise OpError(ErrorCode.LIMIT, f"{MAX_GROWING} structures are being grown already; wait for one")
+        return {"request": f"g{seq}", **data}
+
+    def prepare_structure_style(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+        """The changed style fields of an existing structure. Requires a parsed structure.style."""
+        structure = self.structures.get(data["mesh"])
+        if structure is None:
+            raise OpError(ErrorCode.NOT_FOUND, f"no structure {data['mesh']!r} in the room")
+        changed = {key: value for key, value in data.items() if key in STYLE_FIELDS}
+        _check_version(data, structure["version"], structure["versions"], changed, f"structure {data['mesh']}")
+        return {"mesh": data["mesh"], **changed}
+
     def _annotation(self, annotation_id: str) -> Annotation:
         """The annotation `annotation_id`, or a not_found OpError."""
         annotation = self.annotations.get(annotation_id)
@@ -265,8 +294,31 @@ class RoomState:
     # ---- apply: the deterministic change -----------------------------------------------------------
 
     def apply_room_open(self, event: Event) -> None:
-        """Record the room's id and description. Requires the first event."""
-        self.room = {"id": event.room, **copy.deepcopy(event.data)}
+        """Record the room's id and description, and the structures of its meshes. Requires the first event."""
+        data = copy.deepcopy(event.data)
+        for structure in data.pop("structures", []):
+            self.structures[structure["id"]] = structure_entry(structure, event.seq)
+        self.room = {"id": event.room, **data}
+
+    def apply_structure_grow(self, event: Event) -> None:
+        """A structure is being grown."""
+        self.growing[event.data["request"]] = {"author": event.author, "name": event.data["name"]}
+
+    def apply_structure_add(self, event: Event) -> None:
+        """A grown structure is ready: it joins the room's structures, shown."""
+        self.growing.pop(event.data.get("request", ""), None)
+        self.structures[event.data["id"]] = structure_entry(event.data, event.seq)
+
+    def apply_structure_fail(self, event: Event) -> None:
+        """A structure could not be grown."""
+        self.growing.pop(event.data["request"], None)
+
+    def apply_structure_style(self, event: Event) -> None:
+        """Change how a structure is shown (last writer wins per field)."""
+        structure = self.structures[event.data["mesh"]]
+        changed = {key: value for key, value in event.data.items() if key in STYLE_FIELDS}
+        self.structures[structure["id"]] = {**structure, **changed, "version": event.seq,
+                                            "versions": {**structure["versions"], **dict.fromkeys(changed, event.seq)}}
 
     def apply_room_close(self, event: Event) -> None:
         """Close the room: everyone leaves, follow-me ends."""
@@ -389,6 +441,8 @@ class RoomState:
                 "model": self.model.to_json(),
                 "locks": {"model": self.locked, "joins": self.joins_locked},
                 "follow": self.follow,
+                "structures": copy.deepcopy(self.structures),
+                "growing": copy.deepcopy(self.growing),
             },
             "seq": self.seq,
         }
@@ -411,6 +465,8 @@ class RoomState:
         state.locked = body["locks"]["model"]
         state.joins_locked = body["locks"].get("joins", False)
         state.follow = body["follow"]
+        state.structures = copy.deepcopy(body.get("structures", {}))
+        state.growing = copy.deepcopy(body.get("growing", {}))
         state.seq = snapshot["seq"]
         return state
 

@@ -11,6 +11,7 @@ from sessions.room import Room, RoomInfo, RoomMode
 from sessions.sqlite_log import SqliteLogStore
 
 ROOM = "room-1"
+STRUCTURE = "mesh-liver:1"  # the one structure of the room's meshes (a segmentation's segment 1)
 T0 = 1_700_000_000_000  # ms since the epoch
 
 
@@ -30,8 +31,9 @@ def new_room(people: dict[str, Role], *, store: LogStore | None = None, limits: 
     """A room (id ROOM) in which each pid of `people` has joined with its role, in order."""
     clock = clock or Clock()
     log = EventLog(store or MemoryLogStore(), ROOM)
-    room = Room.create(RoomInfo(ROOM, mode, "Temporal bone", "study-1", ("mesh-bone", "mesh-skin")), log,
-                       clock(), limits)
+    structures = ({"id": STRUCTURE, "mesh": "mesh-liver", "name": "Liver", "color": "#dd8265", "volume_ml": 70.4},)
+    info = RoomInfo(ROOM, mode, "Temporal bone", "study-1", ("mesh-bone", "mesh-skin", "mesh-liver"), structures)
+    room = Room.create(info, log, clock(), limits)
     for pid, role in people.items():
         room.join(pid, f"Name of {pid}", role, clock())
     return room

@@ -57,6 +57,7 @@ def room_view(live: LiveRoom, *, detail: bool) -> dict[str, Any]:
             "joins_locked": state.joins_locked,
             "follow": state.follow,
             "model": state.model.to_json(),
+            "structures": len(state.structures),
         }
     return view
 
@@ -144,9 +145,17 @@ async def create_room(request: web.Request) -> web.Response:
         if mode is RoomMode.TRAINING and mesh["preset"] in IDENTIFYING_PRESETS:
             raise ApiError(422, "identifying_mesh", f"mesh {mesh_id} is a {mesh['preset']} surface, which "
                            "can show the patient's face: training rooms take de-identified data only")
+    structures = []
+    for mesh_id in mesh_ids:
+        segmentation_id = catalog.mesh(mesh_id).get("segmentation_id")
+        segmentation = catalog.segmentation(segmentation_id) if segmentation_id else None
+        for s in segmentation["structures"] if segmentation else ():
+            structures.append({"id": f"{mesh_id}:{s['number']}", "mesh": mesh_id, "name": s["name"],
+                               "color": s["color"], "volume_ml": s["volume_ml"]})
     hub = request.app[HUB]
     try:
-        live = hub.create_room(mode, title, study_id, mesh_ids, names, mesh_provenance(catalog, mesh_ids))
+        live = hub.create_room(mode, title, study_id, mesh_ids, names, mesh_provenance(catalog, mesh_ids),
+                               tuple(structures))
     except OpError as e:
         raise ApiError(400, "bad_parameter", e.detail) from None
     body = {"room": room_view(live, detail=True), "invites": role_invites(request, hub, live)}

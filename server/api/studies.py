@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -51,7 +52,8 @@ async def upload_study(request: web.Request) -> web.Response:
     loop = asyncio.get_running_loop()
     try:
         await receive_upload(request, folder, limit)
-        result = await loop.run_in_executor(None, imports.import_folder, request.app[LIBRARY], folder)
+        study = request.query.get("study")
+        result = await loop.run_in_executor(None, imports.import_folder, request.app[LIBRARY], folder, study)
     finally:
         await loop.run_in_executor(None, lambda: shutil.rmtree(folder, ignore_errors=True))
     return web.json_response(result, status=201 if result["instances"]["added"] else 200)
@@ -60,7 +62,9 @@ async def upload_study(request: web.Request) -> web.Response:
 async def receive_upload(request: web.Request, folder: Path, limit: int) -> int:
     """Stream the request body into `folder` (multipart parts or one raw body); returns bytes received.
 
-    File names from the client are never used as paths: parts are saved as ``part-<n>``.
+    File names from the client are never used as paths: a part is saved under its base name reduced to letters,
+    digits, dots, dashes and underscores (a NIfTI mask's file name is its structure's name), or as ``part-<n>``
+    when that is empty, hidden or taken.
     """
     received = 0
 
@@ -84,7 +88,7 @@ async def receive_upload(request: web.Request, folder: Path, limit: int) -> int:
                     await part.release()
                     continue
                 n += 1
-                await save(part.read_chunk, folder / f"part-{n:06d}")
+                await save(part.read_chunk, folder / _part_name(part.filename, n, folder))
         except (ValueError, AssertionError, HttpProcessingError) as e:
             raise ApiError(400, "malformed_multipart", f"the multipart body cannot be parsed: {e}") from None
         if n == 0:
@@ -94,6 +98,14 @@ async def receive_upload(request: web.Request, folder: Path, limit: int) -> int:
         if received == 0:
             raise ApiError(400, "empty_upload", "the request body is empty")
     return received
+
+
+def _part_name(filename: str | None, n: int, folder: Path) -> str:
+    """A safe, new name in ``folder`` for upload part ``n`` (see `receive_upload`)."""
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", (filename or "").replace("\\", "/").rsplit("/", 1)[-1])[-100:]
+    if not base or base.startswith(".") or (folder / base).exists():
+        return f"part-{n:06d}"
+    return base
 
 
 def routes() -> list[web.RouteDef]:

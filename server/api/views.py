@@ -4,6 +4,7 @@ dimensions and spacing). The socket `job` events carry the same job view.
 
 from __future__ import annotations
 
+from server.services.imports import segmentation_view
 from server.storage.catalog import Catalog
 
 
@@ -14,6 +15,8 @@ def series_view(row: dict) -> dict:
 def mesh_view(row: dict) -> dict:
     view = {key: row[key] for key in ("id", "study_id", "series_id", "preset", "threshold", "triangles", "vertices",
                                       "bbox_lps_mm")}
+    if row.get("segmentation_id"):
+        view["segmentation_id"] = row["segmentation_id"]
     return {**view, "url": f"/api/meshes/{row['id']}.glb"}
 
 
@@ -31,6 +34,7 @@ def study_view(catalog: Catalog, row: dict, *, detail: bool) -> dict:
         "created_at": row["created_at"],
         "instances": catalog.instance_count(row["id"]),
         "series": [series_view(s) for s in catalog.series_of(row["id"])],
+        "segmentations": [segmentation_view(s) for s in catalog.segmentations_of(row["id"])],
     }
     if detail:
         view["meshes"] = [mesh_view(m) for m in catalog.meshes_of(row["id"])]

@@ -36,10 +36,12 @@ import socketio
 from server.clock import now_ms
 from server.config import Settings
 from server.metrics import Metrics
-from server.services import playback
+from server.services import growing, playback
 from server.services.client_errors import ClientErrors
 from server.services.deid import Pseudonymizer
+from server.services.errors import ServiceError
 from server.services.fanout import Fanout
+from server.services.growing import GrowRequests
 from server.services.invites import (
     ROLE,
     Invite,
@@ -51,9 +53,10 @@ from server.services.invites import (
     new_room_code,
 )
 from server.services.ledger import LedgerService
+from server.services.provenance import mesh_provenance
 from server.storage.errors import StorageError
 from server.storage.roomdb import RoomCode, RoomDatabase, RoomRecord
-from sessions.events import Event
+from sessions.events import Event, ServerKind
 from sessions.limits import RateLimiter, ViolationCounter, op_rate_limiter
 from sessions.log import EventLog, LogError
 from sessions.ops import ErrorCode, OpError, OpKind
@@ -165,6 +168,7 @@ class Hub:
         self.unverified: dict[str, str] = {}  # room -> why its stored Merkle tree cannot be vouched for
         self._tasks: set[asyncio.Task] = set()
         self._ticker: asyncio.Task | None = None
+        self.grow: GrowRequests | None = None  # set by the app: structure.grow ops become jobs there
         for record in self.db.records():
             room = Room.open(EventLog(self.db.logs, record.id), self.limits)
             self.rooms[record.id] = self._live(room, record)
@@ -172,7 +176,8 @@ class Hub:
 
     def _live(self, room: Room, record: RoomRecord) -> LiveRoom:
         per_minute = self.limits.max_events_per_minute
-        return LiveRoom(room, record, PoseHub(self.pose_limits), frozenset(room.info.meshes),
+        grown = {s["mesh"] for s in room.state.structures.values()}
+        return LiveRoom(room, record, PoseHub(self.pose_limits), frozenset(room.info.meshes) | grown,
                         RateLimiter(per_minute / 60.0, per_minute))
 
     def log_of(self, room_id: str) -> EventLog | None:
@@ -228,14 +233,16 @@ class Hub:
     # ---- rooms -------------------------------------------------------------------------------------
 
     def create_room(self, mode: RoomMode, title: str, study: str, meshes: list[str],
-                    names: Mapping[Role, str], provenance: Mapping[str, Any]) -> LiveRoom:
+                    names: Mapping[Role, str], provenance: Mapping[str, Any],
+                    structures: tuple[Mapping[str, Any], ...] = ()) -> LiveRoom:
         """Create a room (room.open logged, then the meshes' mesh.provenance), its role invites, and codes in a
-        training room. Requires a checked study and meshes, and their provenance (server/services/provenance.py).
+        training room. Requires a checked study and meshes, their provenance (server/services/provenance.py) and
+        the structures of their segmentations.
 
         Raises OpError (invalid) for a bad title or id.
         """
         room_id = "rm" + secrets.token_hex(8)
-        info = RoomInfo(room_id, mode, title, study, tuple(meshes))
+        info = RoomInfo(room_id, mode, title, study, tuple(meshes), structures)
         at, now = now_ms(), time.time()
         record = RoomRecord(room_id, at, int(now) + self.settings.invite_ttl,
                             {role.value: names[role] for role in Role})
@@ -537,7 +544,51 @@ class Hub:
         if event.kind == OpKind.PARTICIPANT_KICK:
             await self._replace_role_link(live, event.data["participant"])
             await self._remove(live, event.data["participant"])
+        if event.kind == OpKind.STRUCTURE_GROW:
+            why = self.grow.submit(live.room.info, event) if self.grow is not None else "growing is not available"
+            if why is not None:
+                await self._record(live, ServerKind.STRUCTURE_FAIL, {"request": event.data["request"], "reason": why})
         return {"ok": True, "seq": event.seq}
+
+    async def grow_changed(self, job: Mapping[str, Any]) -> None:
+        """A grow job moved on: its progress goes to the room's sockets (not logged); its end is logged as
+        structure.add (the new mesh, readable by the room's invites from now on) or structure.fail."""
+        params = job["params"]
+        live = self.rooms.get(params["room"])
+        if live is None or live.room.closed or params["request"] not in live.room.state.growing:
+            return
+        request = params["request"]
+        if job["state"] in ("queued", "running"):
+            progress = {"request": request, "stage": job["stage"], "percent": job["percent"]}
+            self.fanout.send("structure.progress", progress, live.subscribers)
+            return
+        data = growing.outcome(self.grow.catalog, job) if job["state"] == "done" and self.grow else None
+        if data is None:
+            reason = job.get("error") or ("cancelled" if job["state"] == "cancelled" else "no structure was made")
+            if reason.startswith("seed: ") or reason.startswith("band: "):
+                reason = reason.split(": ", 1)[1]
+            elif reason.startswith("internal error"):
+                reason = "the server could not grow this structure"
+            await self._record(live, ServerKind.STRUCTURE_FAIL, {"request": request, "reason": reason})
+            return
+        live.meshes = live.meshes | {data["mesh"]}
+        try:
+            await self.record_provenance(live, mesh_provenance(self.grow.catalog, [data["mesh"]]))
+        except (OpError, LogError, ServiceError):
+            log.exception("room %s: the provenance of a grown structure could not be logged", live.id)
+        await self._record(live, ServerKind.STRUCTURE_ADD, data)
+
+    async def _record(self, live: LiveRoom, kind: ServerKind, data: Mapping[str, Any]) -> None:
+        """Log and send a server event of the room's structures."""
+        async with live.lock:
+            if live.room.closed:
+                return
+            try:
+                event = live.room.record(kind, data, now_ms())
+            except LogError:
+                log.exception("room %s: %s could not be logged", live.id, kind)
+                return
+            self._appended(live, event)
 
     def on_pose(self, sid: str, message: Any = None) -> None:
         """Handle `pose` (volatile, no ack): keep it for the next tick; a malformed pose is a violation."""

@@ -29,6 +29,7 @@ TRIANGLE_CHOICES = (50_000, 150_000, DEFAULT_TARGET_TRIANGLES)  # what the lobby
 BUILD_PARAMETERS = ("target_triangles", "allow_gaps", "largest_only", "slice_smoothing")  # besides preset, level
 PARAMETERS = frozenset({"series", "presets", "threshold", "target_triangles", "allow_gaps", "largest_only",
                         "slice_smoothing"})
+STRUCTURES = "structures"  # the preset of a segmentation's mesh: one node per structure
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ class MeshRequests:
         """
         if self.catalog.study(study_id) is None:
             raise NotFound("not_found", f"no study {study_id!r}")
+        if "segmentation" in body:
+            return self._structures(study_id, body)
         all_series = self.catalog.series_of(study_id)
         series_id = body.get("series")
         if series_id is not None and not isinstance(series_id, str):
@@ -117,11 +120,38 @@ class MeshRequests:
         if all(existing):
             return MeshAnswer(meshes=existing)
         cache_key = hashlib.sha256(json.dumps(sorted(mesh_ids.values())).encode()).hexdigest()
+        return self._job(study_id, series["id"], {**params, "mesh_ids": mesh_ids}, cache_key)
+
+
+    def _structures(self, study_id: str, body: Mapping[str, Any]) -> MeshAnswer:
+        """The mesh of a segmentation's structures (one GLB, one node per structure), or the job that builds it."""
+        unknown = set(body) - {"segmentation", "target_triangles"}
+        if unknown:
+            raise Invalid("bad_parameter", f"unknown field(s) with a segmentation: {', '.join(sorted(unknown))}")
+        segmentation_id = body["segmentation"]
+        segmentation = self.catalog.segmentation(segmentation_id) if isinstance(segmentation_id, str) else None
+        if segmentation is None or segmentation["study_id"] != study_id:
+            raise NotFound("not_found", f"no segmentation {segmentation_id!r} in study {study_id}")
+        target = body.get("target_triangles", DEFAULT_TARGET_TRIANGLES)
+        if isinstance(target, bool) or not isinstance(target, int) or not MIN_TRIANGLES <= target <= MAX_TRIANGLES:
+            raise Invalid("bad_parameter", f"target_triangles must be an integer in [{MIN_TRIANGLES}, {MAX_TRIANGLES}]")
+        key = {"masks": segmentation["masks"], "preset": STRUCTURES, "target_triangles": target,
+               "structures": segmentation["structures"], "version": __version__}
+        mesh_id = "m" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+        existing = self.catalog.mesh(mesh_id)
+        if existing is not None:
+            return MeshAnswer(meshes=[existing])
+        params = {"kind": STRUCTURES, "segmentation": segmentation_id, "target_triangles": target,
+                  "mesh_ids": {STRUCTURES: mesh_id}}
+        return self._job(study_id, segmentation["series_id"], params, mesh_id)
+
+    def _job(self, study_id: str, series_id: str, params: dict, cache_key: str) -> MeshAnswer:
+        """The queued or running job of `cache_key`, or a new one. Raises Busy when the queue is full."""
         for job in self.catalog.jobs_in(("queued", "running")):
             if job["cache_key"] == cache_key:
                 return MeshAnswer(job=job)
-        job = {"id": new_job_id(), "study_id": study_id, "series_id": series["id"],
-               "params": {**params, "mesh_ids": mesh_ids}, "cache_key": cache_key}
+        job = {"id": new_job_id(), "study_id": study_id, "series_id": series_id, "params": params,
+               "cache_key": cache_key}
         try:
             self.jobs.submit(job)
         except QueueFullError as e:
@@ -134,6 +164,9 @@ def job_spec(catalog: Catalog, store: ArtifactStore, job: Mapping[str, Any]) -> 
 
     Raises NotFound if the series was deleted meanwhile.
     """
+    if job["params"].get("kind") == STRUCTURES:
+        return structures_spec(catalog, store, job)
+
     series = catalog.series(job["series_id"])
     if series is None:
         raise NotFound("not_found", "the series of this job no longer exists")
@@ -153,8 +186,23 @@ def job_spec(catalog: Catalog, store: ArtifactStore, job: Mapping[str, Any]) -> 
     }
 
 
+def structures_spec(catalog: Catalog, store: ArtifactStore, job: Mapping[str, Any]) -> dict:
+    """What the worker needs to mesh a segmentation's structures: its masks and structures."""
+    segmentation = catalog.segmentation(job["params"]["segmentation"])
+    if segmentation is None:
+        raise NotFound("not_found", "the segmentation of this job no longer exists")
+    return {"kind": STRUCTURES, "masks": str(store.path_for(segmentation["masks"], ".npz")),
+            "masks_digest": segmentation["masks"], "structures": segmentation["structures"],
+            "target_triangles": job["params"]["target_triangles"], "mesh_ids": job["params"]["mesh_ids"],
+            "segmentation_id": segmentation["id"], "artifacts_root": str(store.root)}
+
+
 def record_mesh(catalog: Catalog, job: Mapping[str, Any], mesh: Mapping[str, Any]) -> None:
-    """Add a mesh a job built to the catalog, with the parameters it was built with (its provenance)."""
+    """Add a mesh a job built to the catalog, with the parameters it was built with (its provenance), and the
+    segmentation a grown structure keeps."""
+    segmentation = mesh.get("segmentation")
+    if segmentation is not None:
+        catalog.add_segmentation({**segmentation, "study_id": job["study_id"], "series_id": job["series_id"]})
     params = {name: job["params"].get(name) for name in BUILD_PARAMETERS}
-    catalog.add_mesh({**mesh, "study_id": job["study_id"], "series_id": job["series_id"],
-                      "params": {**params, "version": __version__}})
+    catalog.add_mesh({**{k: v for k, v in mesh.items() if k != "segmentation"}, "study_id": job["study_id"],
+                      "series_id": job["series_id"], "params": {**params, "version": __version__}})

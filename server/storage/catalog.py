@@ -81,6 +81,34 @@ CREATE INDEX IF NOT EXISTS meshes_study ON meshes(study_id);
 ADDED_COLUMNS = (("meshes", "params", "TEXT NOT NULL DEFAULT '{}'"),
                  ("studies", "clean_descriptors", "INTEGER NOT NULL DEFAULT 0"))
 
+# Migrations, by the schema version they lead to (PRAGMA user_version); each runs once, in order.
+MIGRATIONS: dict[int, str] = {
+    # Segmentations (SEG, RTSTRUCT, NIfTI, or grown in a room) and their structures. `files` lists the stored
+    # source files {digest, suffix}; `masks` is the digest of the structures' masks on the series' grid (.npz).
+    1: """
+CREATE TABLE IF NOT EXISTS segmentations (
+    id TEXT PRIMARY KEY,
+    study_id TEXT NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+    series_id TEXT NOT NULL,
+    format TEXT NOT NULL,
+    files TEXT NOT NULL,
+    masks TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS segmentations_study ON segmentations(study_id);
+CREATE TABLE IF NOT EXISTS structures (
+    segmentation_id TEXT NOT NULL REFERENCES segmentations(id) ON DELETE CASCADE,
+    number INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    color TEXT NOT NULL,
+    code TEXT NOT NULL,
+    volume_ml REAL NOT NULL,
+    PRIMARY KEY (segmentation_id, number)
+);
+ALTER TABLE meshes ADD COLUMN segmentation_id TEXT;
+""",
+}
+
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 
 
@@ -116,6 +144,7 @@ class Catalog:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
+            self._migrate()
             for table, column, definition in ADDED_COLUMNS:
                 present = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
                 if column not in present:
@@ -127,6 +156,18 @@ class Catalog:
 
     def close(self) -> None:
         self._db.close()
+
+    def _migrate(self) -> None:
+        """Run the migrations this database has not had yet, each in one transaction with its version."""
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        for target in sorted(v for v in MIGRATIONS if v > version):
+            try:
+                script = f"BEGIN IMMEDIATE;{MIGRATIONS[target]}PRAGMA user_version = {int(target)};COMMIT;"
+                self._db.executescript(script)
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     # -- low level ---------------------------------------------------------------------------------------
     def _all(self, sql: str, args: Iterable[Any] = ()) -> list[dict]:
@@ -205,6 +246,12 @@ class Catalog:
             shas = [r[0] for r in db.execute("SELECT sha256 FROM instances WHERE study_id = ?", (study_id,))]
             for (arts,) in db.execute("SELECT artifacts FROM meshes WHERE study_id = ?", (study_id,)):
                 shas.extend(json.loads(arts).values())
+            for files, masks in db.execute("SELECT files, masks FROM segmentations WHERE study_id = ?", (study_id,)):
+                shas.extend(f["digest"] for f in json.loads(files))
+                shas.append(masks)
+            db.execute("DELETE FROM structures WHERE segmentation_id IN "
+                       "(SELECT id FROM segmentations WHERE study_id = ?)", (study_id,))
+            db.execute("DELETE FROM segmentations WHERE study_id = ?", (study_id,))
             db.execute("DELETE FROM meshes WHERE study_id = ?", (study_id,))
             db.execute("DELETE FROM jobs WHERE study_id = ?", (study_id,))
             db.execute("DELETE FROM instances WHERE study_id = ?", (study_id,))
@@ -217,10 +264,14 @@ class Catalog:
         return sorted(set(shas) - still)
 
     def referenced(self) -> set[tuple[str, str]]:
-        """Every (digest, suffix) a row refers to: instances (.dcm) and mesh artifacts (.glb)."""
+        """Every (digest, suffix) a row refers to: instances (.dcm), mesh artifacts (.glb), segmentation files
+        and their masks (.npz)."""
         files = {(row["sha256"], ".dcm") for row in self._all("SELECT sha256 FROM instances")}
         for row in self._all("SELECT artifacts FROM meshes"):
             files.update((digest, ".glb") for digest in json.loads(row["artifacts"]).values())
+        for row in self._all("SELECT files, masks FROM segmentations"):
+            files.update((f["digest"], f["suffix"]) for f in json.loads(row["files"]))
+            files.add((row["masks"], ".npz"))
         return files
 
     # -- jobs --------------------------------------------------------------------------------------------
@@ -254,11 +305,12 @@ class Catalog:
     def add_mesh(self, mesh: dict) -> None:
         self._execute(
             "INSERT OR REPLACE INTO meshes (id, study_id, series_id, preset, threshold, triangles, vertices, "
-            "bbox_lps_mm, artifacts, created_at, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "bbox_lps_mm, artifacts, created_at, params, segmentation_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (mesh["id"], mesh["study_id"], mesh["series_id"], mesh["preset"], mesh["threshold"],
              mesh["triangles"], mesh["vertices"], json.dumps(mesh["bbox_lps_mm"]),
              json.dumps(mesh["artifacts"], sort_keys=True), time.time(),
-             json.dumps(mesh.get("params", {}), sort_keys=True)),
+             json.dumps(mesh.get("params", {}), sort_keys=True), mesh.get("segmentation_id")),
         )
 
     def mesh(self, mesh_id: str) -> dict | None:
@@ -268,6 +320,28 @@ class Catalog:
     def meshes_of(self, study_id: str) -> list[dict]:
         rows = self._all("SELECT * FROM meshes WHERE study_id = ? ORDER BY created_at, preset", (study_id,))
         return [_decode_mesh(r) for r in rows]
+
+
+    # -- segmentations ---------------------------------------------------------------------------------------
+    def segmentation(self, segmentation_id: str) -> dict | None:
+        r = self._one("SELECT * FROM segmentations WHERE id = ?", (segmentation_id,))
+        return self._with_structures(r) if r else None
+
+    def segmentations_of(self, study_id: str) -> list[dict]:
+        rows = self._all("SELECT * FROM segmentations WHERE study_id = ? ORDER BY created_at, id", (study_id,))
+        return [self._with_structures(r) for r in rows]
+
+    def _with_structures(self, r: dict) -> dict:
+        r["files"] = json.loads(r["files"])
+        r["structures"] = [{**row, "code": json.loads(row["code"])} for row in self._all(
+            "SELECT number, name, color, code, volume_ml FROM structures WHERE segmentation_id = ? ORDER BY number",
+            (r["id"],))]
+        return r
+
+    def add_segmentation(self, segmentation: dict) -> None:
+        """Add a segmentation and its structures in one transaction (a grown structure; imports use a Batch)."""
+        with self.transaction() as batch:
+            batch.add_segmentation(segmentation)
 
 
 class Batch:
@@ -301,6 +375,21 @@ class Batch:
             "spacing_mm, input_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (series.id, series.study_id, series.uid, series.modality, series.description, series.slices,
              series.rows, series.columns, json.dumps(series.spacing_mm), series.input_hash))
+
+
+    def add_segmentation(self, segmentation: dict) -> None:
+        """Add a segmentation row {id, study_id, series_id, format, files, masks, structures: [{number, name,
+        color, code, volume_ml}]} (replacing one of the same id) and its structures."""
+        self._db.execute("DELETE FROM structures WHERE segmentation_id = ?", (segmentation["id"],))
+        self._db.execute(
+            "INSERT OR REPLACE INTO segmentations (id, study_id, series_id, format, files, masks, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (segmentation["id"], segmentation["study_id"], segmentation["series_id"], segmentation["format"],
+             json.dumps(segmentation["files"]), segmentation["masks"], time.time()))
+        self._db.executemany(
+            "INSERT INTO structures (segmentation_id, number, name, color, code, volume_ml) VALUES (?, ?, ?, ?, ?, ?)",
+            [(segmentation["id"], s["number"], s["name"], s["color"], json.dumps(s["code"], sort_keys=True),
+              s["volume_ml"]) for s in segmentation["structures"]])
 
 
 class _Transaction:

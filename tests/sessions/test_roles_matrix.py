@@ -12,7 +12,7 @@ Room.apply after the instructor has set up the condition).
 from __future__ import annotations
 
 import pytest
-from rooms import new_room
+from rooms import STRUCTURE, new_room
 
 from sessions.ops import ErrorCode, OpError, OpKind
 from sessions.protocol import OPS, may
@@ -36,6 +36,8 @@ participant.mute   | ok ok ok ok   | N N N N       | N N N N       | R R R R
 participant.kick   | ok ok ok ok   | N N N N       | N N N N       | R R R R
 follow.start       | ok ok ok ok   | N N N N       | N N N N       | R R R R
 follow.stop        | ok ok ok ok   | N N N N       | N N N N       | R R R R
+structure.grow     | ok ok ok M    | ok ok ok M    | N N N N       | R R R R
+structure.style    | ok ok ok M    | ok ok ok M    | N N N N       | R R R R
 """
 CONDITIONS = ("base", "others", "locked", "muted")
 
@@ -109,6 +111,8 @@ def _message(kind: str, own_id: str, others_id: str, condition: str) -> dict:
         "participant.kick": {"participant": TARGET},
         "follow.start": {},
         "follow.stop": {},
+        "structure.grow": {"seed": [1.0, 2.0, 3.0], "name": "skull", "max_radius_mm": 120},
+        "structure.style": {"mesh": STRUCTURE, "visible": False},
     }[kind] | {"kind": kind}
 
 
