@@ -21,6 +21,9 @@ class RoomLimits:
     max_name_length: int = 64  # characters, display names
     max_stroke_points: int = 2000
     max_clip_planes: int = 6
+    max_slice_planes: int = 3
+    max_slice_size_mm: float = 10_000.0  # width and height of a slice plane
+    max_window: float = 1e6  # a slice's window width, and |level|, in the image's units
     max_coordinate_mm: float = 10_000.0  # |x|, |y|, |z| of LPS positions
     max_model_metres: float = 100.0  # |x|, |y|, |z| of model-space positions
     min_scale: float = 0.01

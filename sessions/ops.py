@@ -13,6 +13,7 @@ Coordinates:
 - Annotation and measurement positions (`position`, `a`, `b`, stroke `points`) are patient LPS millimetres.
   The client maps a picked model-space point to LPS with the inverse matrix in the GLB's `extras`, so the
   server measures in LPS directly and never from scaled or transformed client coordinates.
+- Slice planes (`origin`, `u`, `v`) are patient LPS too: what the image shows is the patient's, at its true place.
 - Clip planes, the model transform and the pointer are model space: glTF metres, +Y up, the GLB's frame
   (the model transform places that frame in the shared room).
 """
@@ -71,6 +72,8 @@ class OpKind(StrEnum):
     ANNOTATION_DELETE = "annotation.delete"
     CLIP_SET = "clip.set"
     CLIP_CLEAR = "clip.clear"
+    SLICE_SET = "slice.set"
+    SLICE_CLEAR = "slice.clear"
     MODEL_TRANSFORM = "model.transform"
     POINTER_HIGHLIGHT = "pointer.highlight"
     ROOM_LOCK = "room.lock"
@@ -102,6 +105,10 @@ ANNOTATION_FIELDS: dict[AnnotationType, dict[str, bool]] = {
     AnnotationType.STROKE: {"points": True, "label": False, "color": False},
     AnnotationType.NOTE: {"text": True, "position": False, "color": False},
 }
+
+# A slice plane's fields: its centre (LPS mm), its row and column directions, its size (mm), its window.
+SLICE_FIELDS = ("origin", "u", "v", "width_mm", "height_mm", "window", "level")
+ORTHOGONAL_TOLERANCE = 1e-3  # |u . v| of a slice plane's unit directions; within it, v is made exactly orthogonal
 
 SERVER_FIELDS = frozenset({"author", "seq", "at", "time", "room", "hash", "layer", "length_mm", "versions"})
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -342,10 +349,51 @@ def parse_clip_set(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, A
     return {**data, **_version(fields)}
 
 
-def parse_clip_clear(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
-    """{id?}: one plane, or all of them. Requires the op's fields."""
+def parse_one_or_all(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+    """{id?}: one plane (clip or slice), or all of them. Requires the op's fields."""
     _expect(fields, set(), {"id"})
     return {"id": identifier(fields["id"], "id")} if "id" in fields else {}
+
+
+def parse_slice_set(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:
+    """{id?, version?, ...slice fields}: a new plane (every field), or the fields of one that change (with id).
+
+    Requires the op's fields. `u` and `v` come together; they are normalised and must be orthogonal.
+    """
+    _expect(fields, set() if "id" in fields else set(SLICE_FIELDS), {"id", "version", *SLICE_FIELDS})
+    data: dict[str, Any] = {}
+    if "origin" in fields:
+        data["origin"] = _lps(fields["origin"], "origin", limits)
+    if ("u" in fields) != ("v" in fields):
+        raise invalid("u and v change together: send both")
+    if "u" in fields:
+        data["u"], data["v"] = _orthonormal(unit_vector(fields["u"], "u"), unit_vector(fields["v"], "v"))
+    for name in ("width_mm", "height_mm"):
+        if name in fields:
+            data[name] = number(fields[name], name, 0.0, limits.max_slice_size_mm)
+            if data[name] <= 0.0:
+                raise invalid(f"{name} must be positive")
+    if "window" in fields:
+        data["window"] = number(fields["window"], "window", 0.0, limits.max_window)
+        if data["window"] <= 0.0:
+            raise invalid("window must be positive")
+    if "level" in fields:
+        data["level"] = number(fields["level"], "level", -limits.max_window, limits.max_window)
+    if not data:
+        raise invalid("slice.set of an existing plane must change at least one field")
+    if "id" in fields:
+        data["id"] = identifier(fields["id"], "id")
+    return {**data, **_version(fields)}
+
+
+def _orthonormal(u: list[float], v: list[float]) -> tuple[list[float], list[float]]:
+    """Unit `u` and `v` made exactly orthogonal (v loses its component along u). Requires unit vectors."""
+    cosine = sum(a * b for a, b in zip(u, v, strict=True))
+    if abs(cosine) > ORTHOGONAL_TOLERANCE:
+        raise invalid(f"u and v must be orthogonal (u . v = {cosine:.6g})")
+    w = [b - cosine * a for a, b in zip(u, v, strict=True)]
+    norm = math.sqrt(sum(c * c for c in w))
+    return u, [c / norm for c in w]
 
 
 def parse_model_transform(fields: Mapping[str, Any], limits: RoomLimits) -> dict[str, Any]:

@@ -58,7 +58,13 @@ OPS: dict[OpKind, OpSpec] = {
         ops.parse_clip_set, "set clip planes", RoomState.prepare_clip_set, RoomState.apply_clip_set,
         {Role.SURGEON: ALWAYS}, tool=True),
     OpKind.CLIP_CLEAR: OpSpec(
-        ops.parse_clip_clear, "clear clip planes", RoomState.prepare_clip_clear, RoomState.apply_clip_clear,
+        ops.parse_one_or_all, "clear clip planes", RoomState.prepare_clip_clear, RoomState.apply_clip_clear,
+        {Role.SURGEON: ALWAYS}, tool=True),
+    OpKind.SLICE_SET: OpSpec(
+        ops.parse_slice_set, "set slice planes", RoomState.prepare_slice_set, RoomState.apply_slice_set,
+        {Role.SURGEON: ALWAYS}, tool=True),
+    OpKind.SLICE_CLEAR: OpSpec(
+        ops.parse_one_or_all, "clear slice planes", RoomState.prepare_slice_clear, RoomState.apply_slice_clear,
         {Role.SURGEON: ALWAYS}, tool=True),
     OpKind.MODEL_TRANSFORM: OpSpec(
         ops.parse_model_transform, "move the model", RoomState.prepare_model_transform,

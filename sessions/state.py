@@ -1,5 +1,5 @@
-"""The state of a room: participants, annotations, clip planes, model transform, lock, follow-me, and the named
-structures (each shown or hidden, at an opacity and colour, for everyone) with the ones being grown.
+"""The state of a room: participants, annotations, clip and slice planes, model transform, locks, follow-me, and
+the named structures (each shown or hidden, at an opacity and colour, for everyone) with the ones being grown.
 
 Two halves, so that live ops and log replay can never disagree:
 
@@ -29,7 +29,7 @@ from typing import Any
 
 from sessions.events import Event
 from sessions.limits import RoomLimits
-from sessions.ops import ANNOTATION_FIELDS, AnnotationType, ErrorCode, OpError, OpKind, invalid
+from sessions.ops import ANNOTATION_FIELDS, SLICE_FIELDS, AnnotationType, ErrorCode, OpError, OpKind, invalid
 from sessions.roles import Role
 
 
@@ -108,6 +108,29 @@ class ClipPlane:
 
 
 @dataclass(frozen=True)
+class SlicePlane:
+    """An image plane through the patient's series: `fields` holds SLICE_FIELDS (centre, directions and size in
+    LPS mm, window and level in the image's units). Each field has its own version, like an annotation's."""
+
+    id: str
+    author: str
+    fields: dict[str, Any]
+    version: int
+    versions: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        """The plane as in a snapshot: {id, author, ...fields, version, versions}."""
+        return {"id": self.id, "author": self.author, **copy.deepcopy(self.fields), "version": self.version,
+                "versions": dict(self.versions)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SlicePlane:
+        """The plane of a snapshot entry. Requires a `to_json` dict."""
+        fields = {name: copy.deepcopy(data[name]) for name in SLICE_FIELDS}
+        return cls(data["id"], data["author"], fields, data["version"], dict(data["versions"]))
+
+
+@dataclass(frozen=True)
 class ModelTransform:
     """Where the model (the GLB's frame) sits in the room: position (m), quaternion [x,y,z,w], scale."""
 
@@ -155,6 +178,7 @@ class RoomState:
         self.participants: dict[str, Participant] = {}
         self.annotations: dict[str, Annotation] = {}
         self.clips: dict[str, ClipPlane] = {}
+        self.slices: dict[str, SlicePlane] = {}
         self.model = ModelTransform()
         self.locked = False
         self.joins_locked = False  # no one new may join (participants already known may come back)
@@ -224,6 +248,24 @@ class RoomState:
         """{id} of one existing plane, or {} for all. Requires a parsed clip.clear."""
         return {"id": self._clip(data["id"]).id} if "id" in data else {}
 
+    def prepare_slice_set(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+        """{id, ...fields}: a new plane (every field), or the fields of an existing one that change.
+
+        Requires a parsed slice.set (with every field when it has no id).
+        """
+        changed = {key: value for key, value in data.items() if key not in ("id", "version")}
+        if "id" in data:
+            plane = self._slice(data["id"])
+            _check_version(data, plane.version, plane.versions, changed, f"slice plane {plane.id}")
+            return {"id": plane.id, **changed}
+        if len(self.slices) >= limits.max_slice_planes:
+            raise OpError(ErrorCode.LIMIT, f"the room has the maximum of {limits.max_slice_planes} slice planes")
+        return {"id": f"s{seq}", **changed}
+
+    def prepare_slice_clear(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
+        """{id} of one existing plane, or {} for all. Requires a parsed slice.clear."""
+        return {"id": self._slice(data["id"]).id} if "id" in data else {}
+
     def prepare_model_transform(self, data: dict, author: str, seq: int, limits: RoomLimits) -> dict:
         """The changed transform fields. Requires a parsed model.transform."""
         changed = {key: value for key, value in data.items() if key != "version"}
@@ -281,6 +323,13 @@ class RoomState:
         if clip is None:
             raise OpError(ErrorCode.NOT_FOUND, f"no clip plane {clip_id!r}")
         return clip
+
+    def _slice(self, slice_id: str) -> SlicePlane:
+        """The slice plane `slice_id`, or a not_found OpError."""
+        plane = self.slices.get(slice_id)
+        if plane is None:
+            raise OpError(ErrorCode.NOT_FOUND, f"no slice plane {slice_id!r}")
+        return plane
 
     def _target(self, participant_id: str, author: str, self_action: str) -> Participant:
         """The participant an op targets: known, not kicked, not the author."""
@@ -378,6 +427,25 @@ class RoomState:
         else:
             self.clips.clear()
 
+    def apply_slice_set(self, event: Event) -> None:
+        """Add a plane, or overwrite the changed fields of one."""
+        data = event.data
+        changed = {key: value for key, value in data.items() if key != "id"}
+        plane = self.slices.get(data["id"])
+        if plane is None:
+            self.slices[data["id"]] = SlicePlane(data["id"], event.author, changed, event.seq,
+                                                 dict.fromkeys(changed, event.seq))
+        else:
+            self.slices[plane.id] = replace(plane, fields={**plane.fields, **changed}, version=event.seq,
+                                            versions={**plane.versions, **dict.fromkeys(changed, event.seq)})
+
+    def apply_slice_clear(self, event: Event) -> None:
+        """Remove one plane, or all."""
+        if "id" in event.data:
+            del self.slices[event.data["id"]]
+        else:
+            self.slices.clear()
+
     def apply_model_transform(self, event: Event) -> None:
         """Overwrite the changed transform fields."""
         data = event.data
@@ -438,6 +506,7 @@ class RoomState:
             "state": {
                 "annotations": {aid: a.to_json() for aid, a in self.annotations.items()},
                 "clips": {cid: c.to_json() for cid, c in self.clips.items()},
+                "slices": {sid: plane.to_json() for sid, plane in self.slices.items()},
                 "model": self.model.to_json(),
                 "locks": {"model": self.locked, "joins": self.joins_locked},
                 "follow": self.follow,
@@ -461,6 +530,7 @@ class RoomState:
         body = snapshot["state"]
         state.annotations = {aid: Annotation.from_json(a) for aid, a in body["annotations"].items()}
         state.clips = {cid: ClipPlane.from_json(c) for cid, c in body["clips"].items()}
+        state.slices = {sid: SlicePlane.from_json(plane) for sid, plane in body.get("slices", {}).items()}
         state.model = ModelTransform.from_json(body["model"])
         state.locked = body["locks"]["model"]
         state.joins_locked = body["locks"].get("joins", False)

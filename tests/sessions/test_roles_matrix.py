@@ -25,6 +25,8 @@ annotation.update  | ok ok ok M    | ok ok ok M    | ok O ok M     | R R R R
 annotation.delete  | ok ok ok M    | ok ok ok M    | ok O ok M     | R R R R
 clip.set           | ok ok ok M    | ok ok ok M    | N N N N       | R R R R
 clip.clear         | ok ok ok M    | ok ok ok M    | N N N N       | R R R R
+slice.set          | ok ok ok M    | ok ok ok M    | N N N N       | R R R R
+slice.clear        | ok ok ok M    | ok ok ok M    | N N N N       | R R R R
 model.transform    | ok ok ok M    | ok ok L M     | N N N N       | R R R R
 pointer.highlight  | ok ok ok M    | ok ok ok M    | ok ok ok M    | R R R R
 room.lock          | ok ok ok ok   | N N N N       | N N N N       | R R R R
@@ -100,6 +102,9 @@ def _message(kind: str, own_id: str, others_id: str, condition: str) -> dict:
         "annotation.delete": {"id": annotation},
         "clip.set": {"plane": {"normal": [0, 1, 0], "constant": 0.05}},
         "clip.clear": {},
+        "slice.set": {"origin": [0, 0, 40], "u": [1, 0, 0], "v": [0, 1, 0], "width_mm": 200, "height_mm": 200,
+                      "window": 1800, "level": 400},
+        "slice.clear": {},
         "model.transform": {"position": [0, 1.2, -0.5]},
         "pointer.highlight": {"position": [0, 0.1, 0]},
         "room.lock": {},

@@ -326,7 +326,8 @@ def test_snapshot_for_a_participant():
     assert set(snapshot) == {"room", "you", "participants", "state", "seq", "head"}
     assert snapshot["you"]["role"] == "student"
     assert snapshot["room"]["id"] == ROOM and snapshot["room"]["mode"] == "training"
-    assert set(snapshot["state"]) == {"annotations", "clips", "model", "locks", "follow", "structures", "growing"}
+    assert set(snapshot["state"]) == {"annotations", "clips", "slices", "model", "locks", "follow", "structures",
+                                      "growing"}
     assert (snapshot["seq"], snapshot["head"]) == (room.seq, room.head)
     assert json.loads(json.dumps(snapshot)) == snapshot  # plain JSON: no tuples, enums or objects
     snapshot["state"]["annotations"].clear()  # a copy: changing it leaves the room alone

@@ -145,6 +145,61 @@ def test_clip_planes_are_created_replaced_cleared_and_limited():
     assert room.state.clips == {}
 
 
+AXIAL = {"kind": "slice.set", "origin": [0, 10, 40], "u": [1, 0, 0], "v": [0, 1, 0], "width_mm": 240,
+         "height_mm": 200, "window": 1800, "level": 400}
+
+
+def test_slice_planes_are_created_moved_cleared_and_limited_to_three():
+    room = new_room(PEOPLE)
+    first = room.apply(AXIAL, "sam", 1)
+    sid = first.data["id"]
+    assert sid == f"s{first.seq}"
+    assert first.data == {"id": sid, "origin": [0.0, 10.0, 40.0], "u": [1.0, 0.0, 0.0], "v": [0.0, 1.0, 0.0],
+                          "width_mm": 240.0, "height_mm": 200.0, "window": 1800.0, "level": 400.0}
+    # Moving the plane and changing its window are different fields: both apply, each with its version.
+    room.apply({"kind": "slice.set", "id": sid, "version": first.seq, "origin": [0, 10, 45]}, "ines", 2)
+    room.apply({"kind": "slice.set", "id": sid, "version": first.seq, "window": 80, "level": 40}, "sam", 3)
+    with pytest.raises(OpError) as stale:
+        room.apply({"kind": "slice.set", "id": sid, "version": first.seq, "origin": [0, 0, 0]}, "sam", 4)
+    assert (stale.value.code, stale.value.version) == (ErrorCode.STALE_VERSION, room.seq)
+    plane = room.state.slices[sid].to_json()
+    assert (plane["origin"], plane["window"], plane["level"], plane["author"]) == ([0.0, 10.0, 45.0], 80.0, 40.0,
+                                                                                    "sam")
+    assert plane["versions"]["origin"] == first.seq + 1 and plane["versions"]["window"] == first.seq + 2
+    for _ in range(room.limits.max_slice_planes - 1):
+        room.apply(AXIAL, "ines", 5)
+    with pytest.raises(OpError) as full:
+        room.apply(AXIAL, "sam", 6)
+    assert (full.value.code, full.value.detail) == (ErrorCode.LIMIT, "the room has the maximum of 3 slice planes")
+    with pytest.raises(OpError) as gone:
+        room.apply({"kind": "slice.set", "id": "s999", "level": 0}, "sam", 7)
+    assert gone.value.code is ErrorCode.NOT_FOUND
+    room.apply({"kind": "slice.clear", "id": sid}, "sam", 8)
+    assert sid not in room.state.slices and len(room.state.slices) == 2
+    room.apply({"kind": "slice.clear"}, "ines", 9)
+    assert room.state.slices == {}
+
+
+def test_slice_directions_are_normalised_and_must_be_orthogonal():
+    room = new_room(PEOPLE)
+    event = room.apply({**AXIAL, "u": [2, 0, 0], "v": [0, 3, 0.0006]}, "sam", 1)
+    u, v = event.data["u"], event.data["v"]
+    assert u == [1.0, 0.0, 0.0] and math.hypot(*v) == pytest.approx(1.0) and v[2] == pytest.approx(0.0002, abs=1e-9)
+    for change, words in (({"v": [0.1, 1, 0]}, "orthogonal"), ({"v": [1, 0, 0]}, "orthogonal"),
+                          ({"u": [0, 0, 0]}, "zero vector"), ({"width_mm": 0}, "width_mm must be positive"),
+                          ({"height_mm": 20_000}, "height_mm"), ({"window": -1}, "window"),
+                          ({"origin": [0, 0, 1e9]}, "origin"), ({"level": math.nan}, "level")):
+        with pytest.raises(OpError, match=words) as refused:
+            room.apply({**AXIAL, **change}, "sam", 2)
+        assert refused.value.code is ErrorCode.INVALID
+    for message, words in (({key: value for key, value in AXIAL.items() if key != "window"}, "missing field 'window'"),
+                           ({"kind": "slice.set", "id": "s2", "u": [1, 0, 0]}, "u and v change together"),
+                           ({"kind": "slice.set", "id": "s2"}, "at least one field"),
+                           ({**AXIAL, "px": 128}, "unknown field 'px'")):
+        with pytest.raises(OpError, match=words):
+            room.apply(message, "sam", 3)
+
+
 def test_model_transform_merges_fields_with_per_field_versions():
     room = new_room(PEOPLE)
     moved = room.apply({"kind": "model.transform", "position": [0, 1, -1]}, "sam", 1)
@@ -175,8 +230,12 @@ def _busy_room(seed: int):
                        "version": max(0, room.seq - rng.randrange(5))}
         elif choice < 0.8:
             message = {"kind": "annotation.delete", "id": rng.choice(ids)}
-        elif choice < 0.9:
+        elif choice < 0.85:
             message = {"kind": "model.transform", "position": [rng.uniform(-1, 1), 1, 0]}
+        elif choice < 0.9:
+            planes = sorted(room.state.slices)
+            message = ({"kind": "slice.set", "id": rng.choice(planes), "origin": [0, 0, rng.uniform(-50, 50)]}
+                       if planes and rng.random() < 0.7 else AXIAL)
         else:
             message = {"kind": rng.choice(["room.lock", "room.unlock", "follow.start", "follow.stop"])}
         with contextlib.suppress(OpError):
