@@ -39,6 +39,7 @@ bench: install
 	$(PY) bench/reconstruct.py
 	$(PY) bench/hub.py
 	$(PY) bench/ledger.py
+	$(PY) bench/slices.py
 
 clean:
 	rm -rf $(VENV) web-client/node_modules $(SAMPLE) bench/out .pytest_cache .ruff_cache

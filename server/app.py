@@ -18,7 +18,7 @@ from aiohttp import web
 
 from reconstruction.deflate import DEFAULT_MAX_INFLATED_BYTES
 from reconstruction.sources import ZipLimits
-from server.api import invites, jobs, ledger, meshes, pacs, report, rooms, studies, system
+from server.api import invites, jobs, ledger, meshes, pacs, report, rooms, slices, studies, system
 from server.api.errors import error_response
 from server.api.views import job_view
 from server.appkeys import (
@@ -39,6 +39,7 @@ from server.appkeys import (
     ROOM_LOGS,
     SETTINGS,
     SIO,
+    SLICES,
     TMP,
     UNVERIFIED_ROOMS,
 )
@@ -63,6 +64,8 @@ from server.services.ledger import LedgerConfig, LedgerService
 from server.services.meshes import MeshRequests, job_spec, record_mesh
 from server.services.pacs import REF_KEY_FILE, Pacs, PacsConfig, RefCodec
 from server.services.receiver import DicomPortError, DicomReceiver, parse_peers
+from server.services.slices import LoadedSeries, SliceService
+from server.services.volumes import VolumeCache
 from server.storage.artifacts import ArtifactStore
 from server.storage.catalog import Catalog
 from server.storage.files import make_private
@@ -77,7 +80,7 @@ PSEUDONYM_KEY_FILE = "pseudonym-key"
 def routes() -> list[web.RouteDef]:
     """Every route of the HTTP API."""
     return [*system.routes(), *studies.routes(), *meshes.routes(), *jobs.routes(), *pacs.routes(),
-            *rooms.routes(), *invites.routes(), *ledger.routes(), *report.routes()]
+            *rooms.routes(), *slices.routes(), *invites.routes(), *ledger.routes(), *report.routes()]
 
 
 async def _api_not_found(request: web.Request) -> web.Response:
@@ -133,6 +136,8 @@ def build_app(settings: Settings) -> web.Application:
                           on_update=job_changed, metrics=metrics)
     app[MESH_REQUESTS] = MeshRequests(catalog, app[JOBS])
     hub.grow = GrowRequests(catalog, app[JOBS])
+    app[SLICES] = SliceService(catalog, store, VolumeCache[LoadedSeries](settings.volume_cache_bytes,
+                                                                         lambda loaded: loaded.nbytes))
     widened = make_private(data)  # patient data: the owner's alone (the databases and keys just opened too)
     if widened:
         log.warning("%s: %d file(s) or folder(s) were readable by others; now they are not", data, widened)

@@ -32,3 +32,4 @@ LIBRARY = web.AppKey("library", "Library")
 MESH_REQUESTS = web.AppKey("mesh_requests", "MeshRequests")
 PACS = web.AppKey("pacs", "Pacs")
 RECEIVER = web.AppKey("receiver", "DicomReceiver")  # only when THEATRUM_DICOM_PORT is set
+SLICES = web.AppKey("slices", "SliceService")

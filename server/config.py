@@ -28,6 +28,8 @@ class Settings:
     # Reconstruction jobs: worker processes (0 = one per core) and the bounded queue length.
     workers: int = 0
     max_queued_jobs: int = 16
+    # Slices: decoded volumes kept in memory for reslicing (least recently used first out past the budget).
+    volume_cache_bytes: int = 2 * 1024**3
     # CORS: comma-separated allowed origins; empty means CORS is off.
     cors_origins: tuple[str, ...] = ()
     # DICOMweb PACS: QIDO/WADO root URL, optional basic-auth user and password.

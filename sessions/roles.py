@@ -5,11 +5,12 @@ module says what a grant means. `check(...)` returns None when the op is allowed
 words a participant can read.
 
 - instructor: everything (promote/demote, mute, kick, lock the model, lead "follow me").
-- surgeon: annotate (any annotation), measure, clip, point, and move the model unless it is locked.
+- surgeon: annotate (any annotation), measure, clip, set slice planes, point, and move the model unless it is
+  locked.
 - student: create annotations in their own layer, edit or delete only their own, point; can be muted.
 - observer: read-only.
 
-A muted participant may not use any tool (annotations, clip planes, model transform, pointer). The room
+A muted participant may not use any tool (annotations, clip and slice planes, model transform, pointer). The room
 never mutes an instructor (it refuses the op), so "muted" only ever bites the other roles.
 """
 

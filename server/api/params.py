@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from aiohttp import web
 
@@ -43,3 +44,32 @@ def query_int(request: web.Request, name: str, *, default: int | None = None, lo
     if value < low:
         raise ApiError(400, "bad_parameter", f"{name} must be >= {low}")
     return value
+
+
+def query_float(request: web.Request, name: str, *, default: float | None = None) -> float | None:
+    """Query parameter `name` as a finite number; `default` when absent or empty."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ApiError(400, "bad_parameter", f"{name} must be a number") from None
+    if not math.isfinite(value):
+        raise ApiError(400, "bad_parameter", f"{name} must be finite")
+    return value
+
+
+def query_vector(request: web.Request, name: str) -> tuple[float, float, float]:
+    """Required query parameter `name` as three finite numbers "x,y,z"."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        raise ApiError(400, "bad_parameter", f"{name} is required (x,y,z)")
+    parts = raw.split(",")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+        raise ApiError(400, "bad_parameter", f"{name} must be three finite numbers x,y,z")
+    return values  # type: ignore[return-value]

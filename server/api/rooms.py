@@ -53,6 +53,7 @@ def room_view(live: LiveRoom, *, detail: bool) -> dict[str, Any]:
         view["summary"] = {
             "annotations": dict(sorted(Counter(a.type.value for a in state.annotations.values()).items())),
             "clip_planes": len(state.clips),
+            "slice_planes": len(state.slices),
             "locked": state.locked,
             "joins_locked": state.joins_locked,
             "follow": state.follow,

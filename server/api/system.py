@@ -2,7 +2,8 @@
 Prometheus metrics (at /metrics, outside the API).
 
 `GET /api/config` tells a client the server's tables (presets per modality, the identifying presets, the
-triangle budgets, the room limits and the permission matrix) so that the web client copies none of them.
+triangle budgets, the room limits, the permission matrix, the slices' window presets and image sizes) so that
+the web client copies none of them.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from aiohttp import web
 
 from reconstruction import __version__
 from reconstruction.presets import preset_names_for, presets_for
+from reconstruction.reslice import MAX_COLUMNS, MIN_COLUMNS
 from reconstruction.surface import DEFAULT_TARGET_TRIANGLES
+from reconstruction.windows import CT_WINDOWS, MR_PERCENTILES
 from server.api.rooms import IDENTIFYING_PRESETS
+from server.api.slices import COARSE_PX, DEFAULT_PX
 from server.appkeys import JOBS, METRICS, SETTINGS
 from server.services.meshes import MAX_TRIANGLES, MIN_TRIANGLES, TRIANGLE_CHOICES
 from server.services.playback import MAX_REPLAY_SPEED
@@ -57,6 +61,12 @@ async def config(request: web.Request) -> web.Response:
         "pose_limits": asdict(request.app[SETTINGS].pose_limits),
         "permissions": permissions_table(),
         "replay": {"max_speed": MAX_REPLAY_SPEED},
+        "slices": {
+            "windows": {"CT": [w.to_json() for w in CT_WINDOWS],
+                        "MR": [{"name": name, "low_percentile": low, "high_percentile": high, "body_only": body}
+                               for name, low, high, body in MR_PERCENTILES]},
+            "px": {"min": MIN_COLUMNS, "max": MAX_COLUMNS, "coarse": COARSE_PX, "full": DEFAULT_PX},
+        },
     })
 
 

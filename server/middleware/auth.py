@@ -25,6 +25,8 @@ INVITE_ROUTES = {
     ("GET", "/api/meshes/{mesh_id}.glb"): "mesh_id",
     ("GET", "/api/rooms/{room_id}"): "room_id",
     ("GET", "/api/rooms/{room_id}/events"): "room_id",
+    ("GET", "/api/rooms/{room_id}/slice"): "room_id",
+    ("GET", "/api/rooms/{room_id}/volume"): "room_id",
 }
 
 

@@ -63,6 +63,11 @@ class Library:
     max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES
 
 
+def instance_paths(catalog: Catalog, store: ArtifactStore, study_id: str) -> list[str]:
+    """The stored files of every instance of a study (what the pipeline reads to rebuild its volumes)."""
+    return [str(store.path_for(i["sha256"], ".dcm")) for i in catalog.instances_of(study_id)]
+
+
 def input_hash(shas: list[str]) -> str:
     """A series' content address: the hash of its instances' content hashes (order-free)."""
     return hashlib.sha256("\n".join(sorted(shas)).encode()).hexdigest()

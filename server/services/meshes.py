@@ -20,6 +20,7 @@ from reconstruction.presets import preset_names_for, presets_for
 from reconstruction.series import series_preference
 from reconstruction.surface import DEFAULT_TARGET_TRIANGLES
 from server.services.errors import Busy, Invalid, NotFound
+from server.services.imports import instance_paths
 from server.services.jobs import JobRunner, QueueFullError, new_job_id
 from server.storage.artifacts import ArtifactStore
 from server.storage.catalog import Catalog
@@ -170,10 +171,9 @@ def job_spec(catalog: Catalog, store: ArtifactStore, job: Mapping[str, Any]) -> 
     series = catalog.series(job["series_id"])
     if series is None:
         raise NotFound("not_found", "the series of this job no longer exists")
-    inputs = [str(store.path_for(i["sha256"], ".dcm")) for i in catalog.instances_of(job["study_id"])]
     params = job["params"]
     return {
-        "inputs": inputs,
+        "inputs": instance_paths(catalog, store, job["study_id"]),
         "series_uid": series["uid"],
         "presets": params["presets"],
         "threshold": params["threshold"],
