@@ -55,8 +55,9 @@ class SliceImage:
     window: Window | None
 
 
-def load_series(inputs: list[str], series_uid: str) -> LoadedSeries:
-    """Decode the series `series_uid` among the files `inputs`, with its presets. Raises ReconstructionError.
+def load_series(inputs: list[str], series_uid: str | None = None) -> LoadedSeries:
+    """Decode the series `series_uid` (None: the best 3D series) among the files `inputs`, with its presets.
+    Raises ReconstructionError.
 
     Gaps are allowed: a slice across one interpolates between the slices either side, as the surgeon expects
     of an image that has them (a mesh refuses them unless asked).
