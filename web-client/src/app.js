@@ -19,7 +19,9 @@ import { Highlights } from './scene/highlights.js';
 import { LabelAtlas } from './scene/label-atlas.js';
 import { MeshLoader } from './scene/mesh-loader.js';
 import { Picker } from './scene/picker.js';
+import { SliceView } from './scene/slice-view.js';
 import { Stage } from './scene/stage.js';
+import { WindowPalette } from './scene/window-palette.js';
 import { ClipTool } from './tools/clip-tool.js';
 import { GrabTool } from './tools/grab-tool.js';
 import { MeasureTool } from './tools/measure-tool.js';
@@ -27,6 +29,7 @@ import { NoteTool } from './tools/note-tool.js';
 import { PointTool } from './tools/point-tool.js';
 import { PointerTool } from './tools/pointer-tool.js';
 import { Preview } from './tools/preview.js';
+import { SliceTool } from './tools/slice-tool.js';
 import { StrokeTool } from './tools/stroke-tool.js';
 import { ToolContext } from './tools/tool-context.js';
 import { Toolbox } from './tools/toolbox.js';
@@ -36,6 +39,7 @@ import { DebugOverlay } from './ui/debug-overlay.js';
 import { LabelField } from './ui/label-field.js';
 import { ParticipantsPanel } from './ui/participants-panel.js';
 import { RoomPage } from './ui/room-page.js';
+import { SlicePanel } from './ui/slice-panel.js';
 import { Toolbar } from './ui/toolbar.js';
 
 export async function start(root) {
@@ -58,8 +62,9 @@ export async function start(root) {
 
 async function startRoom(root, token, { debug, replay }) {
 	let config;
+	const api = new Api(token);
 	try {
-		config = await ServerConfig.load(new Api(token));
+		config = await ServerConfig.load(api);
 	} catch (error) {
 		new RoomPage(root, { replay: null, onEnterVR: () => {}, onLeave: leaveRoom }).refuse(error.message); // say why
 		return window.theatrum;
@@ -87,11 +92,15 @@ async function startRoom(root, token, { debug, replay }) {
 	const clipping = new Clipping(stage, limits.max_clip_planes);
 	const highlights = new Highlights(stage);
 	const annotations = new AnnotationView(stage, atlas);
+	const slices = new SliceView(stage, { api, px: config.slices.px, clipping, notify });
+	picker.surfaces = () => slices.quads; // a point may be placed on a slice's image
+	picker.surfaceClipPlanes = clipping.roomPlanes;
+	const palette = new WindowPalette(slices.group);
 
 	// -- the tools, the panels and the inputs --------------------------------------------------------------
 	const label = new LabelField(limits);
 	const context = new ToolContext({ stage, room, meshes, picker, preview, label, limits, notify });
-	const { toolbox, tools } = roomTools(context, permissions);
+	const { toolbox, tools } = roomTools(context, permissions, { slices, palette });
 	const undo = () => {
 		const own = room.state?.newestOwnAnnotation();
 		if (own) context.send('annotation.delete', { id: own.id });
@@ -103,6 +112,8 @@ async function startRoom(root, token, { debug, replay }) {
 		label, permissions, toolbox, clipTool: tools.clip, grabTool: tools.grab,
 		onDelete: (id) => context.send('annotation.delete', { id }), onUndo: undo,
 	});
+	const slicePanel = new SlicePanel(page.right, { tool: tools.slice, view: slices, toolbox, maxPlanes: limits.max_slice_planes });
+	toolbox.addEventListener('change', () => slices.setHandles(toolbox.active === 'slice' && !toolbox.reason('slice')));
 	const desktop = new DesktopInput(stage, toolbox, { onUndo: undo });
 	const xr = new ImmersiveSession(stage, toolbox, picker, atlas, { onUndo: undo });
 	const follow = new FollowMe(stage, avatars, desktop);
@@ -111,11 +122,12 @@ async function startRoom(root, token, { debug, replay }) {
 	xr.probe();
 
 	// -- the room on screen: every state, the anatomy once, every frame ------------------------------------
-	const views = [page.status, toolbox, participants, panel, clipping, avatars, follow, tools.grab, annotations];
+	const views = [page.status, toolbox, participants, panel, clipping, avatars, follow, tools.grab, annotations, slices, slicePanel];
 	showRoom(room, views, { page, stage, avatars, highlights });
-	room.addEventListener('snapshot', (e) => loadAnatomy(e.data.state.room.meshes, {
-		room, page, stage, meshes, annotations, clipping, desktop, replay,
-	}), { once: true });
+	room.addEventListener('snapshot', (e) => {
+		loadAnatomy(e.data.state.room.meshes, { room, page, stage, meshes, annotations, clipping, slices, desktop, replay });
+		loadSeries(api, e.data.state.room.id, [tools.slice, slicePanel], notify).then(() => slicePanel.render(room.state));
+	}, { once: true });
 	if (page.replayBar) followReplay(room, page.replayBar);
 	const pose = new PoseSender(stage, room, xr);
 	stage.onFrame((time) => {
@@ -123,11 +135,12 @@ async function startRoom(root, token, { debug, replay }) {
 		avatars.update(time);
 		highlights.update(time);
 		pose.update(time);
+		tools.slice.showPalette(xr.presenting && toolbox.active === 'slice' && !toolbox.reason('slice'));
 	});
 	stage.start();
 
 	const replayBar = page.replayBar;
-	Object.assign(window.theatrum, { stage, room, meshes, picker, toolbox, tools, avatars, xr, desktop, panel, atlas, replayBar, ready: false, coarse: false });
+	Object.assign(window.theatrum, { stage, room, meshes, picker, toolbox, tools, avatars, xr, desktop, panel, atlas, replayBar, slices, slicePanel, ready: false, coarse: false });
 	return window.theatrum;
 }
 
@@ -160,14 +173,16 @@ function showRoom(room, views, { page, stage, avatars, highlights }) {
 /** Load the room's meshes, into the page's progress bar. With the first (coarse) picture come the annotations
  * (in the meshes' patient frame), the desktop camera on the patient and the shaders; a replay then starts
  * over from the beginning, so that the review misses nothing of what played before the anatomy was on screen. */
-function loadAnatomy(meshIds, { room, page, stage, meshes, annotations, clipping, desktop, replay }) {
+function loadAnatomy(meshIds, { room, page, stage, meshes, annotations, clipping, slices, desktop, replay }) {
 	return meshes.load(meshIds, {
 		onProgress: (fraction, words) => page.progress.set(fraction, words),
 		onCoarse: () => {
 			annotations.patient = meshes.patient;
+			slices.patient = meshes.patient;
 			if (room.state) {
 				clipping.render(room.state);
 				annotations.render(room.state);
+				slices.render(room.state);
 			}
 			desktop.frame();
 			precompile(stage);
@@ -185,8 +200,18 @@ function loadAnatomy(meshIds, { room, page, stage, meshes, annotations, clipping
 	});
 }
 
+/** The geometry and window presets of the room's series (GET /api/rooms/{id}/volume), for the slice planes'
+ * `users` (each has setSeries). A room whose series cannot be read still works, without new planes. */
+function loadSeries(api, roomId, users, notify) {
+	return api.get(`/api/rooms/${roomId}/volume`)
+		.then((series) => {
+			for (const user of users) user.setSeries(series);
+		})
+		.catch((error) => notify(`Slice planes are unavailable: ${error.message}`, 'warn'));
+}
+
 /** The toolbox of a room, in the toolbar's order (the number keys), every tool acting through `context`. */
-function roomTools(context, permissions) {
+function roomTools(context, permissions, { slices, palette }) {
 	const toolbox = new Toolbox(context, permissions);
 	const tools = {
 		point: toolbox.add(new PointTool(context)),
@@ -197,6 +222,7 @@ function roomTools(context, permissions) {
 		grab: toolbox.add(new GrabTool(context)),
 		note: toolbox.add(new NoteTool(context)), // after the others: their number keys stay as they were
 		view: toolbox.add(new ViewTool()),
+		slice: toolbox.add(new SliceTool(context, slices, palette)),
 	};
 	return { toolbox, tools };
 }

@@ -1,11 +1,11 @@
 // The desktop fallback: orbit controls around the patient and mouse picking for the tools.
 // Click tools (point, measure, pointer) act on a click and leave dragging to the orbit; drag tools (stroke,
-// grab, clip) take the left button and leave orbiting to the right button. Keys: Ctrl+Z undoes my last
+// grab, clip, slice) take the left button and leave orbiting to the right button. Keys: Ctrl+Z undoes my last
 // annotation, Escape puts down what a tool was doing, 1-8 pick a tool (in the toolbar's order).
 import { MOUSE, Ray, Raycaster, Vector2 } from 'three';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
 
-const DRAG_TOOLS = new Set(['stroke', 'grab', 'clip']);
+const DRAG_TOOLS = new Set(['stroke', 'grab', 'clip', 'slice']);
 const CLICK_SLOP_PX = 5;
 
 export class DesktopInput {

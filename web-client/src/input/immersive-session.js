@@ -3,7 +3,8 @@
 // pointers with a hover reticle, hand tracking where the device offers it: pinch = select), the active tool's
 // name above the right hand, and the controller buttons mapped to the tools:
 //   trigger (select) = use the active tool; squeeze = grab the model (both hands: scale);
-//   A = next tool; B = undo my last annotation.
+//   A = next tool; B = undo my last annotation; the thumbstick goes to the active tool (the slice tool's depth
+//   and presets).
 import {
 	BoxGeometry, BufferGeometry, Float32BufferAttribute, LineBasicMaterial, MeshBasicMaterial, MeshStandardMaterial, Vector3,
 } from 'three';
@@ -16,6 +17,8 @@ const SESSION_INIT = { optionalFeatures: ['local-floor', 'bounded-floor', 'hand-
 const HOVER_EVERY_MS = 100; // hover picks (on the coarse meshes) ten times a second
 const BUTTON_A = 4; // xr-standard gamepad mapping: A/X
 const BUTTON_B = 5; // B/Y
+const STICK_X = 2; // xr-standard: the thumbstick's axes
+const STICK_Y = 3;
 
 const _p = new Vector3();
 
@@ -30,6 +33,7 @@ export class ImmersiveSession extends EventTarget {
 		this.supported = false;
 		this.reason = 'checking for a VR headset…';
 		this.frameCount = 0;
+		this.lastTime = 0;
 		this.lastHover = 0;
 		const rayGeometry = new BufferGeometry();
 		rayGeometry.setAttribute('position', new Float32BufferAttribute([0, 0, 0, 0, 0, -1], 3));
@@ -124,9 +128,12 @@ export class ImmersiveSession extends EventTarget {
 		if (tool) this.hud.set('tool', tool.title, '#7fc8ff', 0, 0, 0);
 	}
 
-	/** Per frame while presenting: drive held tools, poll A/B, hover reticles, the HUD. */
+	/** Per frame while presenting: drive held tools, poll A/B and the thumbstick, hover reticles, the HUD. */
 	update(time) {
 		if (!this.session) return;
+		const dt = this.lastTime ? Math.min(0.1, (time - this.lastTime) / 1000) : 0;
+		this.lastTime = time;
+		const tool = this.toolbox.current();
 		this.frameCount += 1;
 		const hover = time - this.lastHover >= HOVER_EVERY_MS;
 		if (hover) this.lastHover = time;
@@ -142,6 +149,9 @@ export class ImmersiveSession extends EventTarget {
 				if (b && !hand.buttons[BUTTON_B]) this.onUndo?.();
 				hand.buttons[BUTTON_A] = a;
 				hand.buttons[BUTTON_B] = b;
+				if (tool?.thumbstick && !this.toolbox.reason(this.toolbox.active)) {
+					tool.thumbstick(hand, gamepad.axes[STICK_X] ?? 0, gamepad.axes[STICK_Y] ?? 0, dt);
+				}
 			}
 			if (hover) hand.showHover(this.picker.pick(hand.aim().ray, hand.hit, { coarse: true }));
 			if (hand.handedness === 'right') {

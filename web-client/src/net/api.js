@@ -77,8 +77,16 @@ export class Api {
 
 	/** An object URL for an authorised binary resource (e.g. a QR code image). */
 	async blobUrl(path) {
-		const response = await fetch(path, { headers: this.headers() });
-		if (!response.ok) throw new ApiError(response.status, 'http', `GET ${path}: HTTP ${response.status}`);
-		return URL.createObjectURL(await response.blob());
+		return URL.createObjectURL(await this.blob(path));
+	}
+
+	/** An authorised binary resource as a Blob; rejects with ApiError (the server's words when it sent them). */
+	async blob(path, { signal } = {}) {
+		const response = await fetch(path, { headers: this.headers(), signal });
+		if (!response.ok) {
+			const data = await response.json().catch(() => ({}));
+			throw new ApiError(response.status, data.error ?? 'http', data.detail ?? `GET ${path}: HTTP ${response.status}`);
+		}
+		return response.blob();
 	}
 }

@@ -10,6 +10,7 @@ export class RoomState {
 		const state = snapshot.state;
 		this.annotations = new Map(Object.entries(state.annotations).map(([id, a]) => [id, { ...a }]));
 		this.clips = new Map(Object.entries(state.clips).map(([id, c]) => [id, { ...c }]));
+		this.slices = new Map(Object.entries(state.slices ?? {}).map(([id, p]) => [id, { ...p, versions: { ...p.versions } }]));
 		this.model = { ...state.model };
 		this.locked = Boolean(state.locks?.model);
 		this.follow = state.follow ?? null;
@@ -91,6 +92,17 @@ const APPLY = {
 	'clip.clear': (s, e) => {
 		if ('id' in e.data) s.clips.delete(e.data.id);
 		else s.clips.clear();
+	},
+	'slice.set': (s, e) => {
+		const { id, ...fields } = e.data;
+		const plane = s.slices.get(id) ?? { id, author: e.author, versions: {} };
+		Object.assign(plane, fields, { version: e.seq });
+		for (const key of Object.keys(fields)) plane.versions[key] = e.seq;
+		s.slices.set(id, plane);
+	},
+	'slice.clear': (s, e) => {
+		if ('id' in e.data) s.slices.delete(e.data.id);
+		else s.slices.clear();
 	},
 	'model.transform': (s, e) => {
 		const versions = { ...s.model.versions };

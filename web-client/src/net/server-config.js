@@ -1,6 +1,7 @@
 // What the server says the client should offer (GET /api/config, once per page, with the admin token or a room
 // invite): the reconstruction presets of each modality and the ones that can show a face, the triangle
-// budgets, the room limits (text lengths, capacities that size preallocated buffers) and the permissions.
+// budgets, the room limits (text lengths, capacities that size preallocated buffers), the permissions and the
+// slice images' sizes.
 // The client keeps none of these tables itself.
 import { Permissions } from './permissions.js';
 
@@ -11,6 +12,7 @@ export class ServerConfig {
 		this.targetTriangles = served.target_triangles; // {default, min, max, choices}
 		this.limits = served.room_limits; // every RoomLimits field, by its server name
 		this.permissions = new Permissions(served.permissions);
+		this.slices = served.slices; // {windows: {CT: [{name, window, level}], MR: [...]}, px: {min, max, coarse, full}}
 	}
 
 	/** The config, through `api` (an Api with the admin token or an invite). */
