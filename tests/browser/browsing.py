@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import IN_CI
+from conftest import IN_CI, require_tool
 from serverproc import THEATRUM, Api, ServerProcess, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -41,6 +41,17 @@ def require_module(name: str, what: str):
         if IN_CI:
             pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)")
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium under Playwright, for one test module (import this fixture into it)."""
+    require_tool(CHROMIUM, "Chromium (apt-get install chromium; .ci/run installs it)")
+    sync_api = require_module("playwright.sync_api", "Playwright (pip install playwright)")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
 
 
 def start_server(data: Path, imports: list[Path], *, timeout: float = 60.0) -> ServerProcess:

@@ -14,8 +14,6 @@ import math
 import numpy as np
 import pytest
 from browsing import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     TEST_TRIANGLES,
     Client,
     build_meshes,
@@ -23,27 +21,16 @@ from browsing import (
     hold,
     next_frame,
     place,
-    require_module,
     start_server,
     wait_for_study,
 )
-from conftest import REPO, require_tool
+from conftest import REPO
 from PIL import Image
 from scipy import ndimage
 
 ARTIFACTS = REPO / "tests" / "artifacts"
 BONE_HU, BRAIN_HU = (600, 3000), (20, 60)  # the skull; grey and white matter (in the bone window: 156+, 73-79)
 SAMPLES = 40
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require_tool(CHROMIUM, "Chromium (apt-get install chromium; .ci/run installs it)")
-    sync_api = require_module("playwright.sync_api", "Playwright (pip install playwright)")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +58,7 @@ def served(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pages(browser, served):
-    server, api, room = served
+    server, _, room = served
     url = f"http://127.0.0.1:{server.port}"
     invites = room["invites"]
     surgeon = Client(browser, url, f"invite={invites['surgeon']['token']}")
@@ -143,9 +130,17 @@ SCREEN_OF = """(points) => {
     const canvas = stage.renderer.domElement.getBoundingClientRect();
     const m = stage.modelFrame.matrixWorld;
     return points.map(([l, p, s]) => {
-        const v = new stage.camera.position.constructor(0.001 * l, 0.001 * s, -0.001 * p).applyMatrix4(m).project(stage.camera);
+        const v = new stage.camera.position.constructor(0.001 * l, 0.001 * s, -0.001 * p).applyMatrix4(m)
+            .project(stage.camera);
         return [canvas.left + (v.x + 1) / 2 * canvas.width, canvas.top + (1 - v.y) / 2 * canvas.height];
     });
+}"""
+
+
+WORLD_OF = """([l, p, s]) => {
+    const { stage } = theatrum;
+    const v = new stage.camera.position.constructor(0.001 * l, 0.001 * s, -0.001 * p);
+    return v.applyMatrix4(stage.modelFrame.matrixWorld).toArray();
 }"""
 
 
@@ -233,8 +228,8 @@ def test_the_surgeon_drags_the_plane_and_it_moves_on_both_pages(pages, served):
     surgeon.page.wait_for_timeout(300)
     surgeon.page.screenshot(path=ARTIFACTS / "slice-room.png")
     # The student cannot: the tool is refused, with the server's words.
-    refusal = student.js("theatrum.room.op('slice.set', {id: '%s', level: 40}).then(() => 'accepted', (e) => e.message)"
-                         % after["id"])
+    refusal = student.js("(id) => theatrum.room.op('slice.set', {id, level: 40}).then(() => 'ok', (e) => e.message)",
+                         after["id"])
     assert refusal == "students may not set slice planes"
 
 
@@ -249,8 +244,7 @@ def test_an_instructor_carries_a_plane_with_a_controller(browser, served):
         instructor.page.keyboard.press("9")
         instructor.page.click("#enter-vr")
         instructor.page.wait_for_function("theatrum.xr.presenting", polling=50)
-        centre = instructor.js(SCREEN_OF.replace("return [canvas.left", "return [v.x, v.y, v.z]; return [canvas.left")
-                               .replace(".project(stage.camera)", ""), [before["origin"]])[0]
+        centre = instructor.js(WORLD_OF, before["origin"])
         place(instructor, "head", [centre[0], centre[1] + 0.05, centre[2] + 0.3], centre)
         grip = [centre[0] + 0.05, centre[1], centre[2] + 0.25]
         place(instructor, "right", grip, centre)

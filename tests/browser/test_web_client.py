@@ -17,8 +17,6 @@ from pathlib import Path
 
 import pytest
 from browsing import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     TEST_TRIANGLES,
     Client,
     bone_fraction,
@@ -28,11 +26,10 @@ from browsing import (
     next_frame,
     place,
     press,
-    require_module,
     start_server,
     wait_for_study,
 )
-from conftest import DICOM, REPO, require_path, require_tool, write_ct_series
+from conftest import DICOM, REPO, require_path, write_ct_series
 from serverproc import Api, ServerProcess
 
 PHANTOM = DICOM / "ct-head-phantom-philips" / "DICOM" / "S21570" / "S2010"
@@ -60,16 +57,6 @@ class Classroom:
 
 
 # -- fixtures ---------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser():
-    require_tool(CHROMIUM, "Chromium (apt-get install chromium; .ci/run installs it)")
-    sync_api = require_module("playwright.sync_api", "Playwright (pip install playwright)")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture(scope="module")
 def theatrum(tmp_path_factory) -> Theatrum:
     require_path(PHANTOM, "the Philips head phantom (../shared/dicom)")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from conftest import DICOM, require_path
+from conftest import DICOM, SYNTHETIC_PATIENT, require_path, write_ct_series
 from hubtools import BONE, admin, create_room, mint, start
 from PIL import Image
 
@@ -281,3 +281,29 @@ async def test_slice_planes_are_shared_with_everyone_and_set_by_instructors_and_
         assert all(not c.state.slices for c in (instructor, surgeon, *students, observer, late))
     finally:
         await room.close()
+
+
+async def test_nothing_identifying_reaches_a_slice_client(aiohttp_server, tmp_path):
+    """A series with a patient's name, IDs and institution: neither the geometry nor the image headers carry any
+    of them, nor a DICOM UID."""
+    import aiohttp
+
+    folder = tmp_path / "series"
+    paths = write_ct_series(folder, [(0.0, 0.0, float(z)) for z in range(6)])
+    uids = {str(pydicom.dcmread(paths[0]).get(keyword)) for keyword in ("StudyInstanceUID", "SeriesInstanceUID",
+                                                                           "SOPInstanceUID")}
+    _, app, url = await start(aiohttp_server, tmp_path / "data")
+    imported = import_folder(app[LIBRARY], folder)
+    app[CATALOG].add_mesh({"id": "m-synthetic", "study_id": imported["study_id"],
+                           "series_id": imported["series"][0]["id"], "preset": "bone", "threshold": 300.5,
+                           "triangles": 1, "vertices": 3, "bbox_lps_mm": [[0, 0, 0], [1, 1, 1]], "artifacts": {}})
+    async with aiohttp.ClientSession(url) as http:
+        room = await create_room(http, app, meshes=("m-synthetic",), study_id=imported["study_id"])
+        room_id = room["room"]["id"]
+        volume = await http.get(f"/api/rooms/{room_id}/volume", headers=admin(app))
+        image = await http.get(f"/api/rooms/{room_id}/slice?" + query((2, 2, 2), (1, 0, 0), (0, 1, 0), 4.0, 4.0, 16),
+                               headers=admin(app))
+        assert volume.status == image.status == 200
+        seen = (await volume.text()) + repr(dict(volume.headers)) + repr(dict(image.headers))
+    for secret in [*SYNTHETIC_PATIENT.values(), *uids]:
+        assert secret not in seen
