@@ -43,9 +43,9 @@ def require_module(name: str, what: str):
         pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's Chromium under Playwright, for one test module (import this fixture into it)."""
+@pytest.fixture(scope="module", name="browser")
+def browser_fixture():
+    """`browser`: Debian's Chromium under Playwright, for one test module (import browser_fixture into it)."""
     require_tool(CHROMIUM, "Chromium (apt-get install chromium; .ci/run installs it)")
     sync_api = require_module("playwright.sync_api", "Playwright (pip install playwright)")
     with sync_api.sync_playwright() as playwright:

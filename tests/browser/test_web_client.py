@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from browsing import (
+from browsing import (  # noqa: F401 (browser_fixture: the fixture `browser`)
     TEST_TRIANGLES,
     Client,
     bone_fraction,
+    browser_fixture,
     build_meshes,
     create_room,
     hold,

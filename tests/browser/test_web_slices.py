@@ -13,9 +13,10 @@ import math
 
 import numpy as np
 import pytest
-from browsing import (
+from browsing import (  # noqa: F401 (browser_fixture: the fixture `browser`)
     TEST_TRIANGLES,
     Client,
+    browser_fixture,
     build_meshes,
     create_room,
     hold,

@@ -192,6 +192,10 @@ async def test_the_room_series_is_read_by_its_invites_only(served):
     # The admin reads any room; a series outside the room's study is not found.
     r = await http.get(f"/api/rooms/{room_id}/slice?{plane}&series=se-1", headers=admin(app))
     assert r.status == 404
+    # A closed room's invites still read its slices: its replay shows the planes as they moved.
+    assert (await http.post(f"/api/rooms/{room_id}/close", headers=admin(app))).status == 200
+    r = await http.get(f"/api/rooms/{room_id}/slice?{plane}", headers={"Authorization": f"Bearer {own}"})
+    assert r.status == 200
 
 
 GOOD = {"origin": "0,0,0", "u": "1,0,0", "v": "0,1,0", "width_mm": "100", "height_mm": "100", "px": "64"}
