@@ -145,6 +145,12 @@ class EventLog:
 
     def append(self, event: Event) -> None:
         """Append `event` durably (row and Merkle nodes in one commit). Requires event.seq == size + 1."""
+        self.stage(event)
+        self.commit()
+
+    def stage(self, event: Event) -> None:
+        """Add `event` to the log's open transaction: its leaf is in the tree (size and root count it), its row is
+        written at the next `commit`. Requires event.seq == size + 1. Raises LogError (and stages nothing)."""
         if event.room != self.room:
             raise LogError(f"event of room {event.room!r} appended to the log of {self.room!r}")
         if event.seq != self.size + 1:
@@ -153,11 +159,24 @@ class EventLog:
         try:
             self._tree.append(leaf_hash(leaf))  # its nodes go into the row (SqliteLogStore)
             self.store.append(self.room, event.seq, leaf)
+        except BaseException:
+            self.rollback()
+            raise
+
+    def commit(self) -> None:
+        """Make every staged event durable. Raises LogError (LogUnavailableError, LogFullError) after rolling
+        the staged events back."""
+        try:
             self.store.commit()
         except BaseException:
-            self.store.rollback()
-            self._tree = MerkleLog(self.store.node_store(self.room))  # drop the in-memory compact range
+            self.rollback()
             raise
+
+    def rollback(self) -> None:
+        """Forget the staged events: the store's open transaction, and the tree's leaves past the durable ones.
+        (A store shared by several rooms rolls back all of them: reopen the others' logs too.)"""
+        self.store.rollback()
+        self._tree = MerkleLog(self.store.node_store(self.room))  # drop the in-memory compact range
 
     def root(self, size: int | None = None) -> bytes:
         """The Merkle root of the first `size` events (default: all). Requires 0 <= size <= self.size."""

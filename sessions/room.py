@@ -85,6 +85,10 @@ class Room:
         self.state = state
         self.limits = limits
         self._last_at = last_at
+        # False: each event is committed before the call returns. True: events are staged in the log's open
+        # transaction and applied to the state; the caller commits (`log.commit()`, several events at once) and,
+        # if the commit fails, reopens the room from its log (the state holds what was not committed).
+        self.deferred = False
 
     @classmethod
     def create(cls, info: RoomInfo, log: EventLog, at: int, limits: RoomLimits | None = None) -> Room:
@@ -249,12 +253,16 @@ class Room:
             raise OpError(ErrorCode.FORBIDDEN, "the room is closed")
 
     def _append(self, author: str, kind: str, data: Mapping[str, Any], at: int) -> Event:
-        """Stamp, log (durably) and apply the next event. Requires data already checked."""
+        """Stamp, log (durably, or staged when `deferred`) and apply the next event. Requires data already
+        checked."""
         if isinstance(at, bool) or not isinstance(at, int) or at < 0:
             raise ValueError(f"at must be a non-negative int of ms since the epoch, got {at!r}")
         at = max(at, self._last_at)
         event = Event.create(self.id, self.seq + 1, at, author, str(kind), data)
-        self.log.append(event)
+        if self.deferred:
+            self.log.stage(event)
+        else:
+            self.log.append(event)
         apply_event(self.state, event)
         self._last_at = at
         return event

@@ -189,6 +189,7 @@ async def close_room(request: web.Request) -> web.Response:
 async def get_events(request: web.Request) -> web.Response:
     """The ordered log: events with from < seq <= to, at most MAX_EVENTS per page (`next` continues)."""
     live = room_or_404(request)
+    request.app[HUB].flush()  # the log as committed
     room = live.room
     after = query_int(request, "from", default=0)
     until = min(query_int(request, "to", default=room.seq), room.seq)

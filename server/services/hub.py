@@ -70,6 +70,7 @@ log = logging.getLogger("theatrum.hub")
 
 REFUSED = "invalid or expired invite"
 REPLACED = "this link was replaced after someone was removed from the room; ask the instructor for the new one"
+UNAVAILABLE_JOIN = "the server could not record your arrival; try again"
 
 
 def refused(message: str, code: str | None = None) -> socketio.exceptions.ConnectionRefusedError:
@@ -104,6 +105,15 @@ class RoomAccess:
 
     room: str
     meshes: frozenset[str]
+
+
+@dataclass(eq=False)
+class Staged:
+    """An event staged in the log's open transaction, waiting for the next group commit."""
+
+    live: LiveRoom
+    event: Event
+    done: asyncio.Future
 
 
 @dataclass(eq=False)
@@ -166,6 +176,8 @@ class Hub:
         self.closing = False
         self._orphans: dict[tuple[str, str], float] = {}  # (room, participant) present at start -> deadline
         self.unverified: dict[str, str] = {}  # room -> why its stored Merkle tree cannot be vouched for
+        self._staged: list[Staged] = []  # events waiting for the next group commit, in order
+        self._commit: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._ticker: asyncio.Task | None = None
         self.grow: GrowRequests | None = None  # set by the app: structure.grow ops become jobs there
@@ -175,13 +187,15 @@ class Hub:
         self._count_rooms()
 
     def _live(self, room: Room, record: RoomRecord) -> LiveRoom:
+        room.deferred = True  # events are staged, and committed together once a turn of the loop (`flush`)
         per_minute = self.limits.max_events_per_minute
         grown = {s["mesh"] for s in room.state.structures.values()}
         return LiveRoom(room, record, PoseHub(self.pose_limits), frozenset(room.info.meshes) | grown,
                         RateLimiter(per_minute / 60.0, per_minute))
 
     def log_of(self, room_id: str) -> EventLog | None:
-        """The event log of room `room_id`, or None."""
+        """The event log of room `room_id` (every event committed), or None."""
+        self.flush()
         live = self.rooms.get(room_id)
         return live.room.log if live is not None else None
 
@@ -246,6 +260,7 @@ class Hub:
         at, now = now_ms(), time.time()
         record = RoomRecord(room_id, at, int(now) + self.settings.invite_ttl,
                             {role.value: names[role] for role in Role})
+        self.flush()  # the room's row, codes and room.open commit together, and alone
         try:
             self.db.stage_room(record)
             for role in self.code_roles if mode is RoomMode.TRAINING else ():
@@ -272,9 +287,9 @@ class Hub:
     async def close_room(self, live: LiveRoom) -> Event:
         """Log room.close, send it, and disconnect everyone. Raises OpError (forbidden) if already closed."""
         async with live.lock:
-            event = live.room.close(now_ms())
-            self.ledger.closed(live.room.log)
-            self._broadcast(live, event)  # everyone has the close queued before their socket goes
+            committed = self._stage(live, live.room.close(now_ms()))
+        event = await committed  # everyone has the close queued before their socket goes
+        self.ledger.closed(live.room.log)
         self.db.delete_codes(live.id)
         self._count_rooms()
         live.poses = PoseHub(self.pose_limits)
@@ -325,6 +340,7 @@ class Hub:
         code = None
         if old is not None:
             code = RoomCode(new_room_code(lambda c: self.db.code_taken(c, now)), live.id, role, old.exp)
+        self.flush()
         try:
             live.record = self.db.next_generation(live.record, role, code)
         except StorageError:
@@ -411,14 +427,18 @@ class Hub:
                     if (known is None or not known.present) and not live.events.allow(time.monotonic()):
                         raise self._room_busy()
                     event = live.room.join(participant, invite.name, invite.role, now_ms())
+                    committed = self._stage(live, event) if event is not None else None
                 except OpError as error:
                     raise refused(error.detail, error.code.value) from None
                 except LogError:
-                    log.exception("room %s: a join could not be logged", live.id)
-                    raise refused("the server could not record your arrival; try again", "unavailable") from None
+                    raise refused(UNAVAILABLE_JOIN, "unavailable") from None
                 sockets.add(sid)
-                if event is not None:
-                    self._appended(live, event)
+            if committed is not None:
+                try:
+                    await committed
+                except LogError:
+                    live.sockets.get(participant, set()).discard(sid)
+                    raise refused(UNAVAILABLE_JOIN, "unavailable") from None
         self.members[sid] = member
         member.task = self._spawn(self._welcome(member))
 
@@ -449,18 +469,26 @@ class Hub:
         async with live.lock:
             if live.sockets.get(participant) or self.closing:
                 return
+            at = now_ms()
             if live.unlogged_leaves:
-                live.unlogged_leaves[participant] = (now_ms(), reason)  # after the earlier ones, in order
+                live.unlogged_leaves[participant] = (at, reason)  # after the earlier ones, in order
                 return
             try:
-                event = live.room.leave(participant, now_ms(), reason)
+                event = live.room.leave(participant, at, reason)
+                committed = self._stage(live, event) if event is not None else None
             except LogError as error:
-                log.error("room %s: a leave could not be logged (%s); it will be when the log takes writes again",
-                          live.id, error)
-                live.unlogged_leaves[participant] = (now_ms(), reason)
-                return
-            if event is not None:
-                self._appended(live, event)
+                committed, failure = None, error
+            else:
+                failure = None
+        try:
+            if committed is not None:
+                await committed
+        except LogError as error:
+            failure = error
+        if failure is not None:
+            log.error("room %s: a leave could not be logged (%s); it will be when the log takes writes again",
+                      live.id, failure)
+            live.unlogged_leaves[participant] = (at, reason)
 
     async def _log_unlogged_leaves(self, live: LiveRoom) -> None:
         """Log the leaves a full disk held back, in order, while the log takes them."""
@@ -472,11 +500,11 @@ class Hub:
                     continue
                 try:
                     event = live.room.leave(participant, at, reason)
+                    if event is not None:
+                        await self._stage(live, event)
                 except LogError:
                     return
                 del live.unlogged_leaves[participant]
-                if event is not None:
-                    self._appended(live, event)
 
     async def _welcome(self, member: Member) -> None:
         """Once the connection is accepted: the history (snapshot or missed events), subscribe, avatars."""
@@ -491,6 +519,7 @@ class Hub:
         async with live.lock:
             if self.members.get(member.sid) is not member:
                 return
+            self.flush()  # the history is what is durable
             self._send_history(live, member, member.last_seq)
             live.subscribers.add(member.sid)
             self.fanout.send("poses", {"poses": live.poses.latest(), "gone": []}, member.sid)
@@ -532,13 +561,12 @@ class Hub:
             if not live.events.allow(time.monotonic()):
                 raise self._room_busy()
             async with live.lock:
-                event = live.room.apply(message, member.participant, now_ms())
-                self._appended(live, event)  # the kicked see their kick before their socket goes
+                committed = self._stage(live, live.room.apply(message, member.participant, now_ms()))
+            event = await committed  # sent to the room (the kicked see their kick before their socket goes)
         except OpError as error:
             self._violation(member, error)
             return nack(error)
         except LogError:
-            log.exception("room %s: the op could not be logged", live.id)
             return {"ok": False, "error": {"code": "unavailable",
                                            "detail": "the server could not record the op"}}
         if event.kind == OpKind.PARTICIPANT_KICK:
@@ -620,6 +648,7 @@ class Hub:
             return nack(error)
         live = self.rooms[member.room]
         async with live.lock:
+            self.flush()
             snapshot = self._send_history(live, member, last_seq)  # queued before the ack
             seq = live.room.seq
         return {"ok": True, "seq": seq, "snapshot": snapshot}
@@ -660,12 +689,54 @@ class Hub:
         for sid in list(live.sockets.get(participant, ())):
             await self.fanout.disconnect(sid)
 
-    def _appended(self, live: LiveRoom, event: Event) -> None:
-        """After `event` is in the log: cut a checkpoint if one is due, then send the event to the room's
-        subscribers. Requires the room's lock (keeps seq order)."""
-        if not live.room.closed:
-            self.ledger.appended(live.room.log)
-        self._broadcast(live, event)
+    def _stage(self, live: LiveRoom, event: Event) -> asyncio.Future:
+        """Wait for the group commit of `event` (staged in its room's log): the future gives the event once it
+        is durable and sent to the room, or raises LogError if the commit failed. Requires the room's lock (keeps
+        seq order)."""
+        done = asyncio.get_running_loop().create_future()
+        self._staged.append(Staged(live, event, done))
+        if self._commit is None:
+            self._commit = asyncio.get_running_loop().call_soon(self.flush)
+        return done
+
+    def flush(self) -> None:
+        """The group commit: every event staged since the last one (the ops of every socket read in this turn
+        of the loop, in every room) in one transaction. Then, in order, a checkpoint where one is due, each
+        event to its room, and each waiting op's ack. If the commit fails, every staged event is dropped, each
+        room concerned is reopened from its log, and the waiting ops get LogError.
+
+        Called once a turn of the loop after an event is staged, and before anything reads a log or builds a
+        snapshot (so that no one sees an event that is not durable)."""
+        if self._commit is not None:
+            self._commit.cancel()
+            self._commit = None
+        staged, self._staged = self._staged, []
+        if not staged:
+            return
+        try:
+            self.db.logs.commit()
+        except LogError as error:
+            self.db.logs.rollback()
+            log.error("%d event(s) could not be committed: %s", len(staged), error)
+            for live in dict.fromkeys(s.live for s in staged):
+                self._reopen(live)
+            for s in staged:
+                if not s.done.done():
+                    s.done.set_exception(error)
+            return
+        for live in dict.fromkeys(s.live for s in staged):
+            if not live.room.closed:
+                self.ledger.appended(live.room.log)
+        for s in staged:
+            self._broadcast(s.live, s.event)
+            if not s.done.done():
+                s.done.set_result(s.event)
+
+    def _reopen(self, live: LiveRoom) -> None:
+        """Rebuild a room from its durable log (its staged events were dropped)."""
+        room = Room.open(EventLog(self.db.logs, live.id), self.limits)
+        room.deferred = True
+        live.room = room
 
     def _broadcast(self, live: LiveRoom, event: Event) -> None:
         """Send `event` to the room's subscribers. Requires the room's lock (keeps seq order)."""
@@ -679,6 +750,7 @@ class Hub:
         Requires `now` (time.monotonic()) not to go backwards between calls.
         """
         now = time.monotonic() if now is None else now
+        self.flush()  # the avatar track commits on the same connection
         sent = 0
         for live in list(self.rooms.values()):
             if live.room.closed:
