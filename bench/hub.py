@@ -1,6 +1,7 @@
 """Session hub benchmark: R rooms x N clients on loopback, against a bare python-socketio broadcast server.
 
     .venv/bin/python bench/hub.py [--duration 20] [--configs 1x30,10x10] [--procs 2] [--rounds 2]
+    .venv/bin/python bench/hub.py --processes 1,2 [--steps 50,100,...] [--room-size 10] [--duration 8]
 
 Each client sends poses at 30 Hz (volatile) and one annotation a second (an op with an ack) and receives
 everything its room broadcasts. The clients are the official JavaScript socket.io-client, run by Node in
@@ -22,6 +23,12 @@ broadcast (p50, p99; clocks are time.monotonic, shared by processes on one machi
 process's user + system time over the measured window), the client processes' CPU (the same machine's
 cores: when they are busy, latency is theirs as much as the server's), and the ratio ours/bare. Targets
 (issue 4): p99 <= 25 ms at 1x30, CPU <= 1.3x bare.
+
+With `--processes 1,2` it measures the scale-out instead (issue 16): for each count, that many `theatrum serve`
+processes on a private PostgreSQL and Redis behind nginx with docs/operations.md's configuration (Debian's
+postgresql, redis-server and nginx), loaded in steps of more users (rooms of `--room-size`, every client through
+nginx with `room=` in its query) until the op p99 passes 50 ms. It prints each step, then the users served at
+p99 <= 50 ms by each count and the ratio to the first count (the reference, measured in the same run).
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ TICK_HZ = 20.0
 WARMUP = 2.0  # seconds of load before the measured window
 SETTLE = 1.0  # seconds after it, for the last broadcasts to arrive
 CLIENTS = Path(__file__).resolve().parent / "hub_clients.mjs"
+REPO = Path(__file__).resolve().parents[1]
+P99_TARGET_MS = 50.0  # issue 16: users served at p99 <= 50 ms
 
 
 # ---- servers ---------------------------------------------------------------------------------------------
@@ -56,19 +65,23 @@ def serve_ours(port: int, data: Path) -> None:
     from aiohttp import web
 
     from server.app import build_app
+    from server.appkeys import ARTIFACTS, CATALOG
     from server.config import Settings
 
     app = build_app(Settings(data=data, port=port, workers=1, pose_tick_hz=TICK_HZ, room_max_participants=200))
-    catalog = app["catalog"]
-    with catalog.transaction() as db:
-        db.execute("INSERT OR IGNORE INTO studies (id, created_at, description, modalities) "
-                   "VALUES ('st-bench', 0, '', 'CT')")
-    digest = app["store"].put_bytes(b"glTF", ".glb")
+    seed(app[CATALOG], app[ARTIFACTS])
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, handle_signals=True,
+                loop=new_event_loop())
+
+
+def seed(catalog, store) -> None:
+    """One study with one (placeholder) mesh, for the rooms."""
+    with catalog.transaction() as batch:
+        batch.add_study("st-bench", "", "CT")
+    digest = store.put_bytes(b"glTF", ".glb")
     catalog.add_mesh({"id": "m-bench", "study_id": "st-bench", "series_id": "se-bench", "preset": "bone",
                       "threshold": 300.5, "triangles": 1, "vertices": 3, "bbox_lps_mm": [[0, 0, 0], [1, 1, 1]],
                       "artifacts": {"draco": digest}})
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, handle_signals=True,
-                loop=new_event_loop())
 
 
 def serve_bare(port: int) -> None:
@@ -76,7 +89,7 @@ def serve_bare(port: int) -> None:
     import socketio
     from aiohttp import web
 
-    from server.services.sockets import plain_websockets
+    from server.middleware.websockets import plain_websockets
 
     # The transport exactly as ours runs it (server/services/sockets.py): handlers inline, no permessage-deflate.
     sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False, async_handlers=False)
@@ -159,11 +172,10 @@ def wait_listening(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"the server did not listen on port {port}")
 
 
-def ours_clients(url: str, data: Path, rooms: int, per_room: int) -> list[list]:
-    """Create the rooms over HTTP as the admin; one personal surgeon invite per client: [(room, auth)]."""
+def ours_clients(url: str, token: str, rooms: int, per_room: int, *, route: bool = False) -> list[list]:
+    """Create the rooms over HTTP as the admin; one personal surgeon invite per client: [room, auth] (and the
+    socket.io query {room: id} with `route`, for a proxy that routes by room)."""
     import urllib.request
-
-    token = (data / "admin-token").read_text().strip()
 
     def post(path: str, body: dict) -> dict:
         request = urllib.request.Request(url + path, json.dumps(body).encode(), method="POST", headers={
@@ -177,7 +189,7 @@ def ours_clients(url: str, data: Path, rooms: int, per_room: int) -> list[list]:
                                    "title": f"bench {r}"})["room"]["id"]
         for c in range(per_room):
             invite = post(f"/api/rooms/{room}/invites", {"role": "surgeon", "name": f"Client {r}.{c}"})
-            out.append([r, {"token": invite["token"]}])
+            out.append([r, {"token": invite["token"]}, {"room": room}] if route else [r, {"token": invite["token"]}])
     return out
 
 
@@ -192,40 +204,84 @@ def run(kind: str, rooms: int, per_room: int, duration: float, procs: int, profi
                                    "--data", str(data), *profiling], stdout=subprocess.DEVNULL)
         try:
             wait_listening(port)
-            members = (ours_clients(url, data, rooms, per_room) if kind == "ours"
+            token = (data / "admin-token").read_text().strip() if kind == "ours" else ""
+            members = (ours_clients(url, token, rooms, per_room) if kind == "ours"
                        else [[r, {"room": f"room-{r}"}] for r in range(rooms) for _ in range(per_room)])
-            connect_time = 3.0 + 0.05 * len(members)
-            start = time.monotonic() + connect_time
-            stop = start + WARMUP + duration
-            workers = []
-            for p in range(procs):
-                mine = [[i, auth] for i, (_, auth) in enumerate(members) if i % procs == p]
-                spec = {"url": url, "clients": mine, "start": start, "stop": stop, "settle": SETTLE,
-                        "pose_hz": POSE_HZ, "op_hz": OP_HZ}
-                workers.append(subprocess.Popen(["node", str(CLIENTS)], stdin=subprocess.PIPE,
-                                                stdout=subprocess.PIPE, text=True))
-                workers[-1].stdin.write(json.dumps(spec))
-                workers[-1].stdin.close()
-            time.sleep(max(0.0, start + WARMUP - time.monotonic()))
-            cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
-            clients0 = sum(cpu_seconds(w.pid) for w in workers)
-            time.sleep(max(0.0, stop - time.monotonic()))
-            cpu1, t1 = cpu_seconds(server.pid), time.monotonic()
-            clients1 = sum(cpu_seconds(w.pid) for w in workers)
-            results = [json.loads(w.stdout.read()) for w in workers]
-            if any(w.wait() != 0 for w in workers):
-                raise RuntimeError("a client process failed")
+            return load(url, members, duration, procs, [server.pid])
         finally:
             server.terminate()
             server.wait()
+
+
+def load(url: str, members: list[list], duration: float, procs: int, server_pids: list[int]) -> dict:
+    """Run `members` ([room, auth, query?] each) against `url` in `procs` Node processes; the figures, with the
+    CPU of the processes `server_pids` together."""
+    connect_time = 3.0 + 0.05 * len(members)
+    start = time.monotonic() + connect_time
+    stop = start + WARMUP + duration
+    workers = []
+    for p in range(procs):
+        mine = [[i, *member[1:]] for i, member in enumerate(members) if i % procs == p]
+        spec = {"url": url, "clients": mine, "start": start, "stop": stop, "settle": SETTLE,
+                "pose_hz": POSE_HZ, "op_hz": OP_HZ}
+        workers.append(subprocess.Popen(["node", str(CLIENTS)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True))
+        workers[-1].stdin.write(json.dumps(spec))
+        workers[-1].stdin.close()
+    time.sleep(max(0.0, start + WARMUP - time.monotonic()))
+    cpu0, t0 = sum(cpu_seconds(pid) for pid in server_pids), time.monotonic()
+    clients0 = sum(cpu_seconds(w.pid) for w in workers)
+    time.sleep(max(0.0, stop - time.monotonic()))
+    cpu1, t1 = sum(cpu_seconds(pid) for pid in server_pids), time.monotonic()
+    clients1 = sum(cpu_seconds(w.pid) for w in workers)
+    results = [json.loads(w.stdout.read()) for w in workers]
+    if any(w.wait() != 0 for w in workers):
+        raise RuntimeError("a client process failed")
     figures = summarise(results, members, start + WARMUP, stop, (cpu1 - cpu0) / (t1 - t0))
     return {**figures, "client_cpu": (clients1 - clients0) / (t1 - t0)}
+
+
+# ---- several processes behind nginx (--processes) -------------------------------------------------------------
+
+def run_cluster(processes: int, steps: list[int], room_size: int, duration: float, procs: int) -> list[dict]:
+    """`processes` servers on PostgreSQL + Redis behind nginx (docs/operations.md's configuration), loaded with
+    more users at each step (rooms of `room_size`) until p99 passes P99_TARGET_MS; the figures of each step."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from cluster import cluster
+    from engines import postgres
+
+    from server.storage.artifacts import ArtifactStore
+    from server.storage.catalog import Catalog
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp, postgres(Path(tmp) / "pg") as database, \
+            cluster(Path(tmp) / "cluster", database, processes, worker=False,
+                    env={"THEATRUM_ROOM_MAX_PARTICIPANTS": "200"}) as running:
+        catalog = Catalog(database)
+        seed(catalog, ArtifactStore(running.data / "objects"))
+        catalog.close()
+        pids = [server.process.pid for server in running.servers]
+        for users in steps:
+            rooms = max(1, users // room_size)
+            members = ours_clients(running.url, running.api.token, rooms, room_size, route=True)
+            figures = load(running.url, members, duration, procs, pids)
+            rows.append({"processes": processes, "users": rooms * room_size, **figures})
+            print_cluster_row(rows[-1], flush=True)
+            if figures["lost"] or figures["p99_ms"] > P99_TARGET_MS:
+                break
+    return rows
+
+
+def print_cluster_row(row: dict, flush: bool = False) -> None:
+    print(f"{row['processes']:>9} {row['users']:>5} {row['delivered_per_s']:>11.0f} {row['ops']:>5} {row['lost']:>4} "
+          f"{row['p50_ms']:>7.1f} {row['p99_ms']:>7.1f} {row['cpu'] * 100:>9.0f}% {row['client_cpu'] * 100:>9.0f}%",
+          flush=flush)
 
 
 def summarise(results: list[dict], members: list[list], window_start: float, window_stop: float,
               cpu: float) -> dict:
     """Delivered messages/s, op latency percentiles over the measured window, server CPU."""
-    room_of = {i: room for i, (room, _) in enumerate(members)}
+    room_of = {i: member[0] for i, member in enumerate(members)}
     room_size: dict[int, int] = {}
     for room in room_of.values():
         room_size[room] = room_size.get(room, 0) + 1
@@ -270,6 +326,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--profile", type=Path, help="write each server's cProfile stats into this folder")
+    parser.add_argument("--processes", help="several processes: comma-separated server counts (e.g. 1,2), each "
+                                            "behind nginx on PostgreSQL and Redis, loaded in steps of users")
+    parser.add_argument("--steps", default="50,100,150,200,250,300,400,500",
+                        help="users at each step of --processes (rooms of --room-size)")
+    parser.add_argument("--room-size", type=int, default=10, help="users per room with --processes")
     args = parser.parse_args()
     if args.serve:
         serve = (lambda: serve_ours(args.port, args.data)) if args.serve == "ours" else (lambda: serve_bare(args.port))
@@ -290,6 +351,8 @@ def main() -> None:
     if not (CLIENTS.parent.parent / "web-client" / "node_modules" / "socket.io-client").is_dir():
         sys.exit("bench/hub.py needs Node and socket.io-client: run `npm ci` in web-client")
 
+    if args.processes:
+        return main_cluster(args)
     print(f"session hub on loopback: poses {POSE_HZ:g} Hz + one annotation/s per client, {args.duration:g} s "
           f"measured after {WARMUP:g} s of warm-up, {args.procs} client processes, {os.cpu_count()} cores, "
           f"best of {args.rounds} alternating rounds, load average {os.getloadavg()[0]:.1f}")
@@ -312,6 +375,28 @@ def main() -> None:
               f"{'':>4} {ours['p50_ms'] / bare['p50_ms']:>7.2f} {ours['p99_ms'] / bare['p99_ms']:>7.2f} "
               f"{ours['cpu'] / bare['cpu']:>9.2f}x")
     return None
+
+
+def main_cluster(args: argparse.Namespace) -> None:
+    counts = [int(n) for n in args.processes.split(",")]
+    steps = [int(n) for n in args.steps.split(",")]
+    print(f"several processes behind nginx (PostgreSQL, Redis): rooms of {args.room_size}, poses {POSE_HZ:g} Hz + one "
+          f"annotation/s per user, {args.duration:g} s measured per step, {args.procs} client processes, "
+          f"{os.cpu_count()} cores; server CPU is all server processes together")
+    header = (f"{'processes':>9} {'users':>5} {'delivered/s':>11} {'ops':>5} {'lost':>4} {'p50 ms':>7} {'p99 ms':>7} "
+              f"{'server CPU':>10} {'client CPU':>10}")
+    print(header)
+    print("-" * len(header))
+    served = {}
+    for count in counts:
+        rows = run_cluster(count, steps, args.room_size, args.duration, args.procs)
+        good = [r["users"] for r in rows if not r["lost"] and r["p99_ms"] <= P99_TARGET_MS]
+        served[count] = max(good, default=0)
+    print()
+    print(f"{'processes':>9} {'users at p99 <= 50 ms':>22} {'ratio':>6}")
+    reference = served[counts[0]] or float("nan")
+    for count in counts:
+        print(f"{count:>9} {served[count]:>22} {served[count] / reference:>6.2f}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 //
 //     node bench/hub_clients.mjs < spec.json
 //
-// spec: {url, clients: [[index, auth], ...], start, stop, settle, pose_hz, op_hz}, times in seconds on
+// spec: {url, clients: [[index, auth, query?], ...], start, stop, settle, pose_hz, op_hz}, times in seconds on
 // CLOCK_MONOTONIC (Python's time.monotonic and Node's process.hrtime share it on Linux). From `start` to
 // `stop` each client sends volatile poses at pose_hz and one annotation op (with an ack) every 1/op_hz s,
 // labelled "c<index>-<n>". It prints {emitted: {label: t}, received: {"label|index": t}, counts} as JSON.
@@ -31,10 +31,10 @@ const emitted = {};
 const received = {};
 const counts = { event: 0, poses: 0, ack: 0, nack: 0 };
 
-function connect([index, auth]) {
+function connect([index, auth, query]) {
   return new Promise((resolve, reject) => {
-    const socket = io(spec.url, { auth, transports: ["websocket"], reconnection: false, forceNew: true,
-                                  timeout: 30000 });
+    const socket = io(spec.url, { auth, query: query || {}, transports: ["websocket"], reconnection: false,
+                                  forceNew: true, timeout: 30000 });
     socket.on("event", (message) => {
       counts.event += 1;
       const label = message.data && message.data.label;

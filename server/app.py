@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
+import socket
 from functools import partial
 from pathlib import Path
 
@@ -43,11 +45,12 @@ from server.appkeys import (
     TMP,
     UNVERIFIED_ROOMS,
 )
-from server.config import Settings
+from server.config import Settings, SettingsError
 from server.metrics import Metrics
 from server.middleware.auth import require_token
 from server.middleware.cors import cors_middleware
 from server.middleware.errors import json_errors
+from server.middleware.forwarded import forwarded_middleware
 from server.middleware.gzip import gzip_middleware
 from server.middleware.metrics import metrics_middleware
 from server.middleware.websockets import plain_websockets
@@ -59,9 +62,11 @@ from server.services.growing import GrowRequests
 from server.services.hub import Hub
 from server.services.imports import Library
 from server.services.invites import INVITE_KEY_FILE, InviteSigner
+from server.services.job_queue import RedisJobs
+from server.services.job_worker import spec_for
 from server.services.jobs import JobRunner
 from server.services.ledger import LedgerConfig, LedgerService
-from server.services.meshes import MeshRequests, job_spec, record_mesh
+from server.services.meshes import MeshRequests, record_mesh
 from server.services.pacs import REF_KEY_FILE, Pacs, PacsConfig, RefCodec
 from server.services.receiver import DicomPortError, DicomReceiver, parse_peers
 from server.services.slices import LoadedSeries, SliceService
@@ -75,6 +80,7 @@ from server.storage.roomdb import ROOM_DB, RoomDatabase
 log = logging.getLogger("theatrum")
 
 PSEUDONYM_KEY_FILE = "pseudonym-key"
+SHARED_FILE_GRACE_S = 3600.0  # with several processes, files younger than this may be another's import
 
 
 def routes() -> list[web.RouteDef]:
@@ -92,7 +98,8 @@ def build_app(settings: Settings) -> web.Application:
     data.mkdir(mode=0o700, parents=True, exist_ok=True)
     metrics = Metrics()
     app = web.Application(
-        middlewares=[metrics_middleware(metrics), plain_websockets, cors_middleware(settings.cors_origins),
+        middlewares=[forwarded_middleware(settings.forwarded_allow_ips), metrics_middleware(metrics),
+                     plain_websockets, cors_middleware(settings.cors_origins),
                      gzip_middleware, json_errors, require_token],
         client_max_size=1024**2,  # JSON bodies; uploads are streamed and limited separately
     )
@@ -100,9 +107,13 @@ def build_app(settings: Settings) -> web.Application:
     app[METRICS] = metrics
     app[ADMIN_TOKEN], app[ADMIN_TOKEN_CREATED] = load_or_create_secret(data / ADMIN_TOKEN_FILE)
     pseudonyms = app[PSEUDONYMS] = Pseudonymizer(load_or_create_secret(data / PSEUDONYM_KEY_FILE)[0].encode())
-    catalog = app[CATALOG] = Catalog(data / "catalog.sqlite")
+    if settings.database_url and not settings.redis_url:
+        raise SettingsError("THEATRUM_DATABASE_URL needs THEATRUM_REDIS_URL too: several processes share their job "
+                            "queue and lobby events through Redis")
+    catalog = app[CATALOG] = Catalog(settings.database_url or data / "catalog.sqlite")
     store = app[ARTIFACTS] = ArtifactStore(data / "objects")
-    app[TMP] = data / "tmp"
+    # Uploads in progress. Processes that share the data folder each have their own (named by host and pid).
+    app[TMP] = data / "tmp" / f"{socket.gethostname()}-{os.getpid()}" if settings.database_url else data / "tmp"
     app[LIBRARY] = Library(catalog, store, pseudonyms,
                            ZipLimits(max_bytes=settings.max_unzipped_bytes, max_ratio=settings.max_zip_ratio),
                            max_inflated_bytes=min(DEFAULT_MAX_INFLATED_BYTES, settings.max_upload_bytes))
@@ -114,10 +125,10 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_get("/metrics", system.metrics)
     app.router.add_route("*", "/api/{tail:.*}", _api_not_found)
     sio = app[SIO] = sockets.socket_server(app, settings)
-    app[LEDGER] = LedgerService.open(data, LedgerConfig.from_settings(settings))
+    app[LEDGER] = LedgerService.open(data, LedgerConfig.from_settings(settings), settings.database_url or None)
     invite_key, _ = load_or_create_secret(data / INVITE_KEY_FILE)
     fanout = Fanout(sio, settings.socket_max_queue_bytes, on_drop=metrics.dropped_sockets.inc)
-    hub = app[HUB] = Hub(fanout, RoomDatabase(data / ROOM_DB),
+    hub = app[HUB] = Hub(fanout, RoomDatabase(settings.database_url or data / ROOM_DB),
                          InviteSigner(invite_key.encode()), app[LEDGER], settings, metrics, pseudonyms)
     app[ROOM_LOGS] = hub.log_of
     app[UNVERIFIED_ROOMS] = hub.unverified
@@ -128,12 +139,20 @@ def build_app(settings: Settings) -> web.Application:
         if growing.is_grow(job):
             await hub.grow_changed(job)
 
-    def spec_for(job: dict) -> dict:
-        return growing.job_spec(catalog, store, job) if growing.is_grow(job) else job_spec(catalog, store, job)
+    async def worker_job_changed(job: dict) -> None:  # the worker has sent the lobby's event itself
+        if job["state"] == "cancelled":
+            await sio.emit("job", job_view(job), room=sockets.ADMIN_ROOM, ignore_queue=True)
+        if growing.is_grow(job):
+            await hub.grow_changed(job)
 
-    app[JOBS] = JobRunner(catalog, spec_for=spec_for, on_mesh=partial(record_mesh, catalog),
-                          workers=settings.worker_count, max_queued=settings.max_queued_jobs,
-                          on_update=job_changed, metrics=metrics)
+    if settings.redis_url:
+        app[JOBS] = RedisJobs(catalog, settings.redis_url, max_queued=settings.max_queued_jobs,
+                              on_update=worker_job_changed, metrics=metrics)
+    else:
+        app[JOBS] = JobRunner(catalog, spec_for=partial(spec_for, catalog, store),
+                              on_mesh=partial(record_mesh, catalog), workers=settings.worker_count,
+                              max_queued=settings.max_queued_jobs,
+                              on_update=job_changed, metrics=metrics)
     app[MESH_REQUESTS] = MeshRequests(catalog, app[JOBS])
     hub.grow = GrowRequests(catalog, app[JOBS])
     app[SLICES] = SliceService(catalog, store, VolumeCache[LoadedSeries](settings.volume_cache_bytes,
@@ -208,10 +227,11 @@ def _add_static(app: web.Application, root: Path) -> None:
 
 
 async def _startup(app: web.Application) -> None:
-    removed = app[ARTIFACTS].remove_partials()
+    shared = bool(app[SETTINGS].database_url)  # other processes share the folder: leave their recent files
+    removed = app[ARTIFACTS].remove_partials(SHARED_FILE_GRACE_S if shared else 0.0)
     if removed:
         log.warning("removed %d partial artifact file(s) left by an earlier crash", removed)
-    orphans = await asyncio.to_thread(imports.sweep_orphans, app[LIBRARY])
+    orphans = await asyncio.to_thread(imports.sweep_orphans, app[LIBRARY], SHARED_FILE_GRACE_S if shared else 0.0)
     if orphans:
         log.warning("removed %d stored file(s) that no study refers to (an import an earlier crash stopped)",
                     orphans)
@@ -222,10 +242,31 @@ async def _startup(app: web.Application) -> None:
     tmp = app[TMP]
     if tmp.exists():
         shutil.rmtree(tmp, ignore_errors=True)
+    if shared:
+        _remove_dead_uploads(tmp)
     tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
     await app[JOBS].start()
     await app[HUB].start()  # the ledger follows every room from here
     await app[LEDGER].start()
+
+
+def _remove_dead_uploads(tmp: Path) -> None:
+    """Remove the upload folders of this host's processes that are gone (folders <host>-<pid> beside `tmp`)."""
+    host = socket.gethostname()
+    for folder in tmp.parent.glob(f"{host}-*") if tmp.parent.exists() else ():
+        pid = folder.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 async def import_on_start(app: web.Application) -> None:

@@ -32,6 +32,12 @@ class Settings:
     volume_cache_bytes: int = 2 * 1024**3
     # CORS: comma-separated allowed origins; empty means CORS is off.
     cors_origins: tuple[str, ...] = ()
+    # Several server processes: the PostgreSQL database they share (catalog, room logs, checkpoints, anchors;
+    # empty = SQLite files in the data folder) and the Redis for cross-process emits and the job queue.
+    database_url: str = ""
+    redis_url: str = ""
+    # Reverse proxies whose X-Forwarded-For is believed (e.g. 127.0.0.1 for nginx on the same host).
+    forwarded_allow_ips: tuple[str, ...] = ()
     # DICOMweb PACS: QIDO/WADO root URL, optional basic-auth user and password.
     pacs_url: str = ""
     pacs_user: str = ""

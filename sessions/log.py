@@ -12,7 +12,7 @@ new class, not a rewrite. A `LogStore` is used from one thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from sessions.events import Event
@@ -35,6 +35,15 @@ class LogUnavailableError(LogError):
 
 class LogFullError(LogUnavailableError):
     """The store has no space left; nothing was appended."""
+
+
+class LogConflictError(LogError):
+    """Another writer stored one of these seqs first (a store several processes share): nothing of `rooms` was
+    appended (a commit of several rooms wrote the others')."""
+
+    def __init__(self, message: str, rooms: frozenset[str] = frozenset()):
+        super().__init__(message)
+        self.rooms = rooms
 
 
 class LogStore(Protocol):
@@ -117,6 +126,87 @@ class MemoryLogStore:
     def rooms(self) -> list[str]:
         """Rooms with committed rows, sorted."""
         return sorted(room for room, rows in self._rows.items() if rows)
+
+
+class RowStore(Protocol):
+    """A LogStore that keeps each event's Merkle nodes in the event's own row (SqliteLogStore, and the
+    PostgreSQL store): node (level, index) is completed by the leaf of seq = (index + 1) << level, so it lives in
+    that row, at position `level` of its `nodes` (level 0, the leaf hash, first)."""
+
+    def row_node(self, room: str, seq: int, level: int) -> bytes | None:
+        """Node `level` of the row of event `seq`, or None."""
+        ...
+
+    def last_seq(self, room: str) -> int:
+        ...
+
+
+class RowNodeStore:
+    """The Merkle nodes of one room, kept in its event rows (see RowStore).
+
+    `put` collects the nodes of the leaf being appended; the store's `append` writes them into the leaf's row
+    (`take`). MerkleLog puts a leaf's nodes in level order, level 0 first, and never reads while appending.
+    """
+
+    def __init__(self, store: RowStore, room: str):
+        self._store = store
+        self._room = room
+        self._pending: list[bytes] = []
+
+    def get(self, level: int, index: int) -> bytes | None:
+        """The hash of node (level, index), or None. Requires level, index >= 0."""
+        node = self._store.row_node(self._room, (index + 1) << level, level)
+        return node if node is not None and len(node) == 32 else None
+
+    def put(self, level: int, index: int, hash_: bytes) -> None:
+        """Collect node (level, index) for the next row. Requires the leaf's nodes in level order from 0."""
+        if level != len(self._pending):
+            raise LogError(f"room {self._room}: Merkle node of level {level} put after {len(self._pending)} nodes")
+        self._pending.append(hash_)
+
+    def take(self) -> bytes:
+        """The collected nodes as one blob, and forget them."""
+        nodes, self._pending = b"".join(self._pending), []
+        return nodes
+
+    def leaf_count(self) -> int:
+        """The number of event rows of the room."""
+        return self._store.last_seq(self._room)
+
+
+class CapturingNodeStore:
+    """A NodeStore that keeps only what the last append put (and nothing to read back)."""
+
+    def __init__(self) -> None:
+        self._nodes: list[bytes] = []
+
+    def get(self, level: int, index: int) -> bytes | None:
+        return None
+
+    def put(self, level: int, index: int, hash_: bytes) -> None:
+        self._nodes.append(hash_)
+
+    def leaf_count(self) -> int:
+        return 0
+
+    def take(self) -> bytes:
+        nodes, self._nodes = b"".join(self._nodes), []
+        return nodes
+
+
+def first_mismatch(rows: Iterable[tuple[int, bytes, bytes]], page: int) -> Iterator[int | None]:
+    """Check stored rows (seq, leaf, nodes) of a RowStore against the nodes their leaves give: yields None after
+    every `page` rows (so a caller can pause), then the first seq whose row holds other nodes, and ends; or just
+    ends when every node is right."""
+    capture = CapturingNodeStore()
+    tree = MerkleLog(capture)
+    for count, (seq, leaf, nodes) in enumerate(rows, start=1):
+        tree.append(leaf_hash(leaf))
+        if capture.take() != nodes:
+            yield seq
+            return
+        if count % page == 0:
+            yield None
 
 
 class EventLog:

@@ -14,7 +14,14 @@ from sessions.ledger.legacy_store import SqliteNodeStore
 from sessions.ledger.merkle import leaf_hash
 from sessions.ledger.sqlite import connect
 from sessions.ledger.tree import MerkleLog
-from sessions.log import LogCorruptError, LogError, LogFullError, LogUnavailableError
+from sessions.log import (
+    LogCorruptError,
+    LogError,
+    LogFullError,
+    LogUnavailableError,
+    RowNodeStore,
+    first_mismatch,
+)
 
 _PAGE = 4096
 PAGE_SIZE = 1024  # of a new database: a commit writes whole pages to the WAL, and an event row is ~200 bytes
@@ -86,6 +93,15 @@ class SqliteLogStore:
             self._nodes[room] = RowNodeStore(self, room)
         return self._nodes[room]
 
+    def row_node(self, room: str, seq: int, level: int) -> bytes | None:
+        """Node `level` of the row of event `seq` (see the class docstring), or None."""
+        row_id = self.row_id(room, seq, create=False)
+        if row_id is None:
+            return None
+        row = self.conn.execute("SELECT substr(nodes, ?, 32) FROM events WHERE id = ?", (32 * level + 1, row_id)
+                                ).fetchone()
+        return row[0] if row is not None and isinstance(row[0], bytes) else None
+
     def append(self, room: str, seq: int, leaf: bytes) -> None:
         """Insert the row, with the nodes the room's MerkleLog put since the last append, in the open
         transaction. Requires a seq not yet stored for `room`, and its Merkle append done first."""
@@ -132,27 +148,25 @@ class SqliteLogStore:
                 return
             first = rows[-1][0]
 
-    def nodes_mismatch(self, room: str) -> Iterator[int | None]:
-        """Check every stored Merkle node of `room` against the nodes its leaves give: yields None after each page
-        of rows (so a caller can pause between pages), then the first seq whose row holds other nodes, and ends;
-        or just ends when every node is right."""
+    def event_rows(self, room: str, after: int = 0) -> Iterator[tuple[int, bytes, bytes]]:
+        """(seq, leaf, nodes) of every row of `room` after seq `after`, read in pages of _PAGE rows."""
         base = self.row_id(room, 0, create=False)
         if base is None:
             return
-        capture = _CapturingNodeStore()
-        tree, first = MerkleLog(capture), base
+        first = base + after
         while True:
             rows = self.conn.execute("SELECT id, leaf, nodes FROM events WHERE id > ? AND id < ? ORDER BY id LIMIT ?",
                                      (first, base + (1 << SEQ_BITS), _PAGE)).fetchall()
             for row_id, leaf, nodes in rows:
-                tree.append(leaf_hash(leaf if isinstance(leaf, bytes) else b""))
-                if capture.take() != nodes:
-                    yield row_id - base
-                    return
+                yield row_id - base, leaf if isinstance(leaf, bytes) else b"", nodes
             if len(rows) < _PAGE:
                 return
             first = rows[-1][0]
-            yield None
+
+    def nodes_mismatch(self, room: str) -> Iterator[int | None]:
+        """Check every stored Merkle node of `room` against the nodes its leaves give (sessions.log.first_mismatch:
+        None after each page, then the first seq whose row holds other nodes)."""
+        return first_mismatch(self.event_rows(room), _PAGE)
 
     def last_seq(self, room: str) -> int:
         """The highest seq of `room`, or 0."""
@@ -178,65 +192,6 @@ def _unavailable(error: sqlite3.Error, what: str) -> LogUnavailableError:
     """The log's own error for a failed write: LogFullError when SQLite says the disk is full."""
     full = getattr(error, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(error)
     return (LogFullError if full else LogUnavailableError)(f"{what}: the room log cannot be written: {error}")
-
-
-class _CapturingNodeStore:
-    """A NodeStore that keeps only what the last append put (and nothing to read back)."""
-
-    def __init__(self) -> None:
-        self._nodes: list[bytes] = []
-
-    def get(self, level: int, index: int) -> bytes | None:
-        return None
-
-    def put(self, level: int, index: int, hash_: bytes) -> None:
-        self._nodes.append(hash_)
-
-    def leaf_count(self) -> int:
-        return 0
-
-    def take(self) -> bytes:
-        nodes, self._nodes = b"".join(self._nodes), []
-        return nodes
-
-
-class RowNodeStore:
-    """The Merkle nodes of one room, kept in the `nodes` column of its event rows (see SqliteLogStore).
-
-    `put` collects the nodes of the leaf being appended; SqliteLogStore.append writes them into the leaf's
-    row. MerkleLog puts a leaf's nodes in level order, level 0 first, and never reads while appending.
-    """
-
-    def __init__(self, store: SqliteLogStore, room: str):
-        self._store = store
-        self._room = room
-        self._pending: list[bytes] = []
-
-    def get(self, level: int, index: int) -> bytes | None:
-        """The hash of node (level, index), or None. Requires level, index >= 0."""
-        row_id = self._store.row_id(self._room, (index + 1) << level, create=False)
-        if row_id is None:
-            return None
-        row = self._store.conn.execute(
-            "SELECT substr(nodes, ?, 32) FROM events WHERE id = ?", (32 * level + 1, row_id)).fetchone()
-        if row is None or not isinstance(row[0], bytes) or len(row[0]) != 32:
-            return None
-        return row[0]
-
-    def put(self, level: int, index: int, hash_: bytes) -> None:
-        """Collect node (level, index) for the next row. Requires the leaf's nodes in level order from 0."""
-        if level != len(self._pending):
-            raise LogError(f"room {self._room}: Merkle node of level {level} put after {len(self._pending)} nodes")
-        self._pending.append(hash_)
-
-    def take(self) -> bytes:
-        """The collected nodes as one blob, and forget them."""
-        nodes, self._pending = b"".join(self._pending), []
-        return nodes
-
-    def leaf_count(self) -> int:
-        """The number of event rows of the room."""
-        return self._store.last_seq(self._room)
 
 
 def _migrate_earlier_layout(store: SqliteLogStore) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,12 +36,14 @@ def require_tool(path: str | Path, what: str) -> Path:
 
 
 # A test that uses one of these fixtures runs that external service; it gets the marker named here.
-SERVICE_FIXTURES = {"orthanc": "pacs", "dicom_orthanc": "pacs", "anvil": "evm"}
+SERVICE_FIXTURES = {"orthanc": "pacs", "dicom_orthanc": "pacs", "anvil": "evm", "pg_url": "cluster",
+                    "postgres_server": "cluster", "cluster": "cluster"}
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     """Mark what needs an external part, so the quick loop can leave it out: everything under tests/browser
-    is `browser`; a test using the Orthanc fixture is `pacs`, one using anvil is `evm`."""
+    is `browser`; a test using the Orthanc fixture is `pacs`, one using anvil is `evm`, one using PostgreSQL,
+    Redis or nginx is `cluster`."""
     browser = REPO / "tests" / "browser"
     for item in items:
         if browser in Path(item.fspath).parents:
@@ -167,3 +170,25 @@ def write_series(tmp_path: Path):
         return write_ct_series(tmp_path / folder, positions, pixels, **options)
 
     return write
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory) -> Iterator[str]:
+    """One private PostgreSQL for the session (tests/engines.py); yields the URL of its `theatrum` database."""
+    from engines import postgres
+
+    with postgres(tmp_path_factory.mktemp("postgres")) as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(postgres_server: str) -> str:
+    """A new, empty PostgreSQL database of the session's server, for one test."""
+    import secrets
+
+    import psycopg
+
+    name = "t" + secrets.token_hex(6)
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres_server.rsplit("/", 1)[0] + "/" + name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from sessions.limits import RoomLimits
@@ -48,3 +49,13 @@ def point(x: float = 1.0, label: str = "") -> dict:
     """An annotation.create op for a point."""
     op = {"kind": "annotation.create", "type": "point", "position": [x, 2.0, 3.0]}
     return {**op, "label": label} if label else op
+
+
+def rfc6962_root(leaves: list[bytes]) -> bytes:
+    """The RFC 6962 Merkle Tree Hash of leaf bytes, written out recursively (an independent reference)."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return hashlib.sha256(b"\x00" + leaves[0]).digest()
+    split = 1 << ((len(leaves) - 1).bit_length() - 1)
+    return hashlib.sha256(b"\x01" + rfc6962_root(leaves[:split]) + rfc6962_root(leaves[split:])).digest()

@@ -19,6 +19,7 @@ from server.middleware.auth import is_admin
 from server.services.hub import Hub, LiveRoom
 from server.services.invites import InviteError, display_name, invite_link
 from server.services.provenance import mesh_provenance
+from sessions.log import LogError
 from sessions.ops import OpError
 from sessions.roles import Role
 from sessions.room import RoomMode
@@ -89,9 +90,15 @@ def role_invites(request: web.Request, hub: Hub, live: LiveRoom) -> dict[str, di
     return invites
 
 
-def room_or_404(request: web.Request) -> LiveRoom:
+def room_or_404(request: web.Request, *, serve: bool = False) -> LiveRoom:
+    """The room of the path, as stored now (`serve`: served by this process from now on, to write to it)."""
     room_id = request.match_info["room_id"]
-    return found(request.app[HUB].rooms.get(room_id), "room", room_id)
+    hub = request.app[HUB]
+    try:
+        live = hub.take(room_id) if serve else hub.view(room_id)
+    except LogError as error:
+        raise ApiError(503, "unavailable", f"room {room_id} cannot be read now: {error}") from None
+    return found(live, "room", room_id)
 
 
 def role_or_400(value: Any) -> Role:
@@ -164,7 +171,10 @@ async def create_room(request: web.Request) -> web.Response:
 
 
 async def list_rooms(request: web.Request) -> web.Response:
-    rooms = [room_view(live, detail=False) for live in request.app[HUB].rooms.values()]
+    try:
+        rooms = [room_view(live, detail=False) for live in request.app[HUB].every_room()]
+    except LogError as error:
+        raise ApiError(503, "unavailable", f"the rooms cannot be read now: {error}") from None
     return web.json_response({"rooms": rooms})
 
 
@@ -178,7 +188,7 @@ async def get_room(request: web.Request) -> web.Response:
 
 
 async def close_room(request: web.Request) -> web.Response:
-    live = room_or_404(request)
+    live = room_or_404(request, serve=True)
     if live.room.closed:
         raise ApiError(409, "conflict", f"room {live.id} is already closed")
     await request.app[HUB].close_room(live)

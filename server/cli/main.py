@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the receiver's AE title (default THEATRUM; THEATRUM_AE_TITLE)")
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("worker", help="run reconstruction jobs queued by servers in Redis (several processes: "
+                                      "THEATRUM_DATABASE_URL and THEATRUM_REDIS_URL)")
+    p.add_argument("--data", type=Path, default=None, help="the data folder the servers share (THEATRUM_DATA)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="jobs at once (default: one per core; THEATRUM_WORKERS)")
+    p.set_defaults(func=cmd_worker)
+
     add_verify_parser(sub)
     return parser
 
@@ -163,12 +170,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.server").addFilter(_one_line_for_bad_requests)
+    from redis.exceptions import RedisError
+
     from server.services.receiver import DicomPortError, PeerError
-    from server.storage.errors import CorruptStoreError
+    from server.storage.errors import CorruptStoreError, StorageError
     from sessions.log import LogError
 
     try:
         app = build_app(settings)
+    except SettingsError as e:
+        raise UsageError(str(e)) from None
+    except StorageError as e:
+        raise UsageError(f"{settings.database_url or settings.data}: {e}") from None
     except OSError as e:
         raise UsageError(f"{settings.data}: cannot use the data folder: {e.strerror or e}") from None
     except sqlite3.OperationalError as e:
@@ -199,12 +212,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     shutdown_timeout=5, loop=new_event_loop())
     except DicomPortError as e:
         raise UsageError(str(e)) from None
+    except RedisError as e:
+        raise UsageError(f"{settings.redis_url}: cannot use Redis: {e}") from None
     except OSError as e:
         raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}") from None
     except CorruptStoreError as e:
         raise UsageError(str(e)) from None
     except LogError as e:
         raise UsageError(f"{settings.data / 'rooms.sqlite'}: {e}") from None
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from server.api.views import job_view
+    from server.config import SettingsError, from_environment
+    from server.services.job_worker import JobWorker
+    from server.storage.artifacts import ArtifactStore
+    from server.storage.catalog import Catalog
+    from server.storage.errors import StorageError
+
+    try:
+        settings = from_environment(data=args.data, workers=args.workers)
+    except SettingsError as e:
+        raise UsageError(str(e)) from None
+    if not settings.database_url or not settings.redis_url:
+        raise UsageError("a worker serves several server processes: set THEATRUM_DATABASE_URL (their PostgreSQL) "
+                         "and THEATRUM_REDIS_URL (their Redis); one server alone runs its jobs itself")
+    os.umask(0o077)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        catalog = Catalog(settings.database_url)
+    except StorageError as e:
+        raise UsageError(f"{settings.database_url}: {e}") from None
+    store = ArtifactStore(Path(settings.data) / "objects")
+    worker = JobWorker(catalog, store, settings.redis_url, workers=settings.worker_count, job_event=job_view)
+    print(f"Theatrum {__version__} worker: {settings.worker_count} job(s) at once, data in {settings.data}",
+          flush=True)
+    try:
+        asyncio.run(worker.run())
+    finally:
+        catalog.close()
     return EXIT_OK
 
 

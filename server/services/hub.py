@@ -58,7 +58,7 @@ from server.storage.errors import StorageError
 from server.storage.roomdb import RoomCode, RoomDatabase, RoomRecord
 from sessions.events import Event, ServerKind
 from sessions.limits import RateLimiter, ViolationCounter, op_rate_limiter
-from sessions.log import EventLog, LogError
+from sessions.log import EventLog, LogConflictError, LogError
 from sessions.ops import ErrorCode, OpError, OpKind
 from sessions.poses import PoseHub, PoseLimits
 from sessions.replay import TrackPoint
@@ -71,6 +71,10 @@ log = logging.getLogger("theatrum.hub")
 REFUSED = "invalid or expired invite"
 REPLACED = "this link was replaced after someone was removed from the room; ask the instructor for the new one"
 UNAVAILABLE_JOIN = "the server could not record your arrival; try again"
+MOVED = "the room moved to another server process; reconnecting"
+MAX_VIEWS = 256  # rooms kept read-only in memory (several processes)
+LOST_CLOSE_DELAY_S = 0.2  # a room another process took: its sockets here close this long after
+RELEASE_AFTER_S = 30.0  # a room with no socket here for this long is forgotten here (several processes)
 
 
 def refused(message: str, code: str | None = None) -> socketio.exceptions.ConnectionRefusedError:
@@ -97,6 +101,7 @@ class Member:
     last_seq: int | None = None
     replay: playback.Replay | None = None
     task: asyncio.Task | None = None
+    live: LiveRoom | None = None  # the room as this socket entered it
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,10 @@ class LiveRoom:
     # Leaves that could not be logged yet (a full disk): participant -> (time in ms, reason). They are gone
     # in memory at once and logged, in order, as soon as the log takes writes again.
     unlogged_leaves: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # Several processes: set when another process appended to the room first (this copy is stale; its sockets
+    # are being closed, and their going logs no leave), and when the room last had a socket here.
+    lost: bool = False
+    idle_since: float = field(default_factory=time.monotonic)
 
     @property
     def id(self) -> str:
@@ -181,9 +190,14 @@ class Hub:
         self._tasks: set[asyncio.Task] = set()
         self._ticker: asyncio.Task | None = None
         self.grow: GrowRequests | None = None  # set by the app: structure.grow ops become jobs there
-        for record in self.db.records():
-            room = Room.open(EventLog(self.db.logs, record.id), self.limits)
-            self.rooms[record.id] = self._live(room, record)
+        # Several processes share the database (THEATRUM_DATABASE_URL): rooms are loaded when a socket comes
+        # (`take`) or read over HTTP (`view`), not all at start.
+        self.shared = bool(settings.database_url)
+        self.views: dict[str, LiveRoom] = {}  # rooms read here but served by another process (shared only)
+        if not self.shared:
+            for record in self.db.records():
+                room = Room.open(EventLog(self.db.logs, record.id), self.limits)
+                self.rooms[record.id] = self._live(room, record)
         self._count_rooms()
 
     def _live(self, room: Room, record: RoomRecord) -> LiveRoom:
@@ -196,8 +210,117 @@ class Hub:
     def log_of(self, room_id: str) -> EventLog | None:
         """The event log of room `room_id` (every event committed), or None."""
         self.flush()
-        live = self.rooms.get(room_id)
+        live = self.view(room_id)
         return live.room.log if live is not None else None
+
+    # ---- several processes -------------------------------------------------------------------------
+
+    def view(self, room_id: str) -> LiveRoom | None:
+        """Room `room_id` as stored now, to read (HTTP), or None. With one process, the room in memory. With
+        several, the room served here if it has sockets here, else its latest stored state (loaded again only
+        when its log grew): reading a room never takes it over. Raises StorageError / LogError if the database
+        cannot be read."""
+        live = self.rooms.get(room_id)
+        if not self.shared or (live is not None and live.sockets and not live.lost):
+            return live
+        self.flush()
+        stored = self.db.logs.last_seq(room_id)
+        if live is not None and not live.lost and live.room.seq == stored:
+            return live
+        cached = self.views.get(room_id)
+        record = self.db.record(room_id)
+        if record is None:
+            return None
+        if cached is not None and cached.room.seq == stored:
+            cached.record = record
+            return cached
+        cached = self.views[room_id] = self._live(Room.open(EventLog(self.db.logs, room_id), self.limits), record)
+        while len(self.views) > MAX_VIEWS:
+            del self.views[next(iter(self.views))]
+        return cached
+
+    def every_room(self) -> list[LiveRoom]:
+        """Every room, oldest first (with several processes, as stored now: see `view`)."""
+        if not self.shared:
+            return list(self.rooms.values())
+        return [live for record in self.db.records() if (live := self.view(record.id)) is not None]
+
+    def take(self, room_id: str) -> LiveRoom | None:
+        """Room `room_id`, served by this process from now on (a socket of it came here), or None. With several
+        processes, a room this process does not hold, or holds older than stored (another process wrote to it),
+        is loaded from the database: state and Merkle head as stored, and a grace period for the participants
+        present to come back (their clients reconnect here when their process failed). Raises StorageError /
+        LogError if the database cannot be read."""
+        live = self.rooms.get(room_id)
+        if not self.shared:
+            return live
+        self.flush()
+        stored = self.db.logs.last_seq(room_id)
+        if live is not None and not live.lost and live.room.seq == stored:
+            return live
+        if live is not None:
+            self._lose(live, "another process wrote to it")
+        record = self.db.record(room_id)
+        if record is None:
+            return None
+        room = Room.open(EventLog(self.db.logs, room_id), self.limits)
+        live = self.rooms[room_id] = self._live(room, record)
+        self.views.pop(room_id, None)
+        try:
+            self.ledger.watch(room.log)
+        except LogError as error:
+            self.unverified[room_id] = str(error)
+            log.error("room %s: %s; its proofs and exports are refused until it is repaired", room_id, error)
+        deadline = time.monotonic() + self.settings.room_rejoin_grace
+        for participant in room.present():
+            self._orphans[(room_id, participant.id)] = deadline
+        self._spawn(self._check_tree(room_id))
+        self._count_rooms()
+        log.info("room %s: served here from seq %d", room_id, room.seq)
+        return live
+
+    def _lose(self, live: LiveRoom, why: str) -> None:
+        """Another process serves this room now: forget it here and close its sockets here (their clients
+        reconnect through the proxy, to the room's process), logging no leaves."""
+        log.warning("room %s: no longer served here (%s); %d socket(s) closed", live.id, why,
+                    sum(len(s) for s in live.sockets.values()))
+        live.lost = True
+        if self.rooms.get(live.id) is live:
+            del self.rooms[live.id]
+        self.ledger.unwatch(live.id)
+        for key in [k for k in self._orphans if k[0] == live.id]:
+            del self._orphans[key]
+        sids = [sid for sids in live.sockets.values() for sid in sids]
+        self._spawn(self._close_later(sids))  # after the refused ops' acks have gone out
+        self._count_rooms()
+
+    async def _close_later(self, sids: list[str]) -> None:
+        await asyncio.sleep(LOST_CLOSE_DELAY_S)
+        for sid in sids:
+            await self.fanout.disconnect(sid)
+
+    def _release_idle(self, now: float) -> None:
+        """Forget rooms that have had no socket here for RELEASE_AFTER_S seconds and owe nothing (no grace
+        period running, no leave waiting for space): their next socket may reach another process."""
+        waiting = {room for room, _ in self._orphans}
+        for live in list(self.rooms.values()):
+            if live.sockets or live.subscribers:
+                live.idle_since = now
+            elif now - live.idle_since >= RELEASE_AFTER_S and live.id not in waiting and not live.unlogged_leaves:
+                self.ledger.closed(live.room.log)  # cut what is uncovered, and stop following it
+                del self.rooms[live.id]
+        self._count_rooms()
+
+    async def _check_tree(self, room_id: str) -> None:
+        """Check one room's stored Merkle nodes against its events (see check_trees)."""
+        for mismatch in self.db.logs.nodes_mismatch(room_id):
+            if mismatch is None:
+                await asyncio.sleep(0)
+                continue
+            reason = (f"{self.db.path}: room {room_id}: the stored Merkle nodes of seq {mismatch} do not hash "
+                      "from its events")
+            self.unverified[room_id] = reason
+            log.error("%s; the room's proofs and exports are refused until it is repaired", reason)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -218,14 +341,7 @@ class Hub:
         """Check every room's stored Merkle nodes against its events, a page at a time between other work. A
         room whose nodes do not hash from its events is noted in `unverified` (its proofs are refused)."""
         for live in list(self.rooms.values()):
-            for mismatch in self.db.logs.nodes_mismatch(live.id):
-                if mismatch is None:
-                    await asyncio.sleep(0)
-                    continue
-                reason = (f"{self.db.path}: room {live.id}: the stored Merkle nodes of seq {mismatch} do not hash "
-                          "from its events")
-                self.unverified[live.id] = reason
-                log.error("%s; the room's proofs and exports are refused until it is repaired", reason)
+            await self._check_tree(live.id)
 
     async def shutdown(self) -> None:
         """The server is stopping: log no leaves from now on (clients will come back), and close every
@@ -274,15 +390,16 @@ class Hub:
         live = self.rooms[room_id] = self._live(room, record)
         self.ledger.watch(room.log)
         self._count_rooms()
+        if self.shared:
+            log.info("room %s: opened, served here", room_id)
         return live
 
     async def record_provenance(self, live: LiveRoom, provenance: Mapping[str, Any]) -> Event:
         """Log and send the mesh.provenance of meshes added to an open room after it opened. Raises OpError
         (forbidden) for a closed room, LogError if it cannot be logged."""
         async with live.lock:
-            event = live.room.record_provenance(provenance, now_ms())
-            self._appended(live, event)
-        return event
+            committed = self._stage(live, live.room.record_provenance(provenance, now_ms()))
+        return await committed
 
     async def close_room(self, live: LiveRoom) -> Event:
         """Log room.close, send it, and disconnect everyone. Raises OpError (forbidden) if already closed."""
@@ -290,6 +407,7 @@ class Hub:
             committed = self._stage(live, live.room.close(now_ms()))
         event = await committed  # everyone has the close queued before their socket goes
         self.ledger.closed(live.room.log)
+        self.flush()  # nothing staged may commit with (or roll back with) the codes' delete
         self.db.delete_codes(live.id)
         self._count_rooms()
         live.poses = PoseHub(self.pose_limits)
@@ -313,7 +431,7 @@ class Hub:
     def exchange(self, token: str, name: str) -> tuple[LiveRoom, Role, str, int]:
         """A personal invite for whoever opened a role link: (room, role, token, exp). Raises InviteError."""
         invite = self.invites.verify(token)
-        live = self.rooms.get(invite.room)
+        live = self.view(invite.room)
         if live is None or self.invites.role_generation(invite) is None:
             raise InviteError("not a room's role link")
         if self._replaced(live, invite):
@@ -361,7 +479,7 @@ class Hub:
     def redeem_code(self, code: str, name: str) -> tuple[LiveRoom, Role, str, int]:
         """A personal invite for whoever typed a room code: (room, role, token, exp). Raises InviteError."""
         row = self.db.code(code)
-        live = self.rooms.get(row.room) if row is not None else None
+        live = self.view(row.room) if row is not None else None
         if row is None or live is None or row.exp <= time.time() or live.room.closed:
             raise InviteError("unknown or expired room code")
         self._check_open_to_newcomers(live)
@@ -378,7 +496,11 @@ class Hub:
             invite = self.invites.verify(token)
         except InviteError:
             return None
-        live = self.rooms.get(invite.room)
+        try:
+            live = self.view(invite.room)
+        except (StorageError, LogError):
+            log.exception("room %s could not be read", invite.room)
+            return None
         if live is None or self._replaced(live, invite):
             return None
         participant = live.room.participant(self.pseudonym_of(invite))
@@ -399,7 +521,11 @@ class Hub:
             invite = self.invites.verify(auth.get("token"))
         except InviteError:
             raise refused(REFUSED) from None
-        live = self.rooms.get(invite.room)
+        try:
+            live = self.take(invite.room)
+        except (StorageError, LogError):
+            log.exception("room %s could not be loaded", invite.room)
+            raise refused(UNAVAILABLE_JOIN, "unavailable") from None
         if live is None:
             raise refused(REFUSED)
         if self._replaced(live, invite):
@@ -410,7 +536,8 @@ class Hub:
         participant = self.pseudonym_of(invite)
         member = Member(sid, live.id, participant,
                         live.rates.setdefault(participant, op_rate_limiter(self.limits)),
-                        live.violations.setdefault(participant, ViolationCounter.for_room(self.limits)), last_seq)
+                        live.violations.setdefault(participant, ViolationCounter.for_room(self.limits)), last_seq,
+                        live=live)
         if auth.get("replay") is not None:
             try:
                 member.replay = playback.replay_request(live.room, participant, auth["replay"])
@@ -449,7 +576,7 @@ class Hub:
             return
         if member.task is not None and member.task is not asyncio.current_task():
             member.task.cancel()
-        live = self.rooms.get(member.room)
+        live = member.live
         if live is None or member.replay is not None:
             return
         live.subscribers.discard(sid)
@@ -459,7 +586,7 @@ class Hub:
             return
         live.sockets.pop(member.participant, None)
         live.poses.remove(member.participant)
-        if self.closing:
+        if self.closing or live.lost:
             return
         await self._leave(live, member.participant, _leave_reason(reason))
 
@@ -467,7 +594,7 @@ class Hub:
         """Log the participant's leave unless they came back meanwhile. Requires a participant with no
         sockets when called."""
         async with live.lock:
-            if live.sockets.get(participant) or self.closing:
+            if live.sockets.get(participant) or self.closing or live.lost:
                 return
             at = now_ms()
             if live.unlogged_leaves:
@@ -511,7 +638,7 @@ class Hub:
         if not await self._accepted(member.sid):
             await self.disconnect(member.sid, "never accepted")
             return
-        live = self.rooms[member.room]
+        live = member.live
         if member.replay is not None:
             await playback.play(live.room, member.participant, member.sid, member.replay, self.fanout,
                                 lambda since: self.db.track(live.id, since=since))
@@ -553,7 +680,9 @@ class Hub:
             return nack(OpError(ErrorCode.FORBIDDEN, "this connection is not in a room"))
         if member.replay is not None:
             return nack(OpError(ErrorCode.FORBIDDEN, "a replay is read-only"))
-        live = self.rooms[member.room]
+        live = member.live
+        if live.lost:
+            return {"ok": False, "error": {"code": "unavailable", "detail": MOVED}}
         try:
             if not member.limiter.allow(time.monotonic()):
                 raise OpError(ErrorCode.LIMIT, f"too many ops: at most {self.limits.op_rate:g} per second "
@@ -611,19 +740,18 @@ class Hub:
         async with live.lock:
             if live.room.closed:
                 return
-            try:
-                event = live.room.record(kind, data, now_ms())
-            except LogError:
-                log.exception("room %s: %s could not be logged", live.id, kind)
-                return
-            self._appended(live, event)
+            committed = self._stage(live, live.room.record(kind, data, now_ms()))
+        try:
+            await committed
+        except LogError:
+            log.exception("room %s: %s could not be logged", live.id, kind)
 
     def on_pose(self, sid: str, message: Any = None) -> None:
         """Handle `pose` (volatile, no ack): keep it for the next tick; a malformed pose is a violation."""
         member = self.members.get(sid)
         if member is None or member.replay is not None:
             return
-        live = self.rooms[member.room]
+        live = member.live
         participant = live.room.participant(member.participant)
         if participant is None or not participant.present:
             return
@@ -646,7 +774,9 @@ class Hub:
             error = OpError(ErrorCode.LIMIT, "too many requests: resume counts as an op")
             self._violation(member, error)
             return nack(error)
-        live = self.rooms[member.room]
+        live = member.live
+        if live.lost:
+            return {"ok": False, "error": {"code": "unavailable", "detail": MOVED}}
         async with live.lock:
             self.flush()
             snapshot = self._send_history(live, member, last_seq)  # queued before the ack
@@ -674,7 +804,7 @@ class Hub:
         if member.violations.record(time.monotonic()):
             self.client_errors.record(member.participant, f"room {member.room}: disconnected after repeated "
                                                           f"violations ({error.detail})")
-            live = self.rooms.get(member.room)
+            live = member.live
             sids = (live.sockets.get(member.participant) if live is not None else None) or {member.sid}
             for sid in list(sids):
                 self._spawn(self._drop(sid))
@@ -715,6 +845,14 @@ class Hub:
             return
         try:
             self.db.logs.commit()
+        except LogConflictError as error:  # another process wrote these rooms first: the others are committed
+            lost = [s for s in staged if s.live.id in error.rooms]
+            staged = [s for s in staged if s.live.id not in error.rooms]
+            for live in dict.fromkeys(s.live for s in lost):
+                self._lose(live, "another process appended to it first")
+            for s in lost:
+                if not s.done.done():
+                    s.done.set_exception(error)
         except LogError as error:
             self.db.logs.rollback()
             log.error("%d event(s) could not be committed: %s", len(staged), error)
@@ -733,8 +871,15 @@ class Hub:
                 s.done.set_result(s.event)
 
     def _reopen(self, live: LiveRoom) -> None:
-        """Rebuild a room from its durable log (its staged events were dropped)."""
-        room = Room.open(EventLog(self.db.logs, live.id), self.limits)
+        """Rebuild a room from its durable log (its staged events were dropped). If even that fails (the
+        database is gone), a room several processes share is forgotten here; the next socket loads it again."""
+        try:
+            room = Room.open(EventLog(self.db.logs, live.id), self.limits)
+        except LogError:
+            if not self.shared:
+                raise
+            self._lose(live, "its log could not be read again")
+            return
         room.deferred = True
         live.room = room
 
@@ -769,6 +914,8 @@ class Hub:
                 live = self.rooms.get(key[0])
                 if live is not None and not live.sockets.get(key[1]):
                     await self._leave(live, key[1], "timeout")
+        if self.shared:
+            self._release_idle(now)
         return sent
 
     def _record_track(self, live: LiveRoom, now: float) -> None:

@@ -16,7 +16,9 @@ named (``study``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,16 +233,20 @@ def delete_study(library: Library, study_id: str) -> None:
             library.store.delete(digest, suffix)
 
 
-def sweep_orphans(library: Library) -> int:
+def sweep_orphans(library: Library, older_than: float = 0.0) -> int:
     """Delete stored files no catalog row refers to (an import that a crash stopped between storing its files
     and committing its rows leaves such files, with full DICOM headers); returns how many. Requires that no
-    import or job runs (the server calls it at start)."""
+    import or job runs (the server calls it at start), or `older_than` seconds longer than any import takes
+    (processes that share the data folder: files younger than that are left alone)."""
     referenced = library.catalog.referenced()
-    removed = 0
+    removed, now = 0, time.time()
     for digest, suffix, path in library.store.stored():
         if (digest, suffix) not in referenced:
-            path.unlink(missing_ok=True)
-            removed += 1
+            with contextlib.suppress(FileNotFoundError):
+                if older_than and now - path.stat().st_mtime < older_than:
+                    continue
+                path.unlink()
+                removed += 1
     return removed
 
 

@@ -113,6 +113,14 @@ class JobRunner:
         await self._notify(job_id)
         return True
 
+    def stop_job(self, job_id: str) -> None:
+        """Stop a job that another process cancelled (the catalog already says so): its process is terminated
+        if it runs here, and it is skipped if it has not started."""
+        self._cancelled.add(job_id)
+        run = self._running.get(job_id)
+        if run is not None:
+            self._terminate(run)
+
     # -- internals ---------------------------------------------------------------------------------------
     async def _drain(self) -> None:
         while True:
@@ -120,7 +128,7 @@ class JobRunner:
             try:
                 if job_id in self._cancelled:
                     continue
-                await self._run(job_id)
+                await self.run(job_id)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug in the runner must not stop the queue
@@ -129,7 +137,8 @@ class JobRunner:
             finally:
                 self._queue.task_done()
 
-    async def _run(self, job_id: str) -> None:
+    async def run(self, job_id: str) -> None:
+        """Run one queued job in a worker process to its end (done, failed or cancelled)."""
         job = self.catalog.job(job_id)
         if job is None or job["state"] != "queued":
             return

@@ -33,8 +33,9 @@ from server.storage.checkpoints import (
     CheckpointStore,
     StoredCheckpoint,
 )
-from server.storage.errors import CorruptStoreError, StorageError, StorageFullError, quick_check
+from server.storage.errors import CorruptStoreError, StorageError, StorageFullError, database_errors, quick_check
 from server.storage.keys import SIGNING_KEY_FILE, load_or_create_signing_key
+from server.storage.postgres import PgConnection
 from sessions.ledger.anchors import Anchor, AnchorBackend, LocalAnchorChain
 from sessions.ledger.bundle import Anchoring, BundleCheckpoint, BundleContents
 from sessions.ledger.note import CheckpointError, Verifier, parse_and_verify, public_key_bytes, verifier_for
@@ -98,6 +99,9 @@ class _Watch:
     since: int
 
 
+CLAIM_MS = 60_000  # an anchoring attempt's hold on its row: then another process may try it (its own died)
+
+
 class LedgerService:
     """Checkpoints and anchors for every room. Call `appended` after each append, `closed` at room close."""
 
@@ -120,11 +124,19 @@ class LedgerService:
         self._tasks: list[asyncio.Task] = []
 
     @classmethod
-    def open(cls, data: Path, config: LedgerConfig) -> LedgerService:
-        """The service over `data`/ledger.sqlite and `data`/ledger-key.pem with `config`'s backends."""
+    def open(cls, data: Path, config: LedgerConfig, database_url: str | None = None) -> LedgerService:
+        """The service over `data`/ledger.sqlite (or the PostgreSQL database at `database_url`, which several
+        processes share) and `data`/ledger-key.pem with `config`'s backends."""
         key = load_or_create_signing_key(data / SIGNING_KEY_FILE)
-        conn = connect(data / LEDGER_DB)
-        quick_check(conn, data / LEDGER_DB)
+        path: Path | str
+        if database_url:
+            path = "the ledger database (PostgreSQL)"
+            with database_errors(path):
+                conn = PgConnection(database_url, autocommit=True, name="theatrum-ledger")
+        else:
+            path = data / LEDGER_DB
+            conn = connect(path)
+            quick_check(conn, path)
         chain = LocalAnchorChain(conn)
         backends: list[AnchorBackend] = []
         for name in config.anchors:
@@ -138,7 +150,7 @@ class LedgerService:
                 backends.append(EvmAnchor(config.evm_rpc, config.evm_key, timeout=config.evm_timeout))
             else:
                 raise ValueError(f"unknown anchor backend {name!r} (known: local, evm)")
-        return cls(CheckpointStore(conn), key, backends, path=data / LEDGER_DB,
+        return cls(CheckpointStore(conn), key, backends, path=path,
                    policy=CheckpointPolicy(config.every_events, config.every_seconds),
                    origin_prefix=config.origin_prefix, chain=chain, retry=config.retry)
 
@@ -192,6 +204,10 @@ class LedgerService:
         if self.policy.due(log.size, watch.covered, watch.since, self.clock()):
             return self._cut_safely(log)
         return None
+
+    def unwatch(self, room: str) -> None:
+        """Stop following a room this process no longer serves (another process took it over)."""
+        self._watched.pop(room, None)
 
     def closed(self, log: EventLog) -> StoredCheckpoint | None:
         """The room closed: cut whatever is uncovered, and stop following it."""
@@ -250,7 +266,13 @@ class LedgerService:
         """Sign the head, store it, queue its anchorings, wake the workers. Requires log.size > 0."""
         now = self.clock()
         checkpoint, note = cut_checkpoint(log, self.origin(log.room), self.key, now)
-        self.store.add(log.room, checkpoint, note, list(self.backends), now)
+        if not self.store.add(log.room, checkpoint, note, list(self.backends), now):
+            stored = self.store.at(log.room, checkpoint.size)  # another process sharing the database cut it
+            if stored is None or stored.checkpoint.root != checkpoint.root:
+                raise CorruptStoreError(f"{self.path}: room {log.room}: another process signed another root at "
+                                        f"size {checkpoint.size}")
+            self._watched[log.room] = _Watch(log, stored.size, stored.checkpoint.time)
+            return stored
         self._watched[log.room] = _Watch(log, checkpoint.size, checkpoint.time)
         for event in self._wake.values():
             event.set()
@@ -327,7 +349,7 @@ class LedgerService:
         """Anchor one checkpoint with one backend; record the receipt or the failure."""
         backend = self.backends[row.backend]
         stored = self.store.at(row.room, row.size)
-        if stored is None:
+        if stored is None or not self.store.claim(row, self.clock() + CLAIM_MS):
             return
         try:
             if getattr(backend, "blocking", False):

@@ -137,8 +137,12 @@ def socket_server(app: web.Application, settings: Settings) -> socketio.AsyncSer
     quiet = QuietLogger(log, RateLimiter(10 / 60.0, 10))
     # async_handlers=False: a socket's messages are handled in its reader, in order, without a task each
     # (thousands of poses a second); no handler waits on anything slow.
+    # With several processes, emits to the lobby (sio.emit) reach its sockets on every process through Redis;
+    # a room's traffic never does (the Fanout writes to this process's sockets, which hold the whole room).
+    manager = socketio.AsyncRedisManager(settings.redis_url, logger=quiet) if settings.redis_url else None
     sio = GuardedServer(ClientErrors(log), async_mode="aiohttp", cors_allowed_origins=cors, logger=quiet,
-                        engineio_logger=quiet, max_http_buffer_size=1_000_000, async_handlers=False)
+                        engineio_logger=quiet, max_http_buffer_size=1_000_000, async_handlers=False,
+                        client_manager=manager)
     sio.attach(app, socketio_path=SOCKET_PATH.strip("/"))
     return sio
 

@@ -63,9 +63,9 @@ class ArtifactStore:
             self._verified[path] = key
         return path
 
-    def remove_partials(self) -> int:
-        """Delete the temporary files a crash left behind; returns how many."""
-        return remove_partials(self.root)
+    def remove_partials(self, older_than: float = 0.0) -> int:
+        """Delete the temporary files a crash left behind (not modified for `older_than` s); returns how many."""
+        return remove_partials(self.root, older_than)
 
 
 def sha256_of(path: Path) -> str:

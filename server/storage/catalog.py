@@ -1,4 +1,5 @@
-"""The study catalog: studies, series, instances, reconstruction jobs and meshes, in SQLite (WAL).
+"""The study catalog: studies, series, instances, reconstruction jobs and meshes, in SQLite (WAL), or in the
+PostgreSQL database several server processes share (THEATRUM_DATABASE_URL; server/storage/postgres.py).
 
 Rows hold pseudonymous ids for everything a client sees. The original DICOM UIDs are kept only in columns
 that never leave the server (``series.uid``, ``instances.sop_uid``), because the pipeline needs them to pick a
@@ -17,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from server.storage.errors import quick_check, sqlite_errors
+from server.storage.errors import database_errors, quick_check
+from server.storage.postgres import PgConnection, is_postgres_url
+from sessions.ledger.dialects import POSTGRESQL, ddl
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -109,6 +112,17 @@ ALTER TABLE meshes ADD COLUMN segmentation_id TEXT;
 """,
 }
 
+
+
+def postgres_schema() -> list[str]:
+    """The whole schema, migrations included, as PostgreSQL statements that can run again (IF NOT EXISTS)."""
+    script = SCHEMA + "".join(MIGRATIONS[v] for v in sorted(MIGRATIONS))
+    statements = [s.strip() for s in script.split(";") if s.strip()]
+    statements += [f"ALTER TABLE {table} ADD COLUMN {column} {definition}" for table, column, definition in
+                   ADDED_COLUMNS]
+    return [ddl(s.replace("ADD COLUMN ", "ADD COLUMN IF NOT EXISTS "), POSTGRESQL) for s in statements]
+
+
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 
 
@@ -132,8 +146,17 @@ class SeriesRecord:
 class Catalog:
     """A thin, typed wrapper over the catalog database. Thread-safe through one lock."""
 
-    def __init__(self, path: Path) -> None:
-        """Open (or create) the catalog. Raises CorruptStoreError naming the file if SQLite finds it damaged."""
+    def __init__(self, location: Path | str) -> None:
+        """Open (or create) the catalog: a SQLite file, or a PostgreSQL URL. Raises CorruptStoreError naming the
+        file if SQLite finds it damaged, StorageError if PostgreSQL cannot be reached."""
+        self._lock = threading.RLock()
+        if is_postgres_url(location):
+            self.path = "the catalog (PostgreSQL)"
+            with database_errors("the catalog"):
+                self._db = PgConnection(str(location), rows="named", autocommit=True, name="theatrum-catalog")
+                self._db.create_schema(postgres_schema())
+            return
+        path = Path(location)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -152,7 +175,6 @@ class Catalog:
         except BaseException:
             self._db.close()
             raise
-        self._lock = threading.RLock()
 
     def close(self) -> None:
         self._db.close()
@@ -171,17 +193,17 @@ class Catalog:
 
     # -- low level ---------------------------------------------------------------------------------------
     def _all(self, sql: str, args: Iterable[Any] = ()) -> list[dict]:
-        with self._lock, sqlite_errors("the catalog"):
+        with self._lock, database_errors("the catalog"):
             return [dict(r) for r in self._db.execute(sql, tuple(args)).fetchall()]
 
     def _execute(self, sql: str, args: Iterable[Any] = ()) -> None:
-        with self._lock, sqlite_errors("the catalog"):
+        with self._lock, database_errors("the catalog"):
             self._db.execute(sql, tuple(args))
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
+    def _writing(self) -> Iterator[sqlite3.Connection | PgConnection]:
         """The connection inside one IMMEDIATE transaction, under the lock."""
-        with self._lock, sqlite_errors("the catalog"):
+        with self._lock, database_errors("the catalog"):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -293,6 +315,12 @@ class Catalog:
         rows = self._all(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY created_at", states)
         return [_decode_job(r) for r in rows]
 
+    def count_jobs(self, states: Iterable[str]) -> int:
+        """How many jobs are in one of `states`."""
+        states = tuple(states)
+        r = self._one(f"SELECT count(*) AS n FROM jobs WHERE state IN ({','.join('?' * len(states))})", states)
+        return int(r["n"]) if r else 0
+
     def update_job(self, job_id: str, **fields: Any) -> None:
         if "mesh_ids" in fields:
             fields["mesh_ids"] = json.dumps(fields["mesh_ids"])
@@ -304,9 +332,8 @@ class Catalog:
     # -- meshes ------------------------------------------------------------------------------------------
     def add_mesh(self, mesh: dict) -> None:
         self._execute(
-            "INSERT OR REPLACE INTO meshes (id, study_id, series_id, preset, threshold, triangles, vertices, "
-            "bbox_lps_mm, artifacts, created_at, params, segmentation_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            upsert("meshes", ("id", "study_id", "series_id", "preset", "threshold", "triangles", "vertices",
+                              "bbox_lps_mm", "artifacts", "created_at", "params", "segmentation_id")),
             (mesh["id"], mesh["study_id"], mesh["series_id"], mesh["preset"], mesh["threshold"],
              mesh["triangles"], mesh["vertices"], json.dumps(mesh["bbox_lps_mm"]),
              json.dumps(mesh["artifacts"], sort_keys=True), time.time(),
@@ -347,13 +374,13 @@ class Catalog:
 class Batch:
     """The writes of one import, in one transaction (see `Catalog.transaction`)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection | PgConnection) -> None:
         self._db = db
 
     def add_study(self, study_id: str, description: str, modality: str) -> None:
         """Add the study if it is new, and `modality` to its modalities."""
-        self._db.execute("INSERT OR IGNORE INTO studies (id, created_at, description, modalities, clean_descriptors) "
-                         "VALUES (?, ?, ?, '', 1)", (study_id, time.time(), description))
+        self._db.execute("INSERT INTO studies (id, created_at, description, modalities, clean_descriptors) "
+                         "VALUES (?, ?, ?, '', 1) ON CONFLICT (id) DO NOTHING", (study_id, time.time(), description))
         (current,) = self._db.execute("SELECT modalities FROM studies WHERE id = ?", (study_id,)).fetchone()
         modalities = set(filter(None, current.split("\\"))) | {modality}
         self._db.execute("UPDATE studies SET modalities = ? WHERE id = ?", ("\\".join(sorted(modalities)), study_id))
@@ -371,8 +398,8 @@ class Batch:
     def put_series(self, series: SeriesRecord) -> None:
         """Add or replace a series row."""
         self._db.execute(
-            "INSERT OR REPLACE INTO series (id, study_id, uid, modality, description, slices, rows, columns, "
-            "spacing_mm, input_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            upsert("series", ("id", "study_id", "uid", "modality", "description", "slices", "rows", "columns",
+                              "spacing_mm", "input_hash")),
             (series.id, series.study_id, series.uid, series.modality, series.description, series.slices,
              series.rows, series.columns, json.dumps(series.spacing_mm), series.input_hash))
 
@@ -382,8 +409,7 @@ class Batch:
         color, code, volume_ml}]} (replacing one of the same id) and its structures."""
         self._db.execute("DELETE FROM structures WHERE segmentation_id = ?", (segmentation["id"],))
         self._db.execute(
-            "INSERT OR REPLACE INTO segmentations (id, study_id, series_id, format, files, masks, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            upsert("segmentations", ("id", "study_id", "series_id", "format", "files", "masks", "created_at")),
             (segmentation["id"], segmentation["study_id"], segmentation["series_id"], segmentation["format"],
              json.dumps(segmentation["files"]), segmentation["masks"], time.time()))
         self._db.executemany(
@@ -399,7 +425,7 @@ class _Transaction:
     def __enter__(self) -> Batch:
         self.catalog._lock.acquire()
         try:
-            with sqlite_errors("the catalog"):
+            with database_errors("the catalog"):
                 self.catalog._db.execute("BEGIN IMMEDIATE")
         except BaseException:
             self.catalog._lock.release()
@@ -408,10 +434,17 @@ class _Transaction:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            with sqlite_errors("the catalog"):
+            with database_errors("the catalog"):
                 self.catalog._db.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
             self.catalog._lock.release()
+
+
+def upsert(table: str, columns: tuple[str, ...], key: str = "id") -> str:
+    """INSERT of one row that replaces the values of a row with the same `key` (both engines' ON CONFLICT)."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            f"ON CONFLICT ({key}) DO UPDATE SET {updates}")
 
 
 def _decode_job(r: dict) -> dict:

@@ -14,8 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from server.storage.errors import sqlite_errors
+from server.storage.errors import database_errors
+from server.storage.postgres import PgConnection
 from sessions.ledger.bundle import Anchoring
+from sessions.ledger.dialects import POSTGRESQL, ddl, dialect_of, transaction
 from sessions.ledger.note import Checkpoint
 
 LEDGER_DB = "ledger.sqlite"
@@ -72,21 +74,31 @@ class CheckpointStore:
     """Tables `checkpoints` and `anchorings` of the ledger database. Every write commits; failures raise
     StorageError."""
 
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: sqlite3.Connection | PgConnection):
         self.conn = conn
-        with conn:
-            for statement in _SCHEMA:
-                conn.execute(statement)
+        dialect = dialect_of(conn)
+        with database_errors("the ledger database"):
+            if dialect == POSTGRESQL:
+                conn.create_schema(ddl(statement, dialect) for statement in _SCHEMA)
+            else:
+                with conn:
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
 
-    def add(self, room: str, checkpoint: Checkpoint, note: str, backends: Sequence[str], now: int) -> None:
-        """Store a cut checkpoint and queue it for each backend, in one commit. Requires a new size."""
-        with sqlite_errors("the ledger database"), self.conn:
-            self.conn.execute(
-                "INSERT INTO checkpoints (room, size, origin, root, time, note) VALUES (?, ?, ?, ?, ?, ?)",
+    def add(self, room: str, checkpoint: Checkpoint, note: str, backends: Sequence[str], now: int) -> bool:
+        """Store a cut checkpoint and queue it for each backend, in one commit; False (and nothing stored) if the
+        room already has a checkpoint of that size (another process sharing the database cut it first)."""
+        with database_errors("the ledger database"), transaction(self.conn):
+            cursor = self.conn.execute(
+                "INSERT INTO checkpoints (room, size, origin, root, time, note) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (room, size) DO NOTHING",
                 (room, checkpoint.size, checkpoint.origin, checkpoint.root, checkpoint.time, note))
+            if cursor.rowcount == 0:
+                return False
             self.conn.executemany(
                 "INSERT INTO anchorings (room, size, backend, status, attempts, next_attempt)"
                 " VALUES (?, ?, ?, ?, 0, ?)", [(room, checkpoint.size, b, PENDING, now) for b in backends])
+        return True
 
     def checkpoints(self, room: str, up_to: int | None = None) -> list[StoredCheckpoint]:
         """The checkpoints of `room` with size <= up_to (None: all), oldest first."""
@@ -118,14 +130,23 @@ class CheckpointStore:
 
     def next_due(self, backend: str) -> int | None:
         """When the next pending row of `backend` is due (ms), or None."""
-        with sqlite_errors("the ledger database"):
+        with database_errors("the ledger database"):
             (when,) = self.conn.execute("SELECT MIN(next_attempt) FROM anchorings WHERE backend = ? AND status = ?",
                                         (backend, PENDING)).fetchone()
         return when
 
+    def claim(self, row: AnchoringRow, until: int) -> bool:
+        """Take a due row for one attempt, until `until` (ms): False if another process took it first (its
+        next_attempt moved). An attempt that never records its outcome (its process died) is due again then."""
+        with database_errors("the ledger database"), transaction(self.conn):
+            cursor = self.conn.execute(
+                "UPDATE anchorings SET next_attempt = ? WHERE room = ? AND size = ? AND backend = ? AND status = ?"
+                " AND next_attempt = ?", (until, row.room, row.size, row.backend, PENDING, row.next_attempt))
+        return cursor.rowcount == 1
+
     def succeeded(self, row: AnchoringRow, receipt: Mapping[str, Any]) -> None:
         """Record the receipt: anchored."""
-        with sqlite_errors("the ledger database"), self.conn:
+        with database_errors("the ledger database"), transaction(self.conn):
             self.conn.execute(
                 "UPDATE anchorings SET status = ?, attempts = attempts + 1, last_error = NULL, receipt = ?"
                 " WHERE room = ? AND size = ? AND backend = ?",
@@ -133,7 +154,7 @@ class CheckpointStore:
 
     def failed(self, row: AnchoringRow, error: str, next_attempt: int, give_up: bool) -> None:
         """Record a failed attempt: retried at `next_attempt`, or `failed` if `give_up`."""
-        with sqlite_errors("the ledger database"), self.conn:
+        with database_errors("the ledger database"), transaction(self.conn):
             self.conn.execute(
                 "UPDATE anchorings SET status = ?, attempts = attempts + 1, last_error = ?, next_attempt = ?"
                 " WHERE room = ? AND size = ? AND backend = ?",
@@ -141,21 +162,21 @@ class CheckpointStore:
 
     def requeue_failed(self, now: int) -> int:
         """Put every failed row back in the queue for a new round of attempts; returns how many."""
-        with sqlite_errors("the ledger database"), self.conn:
+        with database_errors("the ledger database"), transaction(self.conn):
             cursor = self.conn.execute(
                 "UPDATE anchorings SET status = ?, attempts = 0, next_attempt = ? WHERE status = ?",
                 (PENDING, now, FAILED))
         return cursor.rowcount
 
     def _checkpoints(self, clause: str, parameters: tuple[Any, ...]) -> list[StoredCheckpoint]:
-        with sqlite_errors("the ledger database"):
+        with database_errors("the ledger database"):
             rows = self.conn.execute(
                 "SELECT room, size, origin, root, time, note FROM checkpoints " + clause, parameters).fetchall()
         return [StoredCheckpoint(room, Checkpoint(origin, size, bytes(root), at), note)
                 for room, size, origin, root, at, note in rows]
 
     def _anchorings(self, clause: str, parameters: tuple[Any, ...]) -> list[AnchoringRow]:
-        with sqlite_errors("the ledger database"):
+        with database_errors("the ledger database"):
             rows = self.conn.execute(
                 "SELECT room, size, backend, status, attempts, last_error, next_attempt, receipt FROM anchorings "
                 + clause, parameters).fetchall()

@@ -6,8 +6,10 @@ crash left behind (they all start with TMP_PREFIX).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import time
 from pathlib import Path
 
 TMP_PREFIX = ".tmp-"
@@ -52,10 +54,14 @@ def make_private(root: Path) -> int:
     return changed
 
 
-def remove_partials(root: Path) -> int:
-    """Delete the temporary files a crash left anywhere under `root`; returns how many."""
-    removed = 0
+def remove_partials(root: Path, older_than: float = 0.0) -> int:
+    """Delete the temporary files a crash left anywhere under `root`, unless modified in the last `older_than`
+    seconds (another process sharing the folder may be writing them); returns how many."""
+    removed, now = 0, time.time()
     for path in root.rglob(f"{TMP_PREFIX}*"):
-        path.unlink(missing_ok=True)
-        removed += 1
+        with contextlib.suppress(FileNotFoundError):
+            if older_than and now - path.stat().st_mtime < older_than:
+                continue
+            path.unlink()
+            removed += 1
     return removed

@@ -1,4 +1,5 @@
-"""The room database: one SQLite file (WAL) with every room's event log, the rooms table and the room codes.
+"""The room database: one SQLite file (WAL) with every room's event log, the rooms table and the room codes; or,
+with several server processes, the same tables in their shared PostgreSQL database (PostgresLogStore's logs).
 
 The event logs are `sessions.sqlite_log.SqliteLogStore`'s tables (``events``, rows with their Merkle nodes). This
 module adds two small tables to the same database and connection, so a new room's row, its codes and its
@@ -6,19 +7,24 @@ module adds two small tables to the same database and connection, so a new room'
 
 Durability is ``synchronous=NORMAL``: in WAL mode a commit survives a crash of the server process and the
 event loop never waits for an fsync; a power loss may lose the last commits but never corrupts the log.
-Everything here runs on the event loop's thread (one connection, short statements). The connection holds the
-database's lock while the server runs (see SqliteLogStore): one server per data folder.
+Everything here runs on the event loop's thread (one connection, short statements). The SQLite connection holds
+the database's lock while the server runs (see SqliteLogStore): one server per data folder. In PostgreSQL a new
+room's row and codes are staged writes of the log store, so they still commit with its room.open.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from server.storage.errors import CorruptStoreError, quick_check, sqlite_errors
+from server.storage.errors import CorruptStoreError, database_errors, quick_check
+from server.storage.postgres import PgConnection, is_postgres_url
+from server.storage.postgres_log import PostgresLogStore
+from sessions.ledger.dialects import POSTGRESQL, SQLITE, ddl
 from sessions.replay import TrackPoint
 from sessions.roles import Role
 from sessions.sqlite_log import SqliteLogStore
@@ -26,8 +32,8 @@ from sessions.sqlite_log import SqliteLogStore
 ROOM_DB = "rooms.sqlite"
 
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS rooms ("
-    " id TEXT PRIMARY KEY, created_at INTEGER NOT NULL, invite_exp INTEGER NOT NULL, names TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS rooms (id TEXT PRIMARY KEY, created_at INTEGER NOT NULL,"
+    " invite_exp INTEGER NOT NULL, names TEXT NOT NULL, generations TEXT NOT NULL DEFAULT '{}')",
     "CREATE TABLE IF NOT EXISTS room_codes ("
     " code TEXT PRIMARY KEY, room TEXT NOT NULL, role TEXT NOT NULL, exp INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS room_codes_room ON room_codes(room)",
@@ -64,11 +70,26 @@ class RoomCode:
 
 
 class RoomDatabase:
-    """The logs (`logs`, a SqliteLogStore) and the room rows, in one SQLite file. Failures raise StorageError."""
+    """The logs (`logs`, a SqliteLogStore or PostgresLogStore) and the room rows, in one database. Failures raise
+    StorageError."""
 
-    def __init__(self, path: Path):
+    def __init__(self, location: Path | str):
+        """Open (or create) the room database: a SQLite file, or a PostgreSQL URL. Raises CorruptStoreError for
+        a damaged file, StorageError (LogError) if PostgreSQL cannot be reached."""
+        self.logs: SqliteLogStore | PostgresLogStore
+        if is_postgres_url(location):
+            self.path = "the room database (PostgreSQL)"
+            self.dialect = POSTGRESQL
+            with database_errors(ROOM_DB):
+                conn = PgConnection(str(location), autocommit=True, name="theatrum-rooms")
+                self.logs = PostgresLogStore(conn)
+                conn.create_schema(ddl(statement, POSTGRESQL) for statement in _SCHEMA)
+            self._db = conn
+            return
+        path = Path(location)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.dialect = SQLITE
         self.logs = SqliteLogStore(path, synchronous="NORMAL")
         self._db = self.logs.conn
         try:
@@ -91,26 +112,26 @@ class RoomDatabase:
     def stage_room(self, record: RoomRecord) -> None:
         """Insert the room's row in the open transaction; it commits with the room's first event."""
         names = json.dumps(record.names, sort_keys=True)
-        self._write("INSERT INTO rooms (id, created_at, invite_exp, names) VALUES (?, ?, ?, ?)",
+        self._stage("INSERT INTO rooms (id, created_at, invite_exp, names) VALUES (?, ?, ?, ?)",
                     (record.id, record.created_at, record.invite_exp, names))
 
     def next_generation(self, record: RoomRecord, role: Role, code: RoomCode | None) -> RoomRecord:
         """Move `role` of the room to its next link generation and replace its room code (None: it has
         none), in one commit; returns the updated record."""
         generations = {**record.generations, role.value: record.generation(role) + 1}
-        with sqlite_errors(ROOM_DB):
-            self._db.execute("UPDATE rooms SET generations = ? WHERE id = ?",
-                             (json.dumps(generations, sort_keys=True), record.id))
-            self._db.execute("DELETE FROM room_codes WHERE room = ? AND role = ?", (record.id, role.value))
+        with self._transaction() as db:
+            db.execute("UPDATE rooms SET generations = ? WHERE id = ?",
+                       (json.dumps(generations, sort_keys=True), record.id))
+            db.execute("DELETE FROM room_codes WHERE room = ? AND role = ?", (record.id, role.value))
             if code is not None:
-                self._db.execute("INSERT INTO room_codes (code, room, role, exp) VALUES (?, ?, ?, ?)",
-                                 (code.code, code.room, code.role.value, code.exp))
-            self._db.commit()
+                db.execute("INSERT INTO room_codes (code, room, role, exp) VALUES (?, ?, ?, ?)",
+                           (code.code, code.room, code.role.value, code.exp))
         return replace(record, generations=generations)
 
     def stage_code(self, code: RoomCode) -> None:
         """Insert a code in the open transaction. Requires a code that `code_taken` says is free."""
-        self._write("INSERT OR REPLACE INTO room_codes (code, room, role, exp) VALUES (?, ?, ?, ?)",
+        self._stage("INSERT INTO room_codes (code, room, role, exp) VALUES (?, ?, ?, ?) ON CONFLICT (code) DO UPDATE"
+                    " SET room = excluded.room, role = excluded.role, exp = excluded.exp",
                     (code.code, code.room, code.role.value, code.exp))
 
     def code_taken(self, code: str, now: float) -> bool:
@@ -130,14 +151,14 @@ class RoomDatabase:
 
     def delete_codes(self, room: str) -> None:
         """Forget the codes of `room` (it closed), committed."""
-        self._write("DELETE FROM room_codes WHERE room = ?", (room,), commit=True)
+        self._write("DELETE FROM room_codes WHERE room = ?", (room,))
 
     def add_track(self, room: str, points: Sequence[TrackPoint]) -> None:
         """Record avatar track points of `room`, committed. Requires no staged rows (they would commit too)."""
         if points:
             self._write("INSERT INTO pose_track (room, at, participant, pose) VALUES (?, ?, ?, ?)",
                         [(room, p.at, p.participant, json.dumps(p.pose, separators=(",", ":"))) for p in points],
-                        many=True, commit=True)
+                        many=True)
 
     def track(self, room: str, since: int = 0) -> list[TrackPoint]:
         """The recorded track of `room` from server time `since` (ms), in time order."""
@@ -145,20 +166,51 @@ class RoomDatabase:
                           " ORDER BY at, id", (room, since))
         return [TrackPoint(at, participant, json.loads(pose)) for at, participant, pose in rows]
 
+    def record(self, room: str) -> RoomRecord | None:
+        """The row of one room, or None."""
+        rows = self._rows("SELECT id, created_at, invite_exp, names, generations FROM rooms WHERE id = ?", (room,))
+        return RoomRecord(rows[0][0], rows[0][1], rows[0][2], json.loads(rows[0][3]), json.loads(rows[0][4])) \
+            if rows else None
+
     def rollback(self) -> None:
         """Drop whatever was staged."""
-        with sqlite_errors(ROOM_DB):
-            self._db.rollback()
+        with database_errors(ROOM_DB):
+            if self.dialect == POSTGRESQL:
+                self.logs.rollback()
+            else:
+                self._db.rollback()
 
     def _rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple]:
-        with sqlite_errors(ROOM_DB):
+        with database_errors(ROOM_DB):
             return self._db.execute(sql, parameters).fetchall()
 
-    def _write(self, sql: str, parameters: Sequence[Any], *, many: bool = False, commit: bool = False) -> None:
-        with sqlite_errors(ROOM_DB):
-            (self._db.executemany if many else self._db.execute)(sql, parameters)
-            if commit:
+    def _stage(self, sql: str, parameters: Sequence[Any]) -> None:
+        """A write that commits with the next commit of the logs (a new room's row with its room.open)."""
+        with database_errors(ROOM_DB):
+            if self.dialect == POSTGRESQL:
+                self.logs.stage_write(sql, tuple(parameters))
+            else:
+                self._db.execute(sql, parameters)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """Statements committed together now. Requires nothing staged (SQLite would commit it too)."""
+        with database_errors(ROOM_DB):
+            if self.dialect == POSTGRESQL:
+                with self._db.transaction():
+                    yield self._db
+            else:
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.rollback()
+                    raise
                 self._db.commit()
+
+    def _write(self, sql: str, parameters: Sequence[Any], *, many: bool = False) -> None:
+        """One statement (or one per row of `parameters`, `many`), committed now."""
+        with self._transaction() as db:
+            (db.executemany if many else db.execute)(sql, parameters)
 
     def close(self) -> None:
         """Close the database."""

@@ -16,9 +16,11 @@ from dataclasses import astuple, dataclass, replace
 from typing import Any, Protocol
 
 from sessions.ledger.canonical import canonical_json
+from sessions.ledger.dialects import POSTGRESQL, ddl, dialect_of, transaction
 from sessions.ledger.note import Checkpoint
 
 GENESIS = bytes(32)  # prev_hash of record 0
+APPEND_ATTEMPTS = 5  # tries of an append that other processes keep beating to the next index
 _HASH_FIELDS = ("checkpoint_hash", "prev_hash", "root")
 
 
@@ -144,12 +146,21 @@ class LocalAnchorChain:
     def __init__(self, conn: sqlite3.Connection, clock: Callable[[], int] | None = None):
         self._conn = conn
         self._clock = clock or (lambda: time.time_ns() // 1_000_000)
+        dialect = dialect_of(conn)
+        table = ddl("CREATE TABLE IF NOT EXISTS anchor_chain (idx INTEGER PRIMARY KEY, room TEXT NOT NULL,"
+                    " size INTEGER NOT NULL, root BLOB NOT NULL, checkpoint_hash BLOB NOT NULL,"
+                    " time INTEGER NOT NULL, prev_hash BLOB NOT NULL, hash BLOB NOT NULL UNIQUE)", dialect)
+        if dialect == POSTGRESQL:
+            conn.create_schema([
+                table,
+                "CREATE OR REPLACE FUNCTION anchor_chain_append_only() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN RAISE EXCEPTION 'anchor records are append-only'; END $$",
+                "CREATE OR REPLACE TRIGGER anchor_chain_append_only BEFORE UPDATE OR DELETE ON anchor_chain"
+                " FOR EACH ROW EXECUTE FUNCTION anchor_chain_append_only()",
+            ])
+            return
         with conn:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS anchor_chain (idx INTEGER PRIMARY KEY, room TEXT NOT NULL,"
-                " size INTEGER NOT NULL, root BLOB NOT NULL, checkpoint_hash BLOB NOT NULL,"
-                " time INTEGER NOT NULL, prev_hash BLOB NOT NULL, hash BLOB NOT NULL UNIQUE)"
-            )
+            conn.execute(table)
             for event in ("UPDATE", "DELETE"):
                 conn.execute(
                     f"CREATE TRIGGER IF NOT EXISTS anchor_chain_no_{event.lower()}"
@@ -158,15 +169,24 @@ class LocalAnchorChain:
                 )
 
     def append(self, room: str, checkpoint: Checkpoint) -> Anchor:
-        """Append and commit the record anchoring `checkpoint` of `room`. Commits `conn`'s transaction."""
-        with self._conn:
-            anchor = next_anchor(self.head(), room, checkpoint, self._clock())
-            self._conn.execute(
-                "INSERT INTO anchor_chain (idx, room, size, root, checkpoint_hash, time, prev_hash, hash)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                astuple(anchor),  # the field order is the column order
-            )
-        return anchor
+        """Append and commit the record anchoring `checkpoint` of `room`. Commits `conn`'s transaction.
+
+        Where several processes share the chain (PostgreSQL), one that loses the race for the next index
+        tries again on the new head, a few times."""
+        for attempt in range(APPEND_ATTEMPTS):
+            try:
+                with transaction(self._conn):
+                    anchor = next_anchor(self.head(), room, checkpoint, self._clock())
+                    self._conn.execute(
+                        "INSERT INTO anchor_chain (idx, room, size, root, checkpoint_hash, time, prev_hash, hash)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        astuple(anchor),  # the field order is the column order
+                    )
+                return anchor
+            except Exception as error:
+                if attempt + 1 == APPEND_ATTEMPTS or not _is_taken(error):
+                    raise
+        raise AssertionError("unreachable")
 
     def anchor(self, checkpoint: Checkpoint, room: str) -> dict[str, Any]:
         """AnchorBackend: append a record and return its receipt."""
@@ -202,6 +222,11 @@ class LocalAnchorChain:
             Anchor(i, room, size, bytes(r), bytes(c), t, bytes(p), bytes(h))
             for i, room, size, r, c, t, p, h in rows
         ]
+
+
+def _is_taken(error: Exception) -> bool:
+    """Whether an insert failed because another writer took the index first (a unique key)."""
+    return type(error).__name__ in ("UniqueViolation", "IntegrityError")
 
 
 def _hash_from_hex(text: Any) -> bytes:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 
 import pytest
-from rooms import ROOM, Clock, new_room, point, sqlite_store
+from rooms import ROOM, Clock, new_room, point, rfc6962_root, sqlite_store
 
 from sessions.events import Event, EventError
 from sessions.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
@@ -19,15 +18,6 @@ from sessions.sqlite_log import SqliteLogStore
 
 PEOPLE = {"ines": Role.INSTRUCTOR, "sam": Role.SURGEON, "stu": Role.STUDENT}
 
-
-def _rfc6962_root(leaves: list[bytes]) -> bytes:
-    """The RFC 6962 Merkle Tree Hash, written out recursively (an independent reference)."""
-    if not leaves:
-        return hashlib.sha256(b"").digest()
-    if len(leaves) == 1:
-        return hashlib.sha256(b"\x00" + leaves[0]).digest()
-    split = 1 << ((len(leaves) - 1).bit_length() - 1)
-    return hashlib.sha256(b"\x01" + _rfc6962_root(leaves[:split]) + _rfc6962_root(leaves[split:])).digest()
 
 
 def _fill(room: Room, clock: Clock, count: int) -> None:
@@ -47,7 +37,7 @@ def test_head_is_the_rfc6962_root_of_the_leaf_bytes():
     _fill(room, clock, 20)
     events = room.events_since(0)
     assert [e.seq for e in events] == list(range(1, room.seq + 1))
-    assert room.head == _rfc6962_root([e.leaf() for e in events]).hex()
+    assert room.head == rfc6962_root([e.leaf() for e in events]).hex()
     assert all(e.hash == leaf_hash(e.leaf()).hex() for e in events)
 
 

@@ -50,3 +50,16 @@ function storedReplay() {
 		return null; // not ours: the live room
 	}
 }
+
+/** The room an invite token is for (its payload is base64url JSON, docs/protocol.md "Invites"), or null. The
+ * socket.io query carries it (`room=`) so that a proxy in front of several server processes routes every
+ * socket of a room to the same one; the server still checks the token's signature. */
+export function roomOfInvite(token) {
+	try {
+		const payload = String(token).split('.')[0].replace(/-/g, '+').replace(/_/g, '/');
+		const room = JSON.parse(atob(payload.padEnd(Math.ceil(payload.length / 4) * 4, '='))).room;
+		return typeof room === 'string' ? room : null;
+	} catch {
+		return null;
+	}
+}

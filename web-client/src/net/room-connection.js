@@ -10,6 +10,7 @@
 // 'refused'; a replay is 'connecting', 'live' (playing), then 'ended', or 'interrupted' or 'refused'.
 import { io } from 'socket.io-client';
 
+import { roomOfInvite } from './credentials.js';
 import { RoomState } from './room-state.js';
 
 const ACK_TIMEOUT_MS = 10000;
@@ -39,8 +40,15 @@ export class RoomConnection extends EventTarget {
 		else this.socket = this.connectLive();
 	}
 
+	/** The socket.io query: the room, for a proxy that routes each room to one server process. */
+	routing() {
+		const room = roomOfInvite(this.token);
+		return room ? { room } : {};
+	}
+
 	connectLive() {
 		const socket = io(this.url, {
+			query: this.routing(),
 			// A function, so that each reconnect says how far this client got.
 			auth: (send) => send(this.state ? { token: this.token, last_seq: this.state.seq } : { token: this.token }),
 			reconnectionDelay: 500,
@@ -68,7 +76,7 @@ export class RoomConnection extends EventTarget {
 		this.socket?.close();
 		this.replay = withoutUndefined({ from, speed, max_gap });
 		this.setStatus('connecting');
-		const socket = io(this.url, { auth: { token: this.token, replay: this.replay }, reconnection: false, forceNew: true });
+		const socket = io(this.url, { query: this.routing(), auth: { token: this.token, replay: this.replay }, reconnection: false, forceNew: true });
 		this.socket = socket;
 		// A closed socket can still report its end: only the current one speaks.
 		const on = (name, handler) => socket.on(name, (...args) => {
