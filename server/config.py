@@ -36,6 +36,8 @@ class Settings:
     # empty = SQLite files in the data folder) and the Redis for cross-process emits and the job queue.
     database_url: str = ""
     redis_url: str = ""
+    # A `theatrum worker`'s hold on a running job: it runs again this many seconds after its worker died.
+    job_lease: float = 30.0
     # Reverse proxies whose X-Forwarded-For is believed (e.g. 127.0.0.1 for nginx on the same host).
     forwarded_allow_ips: tuple[str, ...] = ()
     # DICOMweb PACS: QIDO/WADO root URL, optional basic-auth user and password.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import signal
 import subprocess
@@ -82,7 +83,7 @@ class Cluster:
         return {"THEATRUM_DATABASE_URL": self.database_url, "THEATRUM_REDIS_URL": self.redis_url,
                 "THEATRUM_FORWARDED_ALLOW_IPS": "127.0.0.1", "THEATRUM_PUBLIC_URL": self.url,
                 "THEATRUM_WORKERS": "1", "THEATRUM_LEDGER_EVERY_EVENTS": "25", "THEATRUM_ROOM_REJOIN_GRACE": "60",
-                **self.extra}
+                "THEATRUM_MAX_QUEUED_JOBS": "3", "THEATRUM_JOB_LEASE": "3", **self.extra}
 
     def start_server(self, index: int) -> ServerProcess:
         """Start (or start again) server `index` on its port."""
@@ -99,6 +100,13 @@ class Cluster:
         self.worker = subprocess.Popen([str(THEATRUM), "worker", "--data", str(self.data)], stdout=log,
                                        stderr=subprocess.STDOUT, env=_env(self.env()), start_new_session=True)
         return self.worker
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker and the job processes it spawned (its session): a crash."""
+        assert self.worker is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.worker.pid, signal.SIGKILL)
+        self.worker.wait(10)
 
     def worker_output(self) -> str:
         path = self.folder / "worker.log"
@@ -122,8 +130,6 @@ class Cluster:
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
-    import os
-
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("THEATRUM_") or k == "THEATRUM_DEBUG"}
     return {**inherited, "PYTHONUNBUFFERED": "1", **extra}
 

@@ -248,7 +248,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except StorageError as e:
         raise UsageError(f"{settings.database_url}: {e}") from None
     store = ArtifactStore(Path(settings.data) / "objects")
-    worker = JobWorker(catalog, store, settings.redis_url, workers=settings.worker_count, job_event=job_view)
+    worker = JobWorker(catalog, store, settings.redis_url, workers=settings.worker_count, job_event=job_view,
+                       lease_s=settings.job_lease)
     print(f"Theatrum {__version__} worker: {settings.worker_count} job(s) at once, data in {settings.data}",
           flush=True)
     try:

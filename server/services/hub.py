@@ -18,6 +18,18 @@ history holds every event up to the room's seq, and every later event is sent to
 Poses are not logged: each room's PoseHub keeps the latest pose per participant and a tick (~20 Hz) sends one
 batched `poses` frame per room. A closed room can be played back (server/services/playback.py). The socket
 handlers that call this class are registered in server/services/sockets.py.
+
+Group commit. An op's event is staged in its room's log; once a turn of the loop `flush` commits every staged
+event of every room in one transaction, then sends them in order and acks the ops (nothing is sent or acked
+before it is durable).
+
+Several processes (THEATRUM_DATABASE_URL: the room database is PostgreSQL, shared). A proxy sends every socket
+of a room to one process (docs/operations.md). The hub loads a room when one of its sockets arrives (`take`: the
+stored state and Merkle head, and a grace period for the participants present), reads rooms it does not serve
+from the database (`view`), and forgets a room 30 s after its last socket here left. The log's primary key
+(log, seq) is the fence: if another process wrote a room first, the commit names it (LogConflictError), this
+process forgets the room, refuses the ops it had staged (`unavailable`) and closes its sockets there, logging
+no leaves; their clients reconnect to the room's process.
 """
 
 from __future__ import annotations

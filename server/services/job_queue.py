@@ -12,7 +12,7 @@ process. What crosses processes:
 - a worker publishes a job's id on UPDATES whenever its state or progress changes; every server hears it and
   calls `on_update` with the catalog's row (the session hub logs the outcome of a structure grown in one of its
   rooms). The job events of the lobby go through python-socketio's Redis manager, sent by the worker itself;
-- a worker that dies mid-job stops renewing the job's lease (arq's in-progress key, job_worker.LEASE_MS), and
+- a worker that dies mid-job stops renewing the job's lease (arq's in-progress key, THEATRUM_JOB_LEASE), and
   another worker (or the same one, restarted) runs the job again once it lapses.
 
 `RedisJobs` has the JobRunner's interface (server/services/jobs.py), so the app picks one or the other.

@@ -7,9 +7,10 @@ progress changes the worker publishes its id on UPDATES, for the servers, and se
 through python-socketio's Redis manager (write-only: a worker has no sockets of its own).
 
 A server cancels a job by publishing its id on CANCELS: the worker stops the job's process. While a job runs,
-its lease (arq's in-progress key) is renewed every third of LEASE_MS; if the worker dies, the lease lapses and
-the job runs again on the next worker that polls (arq keeps a job queued until a worker finishes it). A worker
-stopped by SIGTERM or SIGINT stops its jobs' processes and gives them back to the queue at once.
+its lease (arq's in-progress key) is renewed every third of its length (THEATRUM_JOB_LEASE, 30 s); if the
+worker dies, the lease lapses and the job runs again on the next worker that polls (arq keeps a job queued
+until a worker finishes it). A worker stopped by SIGTERM or SIGINT stops its jobs' processes and gives them
+back to the queue at once.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from server.storage.catalog import Catalog
 
 log = logging.getLogger("theatrum.worker")
 
-LEASE_MS = 30_000  # a running job's hold on the queue: it runs again this long after its worker died
 JOB_TIMEOUT_S = 6 * 3600  # arq's limit on one run of a job (a job that hangs is given back after it)
 
 
@@ -49,8 +49,9 @@ class JobWorker:
     """One `theatrum worker`: arq's worker over the shared catalog and data folder."""
 
     def __init__(self, catalog: Catalog, store: ArtifactStore, redis_url: str, *, workers: int,
-                 job_event: Callable[[dict], dict]):
+                 job_event: Callable[[dict], dict], lease_s: float = 30.0):
         self.catalog = catalog
+        self.lease_ms = max(1000, int(lease_s * 1000))
         self.redis_url = redis_url
         self.job_event = job_event
         self.runner = JobRunner(catalog, spec_for=partial(spec_for, catalog, store),
@@ -101,8 +102,8 @@ class JobWorker:
 
     async def _renew(self, redis: Any, job_id: str) -> None:
         while True:
-            await redis.pexpire(in_progress_key_prefix + job_id, LEASE_MS)
-            await asyncio.sleep(LEASE_MS / 3000)
+            await redis.pexpire(in_progress_key_prefix + job_id, self.lease_ms)
+            await asyncio.sleep(self.lease_ms / 3000)
 
     def _changed(self, job: dict) -> None:
         """A job's state or progress changed: queue the news for the servers and the lobby."""

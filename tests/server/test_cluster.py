@@ -30,7 +30,7 @@ from cluster import Cluster, ResumingClient, cluster
 from conftest import DICOM, require_path
 from hubtools import RoomClient, until
 from rooms import point, rfc6962_root
-from serverproc import THEATRUM, Api, zip_tree
+from serverproc import THEATRUM, Api, command_line, zip_tree
 
 from sessions.events import Event
 
@@ -308,6 +308,87 @@ def test_a_stale_owner_cannot_append(running, study, tmp_path):
     assert head == rfc6962_root([e.leaf() for e in events]).hex()
     assert "another process" in running.servers[outcome["owner"]].output()
     assert "OK" in _verify_export(running, room, tmp_path)
+
+
+def test_the_job_queue_is_bounded_across_processes_and_a_cancelled_queued_job_never_runs(running, study):
+    apis = [Api("127.0.0.1", port, running.api.token) for port in running.ports]
+    os.kill(running.worker.pid, signal.SIGSTOP)  # nothing leaves the queue meanwhile
+    try:
+        queued = [_request_mesh(apis[n], study["study"], study["series"], 10_000 + 1000 * n) for n in range(3)]
+        full = apis[2].post(f"/api/studies/{study['study']}/meshes", {"series": study["series"], "presets": ["bone"],
+                                                                       "target_triangles": 15_000})
+        assert full.status == 429 and full.json()["error"], full.body  # the bound counts every process's jobs
+        assert apis[1].request("DELETE", f"/api/jobs/{queued[0]['id']}").status == 200
+    finally:
+        os.kill(running.worker.pid, signal.SIGCONT)
+    for job in queued[1:]:
+        assert running.api.wait_job(job["id"], lambda j: j["state"] in ("done", "failed", "cancelled"),
+                                    timeout=180)["state"] == "done"
+    cancelled = running.api.job(queued[0]["id"])
+    assert cancelled["state"] == "cancelled" and cancelled["mesh_ids"] == []
+    assert f"job {queued[0]['id']} done" not in running.worker_output()
+
+
+@pytest.fixture(scope="module")
+def big_study(running: Cluster, tmp_path_factory) -> dict:
+    """A 300 x 512 x 512 synthetic head (sample_data/phantom.py): long enough a job to stop in the middle."""
+    import importlib.util
+    import sys
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("cluster_phantom", REPO / "sample_data" / "phantom.py")
+    phantom = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = phantom
+    spec.loader.exec_module(phantom)
+    folder = tmp_path_factory.mktemp("phantom")
+    phantom.write_phantom(folder, phantom.PhantomParameters(shape=(300, 512, 512)))
+    uploaded = running.api.upload_zip(zip_tree(folder, deflate=False))
+    return {"study": uploaded["study_id"], "series": uploaded["series"][0]["id"]}
+
+
+def _big_job(running: Cluster, big_study: dict, triangles: int) -> dict:
+    response = running.api.post(f"/api/studies/{big_study['study']}/meshes", {
+        "series": big_study["series"], "presets": ["bone", "skin"], "target_triangles": triangles})
+    assert response.status == 202, response.body
+    job = response.json()["job"]
+    return running.api.wait_job(job["id"], lambda j: j["state"] != "queued" and j["percent"] >= 10, timeout=120,
+                                interval=0.05)
+
+
+def test_a_job_whose_worker_died_runs_again_and_a_running_job_is_cancelled_from_any_process(running, big_study):
+    job = _big_job(running, big_study, 210_000)
+    assert job["state"] == "running", job
+    running.kill_worker()
+    running.start_worker()
+    done = running.api.wait_job(job["id"], lambda j: j["state"] in ("done", "failed", "cancelled"), timeout=240)
+    assert done["state"] == "done" and len(done["mesh_ids"]) == 2, done
+    assert f"job {job['id']} was running on a worker that stopped: run again" in running.worker_output()
+
+    job = _big_job(running, big_study, 220_000)
+    assert _job_processes(running) != []
+    other = Api("127.0.0.1", running.ports[1], running.api.token)
+    assert other.request("DELETE", f"/api/jobs/{job['id']}").status == 200
+    time.sleep(3)  # what the job would have gone on to do, had it not been stopped
+    stopped = running.api.job(job["id"])
+    assert stopped["state"] == "cancelled" and stopped["mesh_ids"] == [], stopped
+    assert f"job {job['id']} done" not in running.worker_output()
+    assert _job_processes(running) == []  # the job's process was stopped
+
+
+def _job_processes(running: Cluster) -> list[str]:
+    """The command lines of the worker's job processes (multiprocessing's spawned children)."""
+    return [command_line(int(proc.name)) for proc in Path("/proc").glob("[0-9]*")
+            if _pgid(proc) == running.worker.pid and "spawn_main" in command_line(int(proc.name))]
+
+
+def _pgid(proc: Path) -> int | None:
+    try:
+        text = (proc / "stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return int(fields[2]) if fields[0] != "Z" else None
 
 
 def test_the_readme_carries_the_nginx_configuration_of_the_operations_doc():
