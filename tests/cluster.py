@@ -157,6 +157,20 @@ def cluster(folder: Path, database_url: str, processes: int = 3, *, worker: bool
                 server.kill_group()
 
 
+@contextlib.contextmanager
+def cluster_on(server_url: str, folder: Path, processes: int = 3) -> Iterator[Cluster]:
+    """`cluster` over a new database of the PostgreSQL at `server_url` (the session's, tests/conftest.py)."""
+    import secrets
+
+    import psycopg
+
+    name = "cluster" + secrets.token_hex(4)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    with cluster(folder, server_url.rsplit("/", 1)[0] + "/" + name, processes) as started:
+        yield started
+
+
 class ResumingClient(RoomClient):
     """A room client through nginx that reconnects (with last_seq) whenever its connection drops, as the web
     client does; `reconnects` counts them and `back` is set once connected again."""

@@ -59,3 +59,13 @@ def rfc6962_root(leaves: list[bytes]) -> bytes:
         return hashlib.sha256(b"\x00" + leaves[0]).digest()
     split = 1 << ((len(leaves) - 1).bit_length() - 1)
     return hashlib.sha256(b"\x01" + rfc6962_root(leaves[:split]) + rfc6962_root(leaves[split:])).digest()
+
+
+def fill(room: Room, clock: Clock, count: int) -> None:
+    """`count` mixed ops by participants "ines" (instructor), "sam" (surgeon) and "stu" (student)."""
+    for i in range(count):
+        created = room.apply(point(float(i), label=f"p{i}"), "stu", clock())
+        if i % 3 == 0:
+            room.apply({"kind": "model.transform", "position": [0, 1, i / 100]}, "sam", clock())
+        if i % 7 == 0:
+            room.apply({"kind": "annotation.update", "id": created.data["id"], "label": "seen"}, "ines", clock())

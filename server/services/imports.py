@@ -16,7 +16,6 @@ named (``study``).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from server.services.errors import Invalid
 from server.storage.artifacts import ArtifactStore
 from server.storage.catalog import Catalog, SeriesRecord
 from server.storage.errors import CorruptStoreError
+from server.storage.files import remove_unless_recent
 
 _PATIENT = ["PatientName", "PatientID", "PatientBirthDate", "AccessionNumber"]
 
@@ -238,16 +238,9 @@ def sweep_orphans(library: Library, older_than: float = 0.0) -> int:
     and committing its rows leaves such files, with full DICOM headers); returns how many. Requires that no
     import or job runs (the server calls it at start), or `older_than` seconds longer than any import takes
     (processes that share the data folder: files younger than that are left alone)."""
-    referenced = library.catalog.referenced()
-    removed, now = 0, time.time()
-    for digest, suffix, path in library.store.stored():
-        if (digest, suffix) not in referenced:
-            with contextlib.suppress(FileNotFoundError):
-                if older_than and now - path.stat().st_mtime < older_than:
-                    continue
-                path.unlink()
-                removed += 1
-    return removed
+    referenced, now = library.catalog.referenced(), time.time()
+    return sum(remove_unless_recent(path, older_than, now) for digest, suffix, path in library.store.stored()
+               if (digest, suffix) not in referenced)
 
 
 def clean_stored_descriptions(library: Library) -> int:

@@ -24,13 +24,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 
-from server.services.jobs import QueueFullError
+from server.services.jobs import QueueFullError, Update, notify
 from server.storage.catalog import Catalog
 
 log = logging.getLogger("theatrum.jobs")
@@ -39,9 +38,6 @@ QUEUE = "theatrum:jobs"  # arq's queue
 RUN = "run_job"  # the worker's function
 UPDATES = "theatrum:job-updates"  # pub/sub: the id of a job whose state or progress changed
 CANCELS = "theatrum:job-cancels"  # pub/sub: the id of a job cancelled by a server
-
-Update = Callable[[dict], Awaitable[None] | None]
-
 
 def redis_settings(url: str) -> RedisSettings:
     """arq's connection settings for a redis:// URL."""
@@ -139,14 +135,7 @@ class RedisJobs:
                 await client.aclose()
 
     async def _notify(self, job_id: str) -> None:
-        if self.on_update is None:
-            return
-        job = self.catalog.job(job_id)
-        if job is None:
-            return
         try:
-            result = self.on_update(job)
-            if asyncio.iscoroutine(result):
-                await result
+            await notify(self.catalog, self.on_update, job_id)
         except Exception:
             log.exception("job %s: its update could not be handled", job_id)

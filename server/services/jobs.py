@@ -205,11 +205,16 @@ class JobRunner:
             run.done.set_result(None)
 
     async def _notify(self, job_id: str) -> None:
-        if self.on_update is None:
-            return
-        job = self.catalog.job(job_id)
-        if job is None:
-            return
-        result = self.on_update(job)
-        if asyncio.iscoroutine(result):
-            await result
+        await notify(self.catalog, self.on_update, job_id)
+
+
+async def notify(catalog: Catalog, on_update: Update | None, job_id: str) -> None:
+    """Call `on_update` with the catalog's row of the job (awaited if it is a coroutine), if both exist."""
+    if on_update is None:
+        return
+    job = catalog.job(job_id)
+    if job is None:
+        return
+    result = on_update(job)
+    if asyncio.iscoroutine(result):
+        await result

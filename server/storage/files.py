@@ -6,7 +6,6 @@ crash left behind (they all start with TMP_PREFIX).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 import time
@@ -57,11 +56,17 @@ def make_private(root: Path) -> int:
 def remove_partials(root: Path, older_than: float = 0.0) -> int:
     """Delete the temporary files a crash left anywhere under `root`, unless modified in the last `older_than`
     seconds (another process sharing the folder may be writing them); returns how many."""
-    removed, now = 0, time.time()
-    for path in root.rglob(f"{TMP_PREFIX}*"):
-        with contextlib.suppress(FileNotFoundError):
-            if older_than and now - path.stat().st_mtime < older_than:
-                continue
-            path.unlink()
-            removed += 1
-    return removed
+    now = time.time()
+    return sum(remove_unless_recent(path, older_than, now) for path in root.rglob(f"{TMP_PREFIX}*"))
+
+
+def remove_unless_recent(path: Path, older_than: float, now: float) -> bool:
+    """Delete `path` unless it was modified in the `older_than` seconds before `now` (0: delete it anyway);
+    whether it was deleted (a file another process removed first was not)."""
+    try:
+        if older_than and now - path.stat().st_mtime < older_than:
+            return False
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True

@@ -138,6 +138,17 @@ class Client:
         self.context.close()
 
 
+def look_from_side(client: Client, side: int) -> None:
+    """Put a desktop page's camera 16 cm to one side of the default view (side -1: left, 1: right), aimed at the
+    patient: two desktop pages otherwise start at the same camera, where the other's avatar head sits."""
+    client.js("""(side) => {
+        const { stage, desktop } = theatrum;
+        const c = stage.patientCentre();
+        stage.camera.position.set(c.x + 0.16 * side, c.y + 0.03, c.z + 0.4);
+        stage.aimAt(c, desktop.controls);
+    }""", side)
+
+
 # -- the emulated headset (IWER) -------------------------------------------------------------------------------
 def look_rotation(origin: list[float], target: list[float]) -> list[float]:
     """The quaternion [x, y, z, w] that turns -Z (where WebXR controllers and cameras point) toward target."""

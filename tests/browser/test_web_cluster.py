@@ -9,18 +9,17 @@ avatar and the annotation the other made, and both screenshots show the skull. W
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 from browsing import (  # noqa: F401 (browser_fixture: the fixture `browser`)
     TEST_TRIANGLES,
     Client,
     bone_fraction,
     browser_fixture,
+    look_from_side,
 )
-from cluster import Cluster, cluster
+from cluster import Cluster, cluster_on
 from conftest import DICOM, REPO, require_path
 from serverproc import zip_tree
 
@@ -30,10 +29,7 @@ ARTIFACTS = REPO / "tests" / "artifacts"
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory, postgres_server) -> Iterator[Cluster]:
-    name = "web" + secrets.token_hex(4)
-    with psycopg.connect(postgres_server, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    with cluster(tmp_path_factory.mktemp("webcluster"), postgres_server.rsplit("/", 1)[0] + "/" + name) as started:
+    with cluster_on(postgres_server, tmp_path_factory.mktemp("webcluster")) as started:
         yield started
 
 
@@ -67,15 +63,8 @@ def test_two_pages_through_nginx_share_one_process_and_survive_its_death(browser
         for client in (instructor, student):
             client.wait_ready(120_000)
             assert _socket_query(client) == {"room": room_id}
-        # Each desktop looks at the patient from its own side (until seats, issue 11, place desktop users apart:
-        # both start at the same default camera, inside each other's avatar head).
         for client, side in ((instructor, -1), (student, 1)):
-            client.js("""(side) => {
-                const { stage, desktop } = theatrum;
-                const c = stage.patientCentre();
-                stage.camera.position.set(c.x + 0.16 * side, c.y + 0.03, c.z + 0.4);
-                stage.aimAt(c, desktop.controls);
-            }""", side)
+            look_from_side(client, side)
         owner = running.owner_of(room_id)
         took = [i for i, server in enumerate(running.servers) if f"room {room_id}: served here" in server.output()]
         assert owner is not None and took in ([owner], []), (owner, took)

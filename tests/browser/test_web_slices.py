@@ -20,6 +20,7 @@ from browsing import (  # noqa: F401 (browser_fixture: the fixture `browser`)
     build_meshes,
     create_room,
     hold,
+    look_from_side,
     next_frame,
     place,
     start_server,
@@ -70,12 +71,7 @@ def pages(browser, served):
     # Each desktop looks at the patient from its own side: both start at the same default camera, where the other's
     # avatar head would sit.
     for client, side in ((surgeon, -1), (student, 1)):
-        client.js("""(side) => {
-            const { stage, desktop } = theatrum;
-            const c = stage.patientCentre();
-            stage.camera.position.set(c.x + 0.16 * side, c.y + 0.03, c.z + 0.4);
-            stage.aimAt(c, desktop.controls);
-        }""", side)
+        look_from_side(client, side)
     yield surgeon, student
     for client in (surgeon, student):
         client.close()

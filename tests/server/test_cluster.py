@@ -16,17 +16,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 import socketio
-from cluster import Cluster, ResumingClient, cluster
+from cluster import Cluster, ResumingClient, cluster_on
 from conftest import DICOM, require_path
 from hubtools import RoomClient, until
 from rooms import point, rfc6962_root
@@ -45,10 +43,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory, postgres_server) -> Iterator[Cluster]:
-    name = "cluster" + secrets.token_hex(4)
-    with psycopg.connect(postgres_server, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    with cluster(tmp_path_factory.mktemp("cluster"), postgres_server.rsplit("/", 1)[0] + "/" + name) as started:
+    with cluster_on(postgres_server, tmp_path_factory.mktemp("cluster")) as started:
         yield started
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from rooms import ROOM, Clock, new_room, point, rfc6962_root
+from rooms import ROOM, Clock, fill, new_room, point, rfc6962_root
 
 from server.storage.catalog import Batch, Catalog, SeriesRecord
 from server.storage.checkpoints import CheckpointStore
@@ -29,22 +29,14 @@ def _store(url: str) -> PostgresLogStore:
     return PostgresLogStore(PgConnection(url, autocommit=True))
 
 
-def _fill(room: Room, clock: Clock, count: int) -> None:
-    for i in range(count):
-        created = room.apply(point(float(i), label=f"p{i}"), "stu", clock())
-        if i % 3 == 0:
-            room.apply({"kind": "model.transform", "position": [0, 1, i / 100]}, "sam", clock())
-        if i % 7 == 0:
-            room.apply({"kind": "annotation.update", "id": created.data["id"], "label": "seen"}, "ines", clock())
-
 
 def test_a_room_logged_in_postgresql_has_the_rfc6962_head_and_reopens_identical(pg_url):
     clock, memory_clock = Clock(), Clock()
     store = _store(pg_url)
     room = new_room(PEOPLE, store=store, clock=clock)
     reference = new_room(PEOPLE, store=MemoryLogStore(), clock=memory_clock)
-    _fill(room, clock, 40)
-    _fill(reference, memory_clock, 40)
+    fill(room, clock, 40)
+    fill(reference, memory_clock, 40)
     events = room.events_since(0)
     assert room.head == reference.head == rfc6962_root([e.leaf() for e in events]).hex()
 
@@ -107,7 +99,7 @@ def test_an_altered_event_row_is_detected(pg_url):
     store = _store(pg_url)
     clock = Clock()
     room = new_room(PEOPLE, store=store, clock=clock)
-    _fill(room, clock, 8)
+    fill(room, clock, 8)
     with psycopg.connect(pg_url, autocommit=True) as conn:
         changed = conn.execute("UPDATE events SET leaf = convert_to(replace(convert_from(leaf, 'UTF8'), 'p3', 'p4'),"
                                " 'UTF8') WHERE position('\"p3\"'::bytea in leaf) > 0").rowcount

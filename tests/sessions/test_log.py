@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from rooms import ROOM, Clock, new_room, point, rfc6962_root, sqlite_store
+from rooms import ROOM, Clock, fill, new_room, point, rfc6962_root, sqlite_store
 
 from sessions.events import Event, EventError
 from sessions.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
@@ -20,21 +20,11 @@ PEOPLE = {"ines": Role.INSTRUCTOR, "sam": Role.SURGEON, "stu": Role.STUDENT}
 
 
 
-def _fill(room: Room, clock: Clock, count: int) -> None:
-    """`count` mixed ops by the people of PEOPLE."""
-    for i in range(count):
-        created = room.apply(point(float(i), label=f"p{i}"), "stu", clock())
-        if i % 3 == 0:
-            room.apply({"kind": "model.transform", "position": [0, 1, i / 100]}, "sam", clock())
-        if i % 7 == 0:
-            update = {"kind": "annotation.update", "id": created.data["id"], "label": "seen"}
-            room.apply(update, "ines", clock())
-
 
 def test_head_is_the_rfc6962_root_of_the_leaf_bytes():
     clock = Clock()
     room = new_room(PEOPLE, clock=clock)
-    _fill(room, clock, 20)
+    fill(room, clock, 20)
     events = room.events_since(0)
     assert [e.seq for e in events] == list(range(1, room.seq + 1))
     assert room.head == rfc6962_root([e.leaf() for e in events]).hex()
@@ -45,7 +35,7 @@ def test_restart_from_sqlite_restores_identical_state_and_head(tmp_path):
     clock = Clock()
     store = sqlite_store(tmp_path)
     room = new_room(PEOPLE, store=store, clock=clock)
-    _fill(room, clock, 30)
+    fill(room, clock, 30)
     room.apply({"kind": "participant.mute", "participant": "stu", "muted": True}, "ines", clock())
     room.apply({"kind": "room.lock"}, "ines", clock())
     before = (room.state.snapshot(), room.head, room.seq, [e.hash for e in room.events_since(0)])
@@ -69,7 +59,7 @@ def test_sqlite_and_memory_stores_agree(tmp_path):
     for store in (MemoryLogStore(), sqlite_store(tmp_path)):
         clock = Clock()
         room = new_room(PEOPLE, store=store, clock=clock)
-        _fill(room, clock, 15)
+        fill(room, clock, 15)
         heads.append((room.head, room.state.snapshot()))
     assert heads[0] == heads[1]
 
@@ -77,7 +67,7 @@ def test_sqlite_and_memory_stores_agree(tmp_path):
 def test_proofs_from_the_room_log_verify(tmp_path):
     clock = Clock()
     room = new_room(PEOPLE, store=sqlite_store(tmp_path), clock=clock)
-    _fill(room, clock, 10)
+    fill(room, clock, 10)
     log, size = room.log, room.seq
     root = bytes.fromhex(room.head)
     for event in room.events_since(0):
@@ -155,7 +145,7 @@ def test_an_altered_database_is_detected_on_reopen(tmp_path, tamper):
     clock = Clock()
     store = sqlite_store(tmp_path)
     room = new_room(PEOPLE, store=store, clock=clock)
-    _fill(room, clock, 10)
+    fill(room, clock, 10)
     # The root of the largest perfect subtree is a stored node that the current root is built from.
     top = 1 << (room.seq.bit_length() - 1)
     assert top < room.seq
@@ -186,7 +176,7 @@ def _old_layout(path, room: Room) -> None:
 def test_a_database_of_the_earlier_layout_is_moved_to_node_columns_with_the_same_head(tmp_path):
     clock = Clock()
     room = new_room(PEOPLE, clock=clock)
-    _fill(room, clock, 25)
+    fill(room, clock, 25)
     _old_layout(tmp_path / "rooms.sqlite", room)
     store = sqlite_store(tmp_path)
     tables = {name for (name,) in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -202,7 +192,7 @@ def test_a_database_of_the_earlier_layout_is_moved_to_node_columns_with_the_same
 def test_an_earlier_layout_whose_rows_were_altered_is_refused_and_left_as_it_was(tmp_path):
     clock = Clock()
     room = new_room(PEOPLE, clock=clock)
-    _fill(room, clock, 12)
+    fill(room, clock, 12)
     path = tmp_path / "rooms.sqlite"
     _old_layout(path, room)
     conn = sqlite3.connect(path)
