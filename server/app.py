@@ -20,7 +20,7 @@ from aiohttp import web
 
 from reconstruction.deflate import DEFAULT_MAX_INFLATED_BYTES
 from reconstruction.sources import ZipLimits
-from server.api import invites, jobs, ledger, meshes, pacs, report, rooms, slices, studies, system
+from server.api import invites, jobs, ledger, meshes, pacs, report, rooms, slices, studies, system, voice
 from server.api.errors import error_response
 from server.api.views import job_view
 from server.appkeys import (
@@ -86,7 +86,8 @@ SHARED_FILE_GRACE_S = 3600.0  # with several processes, files younger than this 
 def routes() -> list[web.RouteDef]:
     """Every route of the HTTP API."""
     return [*system.routes(), *studies.routes(), *meshes.routes(), *jobs.routes(), *pacs.routes(),
-            *rooms.routes(), *slices.routes(), *invites.routes(), *ledger.routes(), *report.routes()]
+            *rooms.routes(), *slices.routes(), *invites.routes(), *ledger.routes(), *report.routes(),
+            *voice.routes()]
 
 
 async def _api_not_found(request: web.Request) -> web.Response:

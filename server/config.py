@@ -5,6 +5,7 @@ Every setting is documented in the README's "Configuration" table; keep the two 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -70,6 +71,13 @@ class Settings:
     room_op_burst: float = 40.0
     room_max_sockets_per_participant: int = 3
     room_max_events_per_minute: int = 1200
+    # Voice: open mics per room; WebRTC signals per participant (per second, burst) and their size; the ICE
+    # servers (STUN/TURN) clients use, JSON in the RTCIceServer shape: empty, loopback and LAN work without.
+    room_max_open_mics: int = 6
+    room_signal_rate: float = 50.0
+    room_signal_burst: float = 200.0
+    room_max_signal_bytes: int = 16_384
+    ice_servers: str = ""
     # The most bytes queued for one socket before it is dropped (a client that stopped reading).
     socket_max_queue_bytes: int = 4 * 1024**2
     # Poses: fan-out tick (Hz; 0 = no automatic tick) and avatar expiry (s). A participant still present
@@ -101,7 +109,14 @@ class Settings:
                           max_label_length=self.room_max_label_length, max_op_bytes=self.room_max_op_bytes,
                           op_rate=self.room_op_rate, op_burst=self.room_op_burst,
                           max_sockets_per_participant=self.room_max_sockets_per_participant,
-                          max_events_per_minute=self.room_max_events_per_minute)
+                          max_events_per_minute=self.room_max_events_per_minute,
+                          max_open_mics=self.room_max_open_mics, signal_rate=self.room_signal_rate,
+                          signal_burst=self.room_signal_burst, max_signal_bytes=self.room_max_signal_bytes)
+
+    @property
+    def ice_server_list(self) -> list[dict]:
+        """The ICE servers as RTCIceServer dicts. Requires settings made by `from_environment` (checked)."""
+        return parse_ice_servers(self.ice_servers)
 
     @property
     def pose_limits(self) -> PoseLimits:
@@ -140,4 +155,46 @@ def from_environment(env: Mapping[str, str] | None = None, **overrides) -> Setti
         if raw is not None and raw != "":
             values[f.name] = _coerce(f.name, raw, f.type)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return replace(Settings(), **values)
+    settings = replace(Settings(), **values)
+    parse_ice_servers(settings.ice_servers)
+    return settings
+
+
+ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
+
+
+def parse_ice_servers(raw: str) -> list[dict]:
+    """THEATRUM_ICE_SERVERS as a list of RTCIceServer dicts {urls, username?, credential?}; "" is none.
+
+    Raises SettingsError naming what is wrong (not JSON, not a list of objects, a URL without a STUN/TURN scheme,
+    a TURN server without its username and credential)."""
+    if not raw.strip():
+        return []
+    try:
+        servers = json.loads(raw)
+    except ValueError as error:
+        raise SettingsError(f"THEATRUM_ICE_SERVERS is not JSON: {error}") from None
+    if isinstance(servers, dict):
+        servers = [servers]
+    if not isinstance(servers, list):
+        raise SettingsError("THEATRUM_ICE_SERVERS must be a JSON list of RTCIceServer objects")
+    result = []
+    for i, server in enumerate(servers):
+        where = f"THEATRUM_ICE_SERVERS[{i}]"
+        if not isinstance(server, dict) or set(server) - {"urls", "username", "credential"}:
+            raise SettingsError(f"{where} must be an object with urls and optionally username and credential")
+        urls = server.get("urls")
+        urls = [urls] if isinstance(urls, str) else urls
+        if not urls or not isinstance(urls, list) or not all(isinstance(u, str) and u.startswith(ICE_SCHEMES)
+                                                             for u in urls):
+            raise SettingsError(f"{where}.urls must be one or more stun:, stuns:, turn: or turns: URLs")
+        entry: dict = {"urls": urls}
+        for key in ("username", "credential"):
+            if key in server:
+                if not isinstance(server[key], str):
+                    raise SettingsError(f"{where}.{key} must be a string")
+                entry[key] = server[key]
+        if any(u.startswith(("turn:", "turns:")) for u in urls) and not ("username" in entry and "credential" in entry):
+            raise SettingsError(f"{where}: a TURN server needs a username and a credential")
+        result.append(entry)
+    return result

@@ -34,6 +34,10 @@ class RoomLimits:
     op_burst: float = 40.0  # ops a participant may send at once
     max_sockets_per_participant: int = 3  # connections one participant may hold at once (tabs, a headset)
     max_events_per_minute: int = 1200  # events the room logs per minute (sustained; a minute's worth at once)
+    max_open_mics: int = 6  # microphones open at once (sessions/voice.py); each opens a stream to everyone
+    max_signal_bytes: int = 16_384  # JSON size of one WebRTC `signal` message (an SDP offer is 2-6 KB)
+    signal_rate: float = 50.0  # signals per second per participant, sustained (a speaker answers every listener)
+    signal_burst: float = 200.0  # signals a participant may send at once (offers to a full class, candidates)
     max_violations: int = 20  # negative acks within `violation_window` before a disconnect
     violation_window: float = 10.0  # seconds
 
@@ -103,3 +107,8 @@ class ViolationCounter:
 def op_rate_limiter(limits: RoomLimits) -> RateLimiter:
     """A fresh per-client op rate limiter configured by `limits`. Requires valid limits."""
     return RateLimiter(limits.op_rate, limits.op_burst)
+
+
+def signal_rate_limiter(limits: RoomLimits) -> RateLimiter:
+    """A fresh per-participant limiter of WebRTC signals configured by `limits`. Requires valid limits."""
+    return RateLimiter(limits.signal_rate, limits.signal_burst)

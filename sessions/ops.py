@@ -87,6 +87,11 @@ class OpKind(StrEnum):
     FOLLOW_STOP = "follow.stop"
     STRUCTURE_GROW = "structure.grow"
     STRUCTURE_STYLE = "structure.style"
+    VOICE_MIC = "voice.mic"  # talk rights: sessions/voice.py
+    HAND_RAISE = "hand.raise"
+    HAND_LOWER = "hand.lower"
+    VOICE_ALLOW = "voice.allow"
+    VOICE_MUTE_ALL = "voice.mute_all"
 
 
 class AnnotationType(StrEnum):
@@ -124,14 +129,14 @@ class Op:
     data: dict[str, Any]
 
 
-def check_size(message: Mapping[str, Any], max_bytes: int) -> None:
-    """Refuse a message larger than `max_bytes` as JSON. Requires a mapping."""
+def check_size(message: Mapping[str, Any], max_bytes: int, what: str = "op") -> None:
+    """Refuse a message (an op, or `what`) larger than `max_bytes` as JSON. Requires a mapping."""
     try:
         size = len(json.dumps(message, ensure_ascii=False, allow_nan=True).encode("utf-8", "surrogatepass"))
     except (TypeError, ValueError) as error:
         raise invalid(f"not a JSON message: {error}") from None
     if size > max_bytes:
-        raise OpError(ErrorCode.LIMIT, f"op is {size} bytes, the limit is {max_bytes}")
+        raise OpError(ErrorCode.LIMIT, f"{what} is {size} bytes, the limit is {max_bytes}")
 
 
 def _expect(fields: Mapping[str, Any], required: set[str], optional: set[str] = frozenset()) -> None:
@@ -144,6 +149,9 @@ def _expect(fields: Mapping[str, Any], required: set[str], optional: set[str] = 
     missing = sorted(required - set(fields))
     if missing:
         raise invalid(f"missing field {missing[0]!r}")
+
+
+expect_fields = _expect  # for the parsers of other modules (sessions/voice.py)
 
 
 # ---- values -------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sessions import ops
+from sessions import ops, voice
 from sessions.events import Event, ServerKind
 from sessions.limits import RoomLimits
 from sessions.ops import Op, OpKind, check_size, invalid
@@ -30,6 +30,7 @@ Apply = Callable[[RoomState, Event], None]
 ALWAYS, OWN, UNLESS_LOCKED = Grant.ALWAYS, Grant.OWN, Grant.UNLESS_LOCKED
 ANNOTATORS = {Role.SURGEON: ALWAYS, Role.STUDENT: ALWAYS}
 INSTRUCTORS_ONLY: dict[Role, Grant] = {}
+TALKERS = {Role.SURGEON: ALWAYS, Role.STUDENT: ALWAYS}  # the mode and the instructor decide who may talk
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,18 @@ OPS: dict[OpKind, OpSpec] = {
     OpKind.STRUCTURE_STYLE: OpSpec(
         ops.parse_structure_style, "show or hide structures", RoomState.prepare_structure_style,
         RoomState.apply_structure_style, {Role.SURGEON: ALWAYS}, tool=True),
+    # Talk rights (sessions/voice.py): the room, not the grant, says who may open a mic (mode, allows, mutes).
+    OpKind.VOICE_MIC: OpSpec(
+        voice.parse_voice_mic, "use a microphone", voice.prepare_voice_mic, voice.apply_voice_mic, TALKERS),
+    OpKind.HAND_RAISE: OpSpec(
+        ops.parse_no_fields, "raise a hand", RoomState.prepare_as_is, voice.apply_hand_raise, TALKERS),
+    OpKind.HAND_LOWER: OpSpec(
+        ops.parse_no_fields, "lower a hand", RoomState.prepare_as_is, voice.apply_hand_lower, TALKERS),
+    OpKind.VOICE_ALLOW: OpSpec(
+        voice.parse_voice_allow, "give or withdraw the floor", voice.prepare_voice_allow, voice.apply_voice_allow,
+        INSTRUCTORS_ONLY),
+    OpKind.VOICE_MUTE_ALL: OpSpec(
+        ops.parse_no_fields, "mute everyone", RoomState.prepare_as_is, voice.apply_voice_mute_all, INSTRUCTORS_ONLY),
 }
 
 SERVER_EVENTS: dict[ServerKind, Apply] = {
@@ -155,6 +168,7 @@ def apply_event(state: RoomState, event: Event) -> None:
         raise StateError(f"event {event.seq}: unknown kind {event.kind!r}")
     try:
         handler(state, event)
+        voice.settle(state, event)
     except (KeyError, TypeError, ValueError) as error:
         raise StateError(f"event {event.seq} ({event.kind}) cannot apply: {error!r}") from error
     state.seq = event.seq

@@ -1,5 +1,6 @@
-"""The state of a room: participants, annotations, clip and slice planes, model transform, locks, follow-me, and
-the named structures (each shown or hidden, at an opacity and colour, for everyone) with the ones being grown.
+"""The state of a room: participants, annotations, clip and slice planes, model transform, locks, follow-me, the
+named structures (each shown or hidden, at an opacity and colour, for everyone) with the ones being grown, and
+the talk rights (open mics, raised hands, allows: sessions/voice.py).
 
 Two halves, so that live ops and log replay can never disagree:
 
@@ -31,6 +32,7 @@ from sessions.events import Event
 from sessions.limits import RoomLimits
 from sessions.ops import ANNOTATION_FIELDS, SLICE_FIELDS, AnnotationType, ErrorCode, OpError, OpKind, invalid
 from sessions.roles import Role
+from sessions.voice import VoiceState
 
 
 class StateError(Exception):
@@ -185,6 +187,7 @@ class RoomState:
         self.follow: str | None = None  # the participant everyone follows, if any
         self.structures: dict[str, dict[str, Any]] = {}  # id "<mesh>:<segment>" -> structure_entry
         self.growing: dict[str, dict[str, Any]] = {}  # request id -> {author, name}: structures being grown
+        self.voice = VoiceState()  # open mics, raised hands, allows: sessions/voice.py
 
     # ---- queries -----------------------------------------------------------------------------------
 
@@ -512,6 +515,7 @@ class RoomState:
                 "follow": self.follow,
                 "structures": copy.deepcopy(self.structures),
                 "growing": copy.deepcopy(self.growing),
+                "voice": self.voice.to_json(),
             },
             "seq": self.seq,
         }
@@ -537,6 +541,7 @@ class RoomState:
         state.follow = body["follow"]
         state.structures = copy.deepcopy(body.get("structures", {}))
         state.growing = copy.deepcopy(body.get("growing", {}))
+        state.voice = VoiceState.from_json(body.get("voice"))
         state.seq = snapshot["seq"]
         return state
 

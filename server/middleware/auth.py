@@ -27,6 +27,7 @@ INVITE_ROUTES = {
     ("GET", "/api/rooms/{room_id}/events"): "room_id",
     ("GET", "/api/rooms/{room_id}/slice"): "room_id",
     ("GET", "/api/rooms/{room_id}/volume"): "room_id",
+    ("GET", "/api/rooms/{room_id}/voice"): "room_id",
 }
 
 

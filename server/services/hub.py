@@ -114,6 +114,7 @@ class Member:
     replay: playback.Replay | None = None
     task: asyncio.Task | None = None
     live: LiveRoom | None = None  # the room as this socket entered it
+    since: float = field(default_factory=time.monotonic)  # when it connected (the newest socket carries the voice)
 
 
 @dataclass(frozen=True)

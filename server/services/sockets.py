@@ -3,7 +3,8 @@
 A client connecting with ``auth: {token}`` equal to the admin token joins the ``admin`` room and receives
 ``job`` and ``pacs`` events (reconstruction and import progress). Any other token must be a room invite: the
 session hub (server/services/hub.py) admits the socket to its room or refuses the connection, and handles its
-``op``, ``pose`` and ``resume`` messages. docs/protocol.md is the protocol.
+``op``, ``pose`` and ``resume`` messages; server/services/signalling.py relays its WebRTC ``signal``s.
+docs/protocol.md is the protocol.
 
 Malformed input never costs more than a dropped connection and one log line: a packet that socket.io cannot
 decode (truncated JSON, a 5,000-digit number, nesting 100,000 deep, a stray binary frame) or an Engine.IO
@@ -33,6 +34,7 @@ from server.metrics import Metrics
 from server.middleware.websockets import SOCKET_PATH
 from server.services.client_errors import ClientErrors
 from server.services.hub import Hub
+from server.services.signalling import Signalling
 from sessions.ledger.canonical import MAX_NESTING, too_deep
 from sessions.limits import RateLimiter
 
@@ -148,7 +150,7 @@ def socket_server(app: web.Application, settings: Settings) -> socketio.AsyncSer
 
 
 def handle(sio: socketio.AsyncServer, hub: Hub, admin_token: str, metrics: Metrics) -> None:
-    """Register every socket handler: connect, disconnect, op, pose and resume."""
+    """Register every socket handler: connect, disconnect, op, pose, resume and signal."""
     admin = admin_token.encode()
 
     async def connect(sid, environ, auth):
@@ -169,3 +171,4 @@ def handle(sio: socketio.AsyncServer, hub: Hub, admin_token: str, metrics: Metri
     sio.on("op", hub.on_op)
     sio.on("pose", hub.on_pose)
     sio.on("resume", hub.on_resume)
+    sio.on("signal", Signalling(hub).on_signal)

@@ -84,7 +84,7 @@ async def test_a_joining_client_gets_the_snapshot_and_the_room_sees_the_join(lob
     assert snapshot["you"]["name"] == "Dr Ines Moreau" and snapshot["you"]["role"] == "instructor"
     assert snapshot["you"]["present"] and list(snapshot["participants"]) == [snapshot["you"]["id"]]
     assert set(snapshot["state"]) == {"annotations", "clips", "slices", "model", "locks", "follow", "structures",
-                                      "growing"}
+                                      "growing", "voice"}
     assert snapshot["seq"] == 3 == room.live.room.seq  # room.open, mesh.provenance, then this join
     assert snapshot["head"] == room.live.room.head
     assert ines.poses == [{"poses": {}, "gone": []}]

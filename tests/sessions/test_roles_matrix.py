@@ -6,7 +6,9 @@ Codes: ok = allowed; R = observers are read-only; N = the role may not do it; O 
 L = the model is locked; M = muted.
 
 `may()` must give exactly these answers, and a real Room must enforce them end to end (ops sent through
-Room.apply after the instructor has set up the condition).
+Room.apply after the instructor has set up the condition). Who may open a mic also depends on the room's mode
+and the instructor's allows: that is talk rights' own matrix, in tests/sessions/test_voice.py (here the voice.mic
+op closes the sender's mic, which every role but the observer may always do).
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ follow.start       | ok ok ok ok   | N N N N       | N N N N       | R R R R
 follow.stop        | ok ok ok ok   | N N N N       | N N N N       | R R R R
 structure.grow     | ok ok ok M    | ok ok ok M    | N N N N       | R R R R
 structure.style    | ok ok ok M    | ok ok ok M    | N N N N       | R R R R
+voice.mic          | ok ok ok ok   | ok ok ok ok   | ok ok ok ok   | R R R R
+hand.raise         | ok ok ok ok   | ok ok ok ok   | ok ok ok ok   | R R R R
+hand.lower         | ok ok ok ok   | ok ok ok ok   | ok ok ok ok   | R R R R
+voice.allow        | ok ok ok ok   | N N N N       | N N N N       | R R R R
+voice.mute_all     | ok ok ok ok   | N N N N       | N N N N       | R R R R
 """
 CONDITIONS = ("base", "others", "locked", "muted")
 
@@ -118,6 +125,11 @@ def _message(kind: str, own_id: str, others_id: str, condition: str) -> dict:
         "follow.stop": {},
         "structure.grow": {"seed": [1.0, 2.0, 3.0], "name": "skull", "max_radius_mm": 120},
         "structure.style": {"mesh": STRUCTURE, "visible": False},
+        "voice.mic": {"on": False},
+        "hand.raise": {},
+        "hand.lower": {},
+        "voice.allow": {"participant": TARGET, "allowed": True},
+        "voice.mute_all": {},
     }[kind] | {"kind": kind}
 
 

@@ -327,7 +327,7 @@ def test_snapshot_for_a_participant():
     assert snapshot["you"]["role"] == "student"
     assert snapshot["room"]["id"] == ROOM and snapshot["room"]["mode"] == "training"
     assert set(snapshot["state"]) == {"annotations", "clips", "slices", "model", "locks", "follow", "structures",
-                                      "growing"}
+                                      "growing", "voice"}
     assert (snapshot["seq"], snapshot["head"]) == (room.seq, room.head)
     assert json.loads(json.dumps(snapshot)) == snapshot  # plain JSON: no tuples, enums or objects
     snapshot["state"]["annotations"].clear()  # a copy: changing it leaves the room alone
