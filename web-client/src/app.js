@@ -41,6 +41,10 @@ import { ParticipantsPanel } from './ui/participants-panel.js';
 import { RoomPage } from './ui/room-page.js';
 import { SlicePanel } from './ui/slice-panel.js';
 import { Toolbar } from './ui/toolbar.js';
+import { PushToTalk } from './voice/push-to-talk.js';
+import { SpeakingHalos } from './voice/speaking-halos.js';
+import { Voice } from './voice/voice.js';
+import { VoicePanel } from './voice/voice-panel.js';
 
 export async function start(root) {
 	const credentials = takeCredentials();
@@ -118,15 +122,20 @@ async function startRoom(root, token, { debug, replay }) {
 	const xr = new ImmersiveSession(stage, toolbox, picker, atlas, { onUndo: undo });
 	const follow = new FollowMe(stage, avatars, desktop);
 	if (debug) new DebugOverlay(document.body, stage);
+	const voice = new Voice(room, { notify, headOf: (id, position, quaternion) => avatars.headWorld(id, position, quaternion) });
+	const voicePanel = new VoicePanel(page.right, voice, permissions);
+	const halos = new SpeakingHalos(stage, avatars, voice, limits.max_participants);
+	const pushToTalk = new PushToTalk(voice, xr);
 	xr.addEventListener('change', () => page.status.setVR(xr));
 	xr.probe();
 
 	// -- the room on screen: every state, the anatomy once, every frame ------------------------------------
-	const views = [page.status, toolbox, participants, panel, clipping, avatars, follow, tools.grab, annotations, slices, slicePanel];
+	const views = [page.status, toolbox, participants, panel, clipping, avatars, follow, tools.grab, annotations, slices, slicePanel, voice, voicePanel, halos];
 	showRoom(room, views, { page, stage, avatars, highlights });
 	room.addEventListener('snapshot', (e) => {
 		loadAnatomy(e.data.state.room.meshes, { room, page, stage, meshes, annotations, clipping, slices, desktop, replay });
 		loadSeries(api, e.data.state.room.id, [tools.slice, slicePanel], notify).then(() => slicePanel.render(room.state));
+		if (!replay) loadVoice(api, e.data.state.room.id, voice, notify);
 	}, { once: true });
 	if (page.replayBar) followReplay(room, page.replayBar);
 	const pose = new PoseSender(stage, room, xr);
@@ -135,12 +144,16 @@ async function startRoom(root, token, { debug, replay }) {
 		avatars.update(time);
 		highlights.update(time);
 		pose.update(time);
+		pushToTalk.update();
+		voice.update(stage.camera);
+		halos.update();
 		tools.slice.showPalette(xr.presenting && toolbox.active === 'slice' && !toolbox.reason('slice'));
 	});
 	stage.start();
 
 	const replayBar = page.replayBar;
-	Object.assign(window.theatrum, { stage, room, meshes, picker, toolbox, tools, avatars, xr, desktop, panel, atlas, replayBar, slices, slicePanel, ready: false, coarse: false });
+	Object.assign(window.theatrum, { stage, room, meshes, picker, toolbox, tools, avatars, xr, desktop, panel, atlas, replayBar, slices, slicePanel, voice, ready: false, coarse: false });
+	window.__theatrumVoice = voice; // the tests measure what this page hears (Voice.level, .channels)
 	return window.theatrum;
 }
 
@@ -208,6 +221,15 @@ function loadSeries(api, roomId, users, notify) {
 			for (const user of users) user.setSeries(series);
 		})
 		.catch((error) => notify(`Slice planes are unavailable: ${error.message}`, 'warn'));
+}
+
+/** The room's ICE servers (GET /api/rooms/{id}/voice): until they come, calls use none (loopback and LAN). */
+function loadVoice(api, roomId, voice, notify) {
+	return api.get(`/api/rooms/${roomId}/voice`)
+		.then((config) => {
+			voice.iceServers = config.ice_servers;
+		})
+		.catch((error) => notify(`Voice has no STUN/TURN servers: ${error.message}`, 'warn'));
 }
 
 /** The toolbox of a room, in the toolbar's order (the number keys), every tool acting through `context`. */

@@ -1,5 +1,6 @@
 // The room's shared state as the client holds it: a snapshot, then the events applied in seq order.
 // This mirrors sessions/state.py (RoomState.apply); the server is the authority, the client only replays.
+import { TalkRights } from '../voice/talk-rights.js';
 
 export class RoomState {
 	/** The state a `snapshot` message describes. */
@@ -14,6 +15,7 @@ export class RoomState {
 		this.model = { ...state.model };
 		this.locked = Boolean(state.locks?.model);
 		this.follow = state.follow ?? null;
+		this.voice = new TalkRights(state.voice);
 		this.seq = snapshot.seq;
 		this.head = snapshot.head ?? null;
 	}
@@ -28,6 +30,7 @@ export class RoomState {
 		if (event.seq !== this.seq + 1) throw new Error(`event ${event.seq} does not follow ${this.seq}`);
 		const handler = APPLY[event.kind];
 		if (handler) handler(this, event);
+		this.voice.apply(this, event);
 		this.seq = event.seq;
 		return event.kind;
 	}
