@@ -284,3 +284,64 @@ def test_in_a_training_room_the_instructor_gives_and_takes_the_floor(voices, art
         if len(people) > 2:
             people[2].errors[:] = lee_errors
         close_all(people)
+
+
+# -- spatial, in an emulated headset ---------------------------------------------------------------------------
+def test_in_a_headset_a_voice_to_the_left_is_louder_in_the_left_ear(voices, artifacts):
+    from browsing import hold, place
+
+    room = voices.room("consult", "Voice in VR")
+    people = []
+    try:
+        speaker = voices.person(room, "surgeon", "Dr Sam", INSTRUCTOR_HZ)
+        people.append(speaker)
+        listener = voices.person(room, "surgeon", "Dr Vera", SURGEON_HZ, emulate="quest3")
+        people.append(listener)
+        for person in people:
+            person.page.wait_for_function("theatrum.coarse", polling=100, timeout=60_000)
+        # Push-to-talk with the key: the speaker holds V.
+        speaker.page.keyboard.down("v")
+        speaker.wait_state(f"(s) => s.voice.isOpen('{speaker.id}')")
+        listener.wait_heard(INSTRUCTOR_HZ)
+        listener.page.click("#enter-vr")
+        listener.page.wait_for_function("theatrum.xr.presenting", polling=50)
+        head = listener.page.wait_for_function("""(id) => {
+            const camera = theatrum.stage.camera;
+            const p = camera.position.clone(), q = camera.quaternion.clone();
+            return theatrum.avatars.headWorld(id, p, q) && p.toArray();
+        }""", arg=speaker.id, polling=100, timeout=10_000).json_value()
+
+        def difference(facing_z: float, louder: str) -> float:
+            """Stand 1 m to the right (+x) of the speaker's head, look along `facing_z`: once the `louder` ear is
+            louder by 3 dB (the panner glides to a new pose in a few frames), how much louder, over half a second."""
+            eye = [head[0] + 1.0, head[1], head[2]]
+            place(listener, "head", eye, [eye[0], eye[1], eye[2] + facing_z])
+            quiet = "right" if louder == "left" else "left"
+            listener.page.wait_for_function(f"""() => {{ const c = __theatrumVoice.channels({INSTRUCTOR_HZ});
+                return c.{louder} > c.{quiet} + 3; }}""", polling=100, timeout=10_000)
+            differences = []
+            for _ in range(5):
+                ears = listener.js(f"__theatrumVoice.channels({INSTRUCTOR_HZ})")
+                differences.append(ears[louder] - ears[quiet])
+                time.sleep(0.1)
+            return min(differences)
+
+        assert difference(-1.0, "left") > 3.0  # looking toward -z: the speaker (at -x) is on the left
+        assert difference(+1.0, "right") > 3.0  # turned around: now on the right
+        place(listener, "head", [head[0] + 0.8, head[1] + 0.1, head[2] + 0.3], head)  # a look at who speaks
+        time.sleep(1.0)
+        listener.screenshot(artifacts / "voice-vr-listener.png")
+
+        # Push-to-talk in the headset: hold the left thumbstick; the desktop page hears the listener, then not.
+        hold(listener, "left", "thumbstick", True)
+        listener.wait_state(f"(s) => s.voice.isOpen('{listener.id}')")
+        speaker.wait_heard(SURGEON_HZ)
+        hold(listener, "left", "thumbstick", False)
+        listener.wait_state(f"(s) => !s.voice.isOpen('{listener.id}')")
+        speaker.page.keyboard.up("v")
+        speaker.wait_state(f"(s) => !s.voice.isOpen('{speaker.id}')")
+        listener.js("theatrum.xr.exit()")
+        kinds = [(e["author"], e["data"]["on"]) for e in voices.events(room) if e["kind"] == "voice.mic"]
+        assert kinds == [(speaker.id, True), (listener.id, True), (listener.id, False), (speaker.id, False)]
+    finally:
+        close_all(people)
