@@ -17,6 +17,8 @@ together, of one speaker, and in each ear after the spatial panning.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -344,4 +346,64 @@ def test_in_a_headset_a_voice_to_the_left_is_louder_in_the_left_ear(voices, arti
         kinds = [(e["author"], e["data"]["on"]) for e in voices.events(room) if e["kind"] == "voice.mic"]
         assert kinds == [(speaker.id, True), (listener.id, True), (listener.id, False), (speaker.id, False)]
     finally:
+        close_all(people)
+
+
+# -- a class of 40 ------------------------------------------------------------------------------------------------
+PYTHON_PEERS = 37
+LISTEN_S = 3.0
+
+
+def test_a_class_of_40_hears_the_instructor(voices, tmp_path, artifacts):
+    require_module("aiortc", "aiortc (pip install -e '.[test]')")
+    room = voices.room("training", "A class of forty")
+    people = []
+    peers = None
+    try:
+        instructor = voices.person(room, "instructor", "Dr Ines", INSTRUCTOR_HZ)
+        people.append(instructor)
+        for name, hz in (("Lee", THIRD_HZ), ("Stu", SURGEON_HZ)):
+            people.append(voices.person(room, "student", name, hz))
+        invites = tmp_path / "invites.json"
+        invites.write_text(json.dumps([voices.invite(room, "student", f"Student {i + 1}")
+                                       for i in range(PYTHON_PEERS)]))
+        report, ready = tmp_path / "report.json", tmp_path / "ready.json"
+        peers = subprocess.Popen([sys.executable, str(PEERS), voices.url, str(invites), str(LISTEN_S), str(report),
+                                  "--ready", str(ready)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        until(lambda: ready.exists() or peers.poll() is not None, "the 37 Python listeners joining", 60)
+        assert ready.exists(), peers.communicate()[0].decode()[-3000:]
+        instructor.wait_state("(s) => [...s.participants.values()].filter((p) => p.present).length === 40")
+
+        instructor.page.click("#mic-toggle")  # the instructor speaks to the class
+        for listener in people[1:]:
+            listener.wait_heard(INSTRUCTOR_HZ)
+        # All 39 calls come up from the instructor's page (while the Python listeners are still listening).
+        instructor.page.wait_for_function(
+            "Object.values(__theatrumVoice.summary().sending).filter((s) => s === 'connected').length === 39",
+            polling=100, timeout=20_000)
+        summary = instructor.js("__theatrumVoice.summary()")
+        instructor.screenshot(artifacts / "voice-class-of-40.png")
+        output = peers.communicate(timeout=120)[0].decode()
+        assert peers.returncode == 0, output[-3000:]
+        results = json.loads(report.read_text())
+
+        # Every Python listener heard the 880 Hz tone, on a call that never failed, with nothing refused.
+        assert len(results["peers"]) == PYTHON_PEERS
+        for peer in results["peers"]:
+            heard = peer["heard"].get(instructor.id)
+            assert heard is not None, peer
+            assert abs(heard["peak_hz"] - INSTRUCTOR_HZ) < 5 and heard["snr_db"] > 30, peer
+            assert heard["seconds"] >= LISTEN_S * 0.9, peer
+            assert "failed" not in peer["states"][instructor.id] and "closed" not in peer["states"][instructor.id], peer
+            assert peer["refused"] == [] and peer["errors"] == [], peer
+        # And the two pages in Chromium; the instructor sent to all 39 and every call is up.
+        for listener in people[1:]:
+            assert listener.level(INSTRUCTOR_HZ) > HEARD_DB
+            assert listener.js("__theatrumVoice.summary().refusedOffers") == 0
+        assert len(summary["sending"]) == 39 and set(summary["sending"].values()) == {"connected"}, summary
+        assert summary["receiving"] == {}  # nobody else talks: nothing comes back up
+    finally:
+        if peers is not None and peers.poll() is None:
+            peers.kill()
+            peers.wait()
         close_all(people)
