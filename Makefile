@@ -40,6 +40,7 @@ bench: install
 	$(PY) bench/hub.py
 	$(PY) bench/ledger.py
 	$(PY) bench/slices.py
+	$(PY) bench/voice.py
 
 clean:
 	rm -rf $(VENV) web-client/node_modules $(SAMPLE) bench/out .pytest_cache .ruff_cache

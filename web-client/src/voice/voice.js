@@ -42,6 +42,7 @@ export class Voice extends EventTarget {
 		this.pushing = false; // ... by push-to-talk
 		this.wasOpen = false;
 		this.heardAt = new Map(); // speaker -> when their voice was first heard on this page (performance.now())
+		this.joinedAt = null; // when the room's first snapshot arrived (performance.now())
 		this.refusedOffers = 0; // offers from someone the room says is silent
 		this.microphone.addEventListener('change', () => this.changed());
 		if (room.replay) return; // a replay is read-only and silent: audio is never recorded
@@ -99,6 +100,7 @@ export class Voice extends EventTarget {
 	 * that the room closed when my connection dropped opens again. */
 	onSnapshot() {
 		const state = this.room.state;
+		this.joinedAt ??= performance.now();
 		this.wasOpen = state.voice.isOpen(this.me);
 		if (this.wanted && !state.voice.isOpen(this.me) && state.voice.reason(state, this.me) === null) this.sendMic(true);
 	}
