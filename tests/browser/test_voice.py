@@ -182,6 +182,30 @@ def test_in_a_consult_each_page_hears_the_two_others_and_not_itself(voices, arti
         close_all(people)
 
 
+def test_a_refused_or_missing_microphone_is_said_plainly(voices, artifacts):
+    room = voices.room("consult", "No microphone")
+    people = []
+    try:
+        for without, badge, words in (("--use-fake-ui-for-media-stream", "Mic refused by the browser",
+                                       "The browser refused the microphone"),
+                                      ("--use-fake-device-for-media-stream", "No microphone",
+                                       "No microphone was found")):
+            person = voices.person(room, "surgeon", f"Dr {len(people)}", SURGEON_HZ, without=(without,))
+            people.append(person)
+            person.page.click("#mic-toggle")
+            person.page.wait_for_function(f"document.getElementById('mic-state').textContent === {badge!r}",
+                                          polling=50, timeout=10_000)
+            assert words in person.page.text_content("#voice-reason")
+            assert person.js("__theatrumVoice.summary().open") is False
+            assert person.page.locator(".toast.error", has_text=words).count() == 1
+        people[0].screenshot(artifacts / "voice-microphone-refused.png")
+        assert [e for e in voices.events(room) if e["kind"] == "voice.mic"] == []  # the room never heard of it
+        for person in people:  # a refused microphone is the browser's answer, not a page error
+            person.errors[:] = [e for e in person.errors if "Permission denied" not in e and "not found" not in e]
+    finally:
+        close_all(people)
+
+
 # -- a training room ----------------------------------------------------------------------------------------------
 OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 SIGNAL_JS = """([to, data]) => new Promise((resolve) =>

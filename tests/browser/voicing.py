@@ -73,10 +73,13 @@ def write_tone(path: Path, hz: float, seconds: float = 4.0, amplitude: float = 0
 class Person:
     """One participant: a Chromium of their own whose microphone plays `tone` (a WAV), showing one room page."""
 
-    def __init__(self, playwright, base_url: str, token: str, tone: Path, profile: Path, *, emulate: str = ""):
+    def __init__(self, playwright, base_url: str, token: str, tone: Path, profile: Path, *, emulate: str = "",
+                 without: tuple[str, ...] = ()):
+        """`without`: media flags left out (no --use-fake-ui-for-media-stream: the browser refuses the microphone;
+        no --use-fake-device-for-media-stream: there is no microphone)."""
+        media = [arg for arg in MEDIA_ARGS if arg not in without]
         self.browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[*CHROMIUM_ARGS, *MEDIA_ARGS, f"--use-file-for-fake-audio-capture={tone}"])
+            executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *media, f"--use-file-for-fake-audio-capture={tone}"])
         self.context = self.browser.new_context(viewport=VIEWPORT)
         self.page = self.context.new_page()
         self.errors: list[str] = []

@@ -211,3 +211,23 @@ def test_a_bad_ice_servers_setting_is_refused_naming_what_is_wrong(raw, why):
 def test_ice_servers_read_one_object_or_a_list_and_empty_is_none():
     assert parse_ice_servers("") == []
     assert parse_ice_servers('{"urls": "stun:stun.example.org:3478"}') == [{"urls": ["stun:stun.example.org:3478"]}]
+
+
+GARBAGE = [None, 5, "offer", [], [{"to": "x"}], {"to": None, "data": {}}, {"to": "x" * 500, "data": {}},
+           {"to": "p", "data": None}, {"to": "p", "data": {"type": ["offer"]}}, {"to": "p", "data": {"type": {}}},
+           {"to": "p", "data": {"type": "offer", "link": 1e30, "sdp": "v=0"}},
+           {"to": "p", "data": {"type": "candidate", "link": 1, "candidate": {"candidate": "c", "sdpMid": [1]}}},
+           {"to": "p", "data": {"type": "request", "link": True}}, {"to": "\ud800", "data": {"type": "request"}}]
+
+
+async def test_garbage_signals_get_a_reason_and_no_traceback(aiohttp_server, tmp_path, quiet_log):
+    lobby = await Lobby.open(aiohttp_server, tmp_path / "d", mode="consult")
+    try:
+        sam = await lobby.client("surgeon", "Sam")
+        for message in GARBAGE:
+            ack = await sam.call("signal", message)
+            assert ack["ok"] is False and ack["error"]["code"] in ("invalid", "not_found", "limit"), (message, ack)
+            assert ack["error"]["detail"], message
+        assert not [r for r in quiet_log.records if r.exc_info or "Traceback" in r.getMessage()]
+    finally:
+        await lobby.close()

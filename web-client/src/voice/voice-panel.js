@@ -5,7 +5,8 @@
 import { fill, h } from '../ui/dom.js';
 import { ME } from './voice.js';
 
-const MIC_WORDS = { asking: 'asking the browser…', refused: 'refused by the browser', 'no-device': 'no microphone', unavailable: 'unavailable', error: 'failed' };
+// The badge when the microphone cannot be had (the reason line under it says what to do).
+const MIC_PROBLEMS = { refused: 'Mic refused by the browser', 'no-device': 'No microphone', unavailable: 'Mic unavailable', error: 'Mic failed' };
 
 export class VoicePanel {
 	/** `permissions`: the server's (whether my role may allow and mute). */
@@ -49,13 +50,13 @@ export class VoicePanel {
 		const open = rights.isOpen(me?.id);
 		const why = voice.reason();
 		const mic = voice.microphone;
-		const micProblem = MIC_WORDS[mic.state] && mic.state !== 'asking';
+		const micProblem = MIC_PROBLEMS[mic.state];
 		this.micButton.textContent = open ? 'Stop talking' : 'Talk';
 		this.micButton.classList.toggle('active', open);
 		this.micButton.disabled = !open && why !== null;
 		let badge = open ? 'Mic open' : 'Mic closed';
 		if (voice.wanted && !open) badge = mic.state === 'asking' ? 'Asking for the mic…' : 'Opening…';
-		if (micProblem) badge = `Mic ${MIC_WORDS[mic.state]}`;
+		if (micProblem) badge = micProblem;
 		this.micState.textContent = badge;
 		this.micState.dataset.state = micProblem ? 'problem' : open ? 'open' : 'closed';
 		this.reasonLine.textContent = micProblem ? mic.words : (!open && why) ? `You cannot talk now: ${why}` : '';
