@@ -75,6 +75,15 @@ class Voices:
         return Person(self.playwright, self.url, self.invite(room, role, name), self.tones[hz], self.profiles,
                       **options)
 
+    def join(self, people: list[Person], room: dict, *who: tuple[str, str, float], **options) -> list[Person]:
+        """A page for each (role, name, tone) in turn, each added to `people` as soon as it is up (so that the
+        test closes it whatever happens next); returns them."""
+        joined = []
+        for role, name, hz in who:
+            joined.append(self.person(room, role, name, hz, **options))
+            people.append(joined[-1])
+        return joined
+
     def events(self, room: dict) -> list[dict]:
         r = self.server.api.get(f"/api/rooms/{room['room']['id']}/events")
         assert r.status == 200, r.body[:500]
@@ -136,12 +145,9 @@ def test_in_a_consult_each_page_hears_the_two_others_and_not_itself(voices, arti
     room = voices.room("consult", "Voice consult")
     people = []
     try:
-        surgeon = voices.person(room, "surgeon", "Dr Sam", SURGEON_HZ)
-        people.append(surgeon)
-        instructor = voices.person(room, "instructor", "Dr Ines", INSTRUCTOR_HZ)
-        people.append(instructor)
-        third = voices.person(room, "surgeon", "Dr Tess", THIRD_HZ)
-        people.append(third)
+        surgeon, instructor, third = voices.join(people, room, ("surgeon", "Dr Sam", SURGEON_HZ),
+                                                 ("instructor", "Dr Ines", INSTRUCTOR_HZ),
+                                                 ("surgeon", "Dr Tess", THIRD_HZ))
         for person in people:  # everyone talks (a consult: everyone may)
             person.page.click("#mic-toggle")
         for person in people:
@@ -190,8 +196,7 @@ def test_a_refused_or_missing_microphone_is_said_plainly(voices, artifacts):
                                        "The browser refused the microphone"),
                                       ("--use-fake-device-for-media-stream", "No microphone",
                                        "No microphone was found")):
-            person = voices.person(room, "surgeon", f"Dr {len(people)}", SURGEON_HZ, without=(without,))
-            people.append(person)
+            (person,) = voices.join(people, room, ("surgeon", f"Dr {len(people)}", SURGEON_HZ), without=(without,))
             person.page.click("#mic-toggle")
             person.page.wait_for_function(f"document.getElementById('mic-state').textContent === {badge!r}",
                                           polling=50, timeout=10_000)
@@ -217,12 +222,8 @@ def test_in_a_training_room_the_instructor_gives_and_takes_the_floor(voices, art
     people = []
     stranger = None
     try:
-        instructor = voices.person(room, "instructor", "Dr Ines", INSTRUCTOR_HZ)
-        people.append(instructor)
-        student = voices.person(room, "student", "Stu", SURGEON_HZ)
-        people.append(student)
-        lee = voices.person(room, "student", "Lee", THIRD_HZ)
-        people.append(lee)
+        instructor, student, lee = voices.join(people, room, ("instructor", "Dr Ines", INSTRUCTOR_HZ),
+                                               ("student", "Stu", SURGEON_HZ), ("student", "Lee", THIRD_HZ))
         listeners = (instructor, lee)
 
         # The student's mic stays closed: the button says why, the op and a forced offer are refused.
@@ -319,10 +320,8 @@ def test_in_a_headset_a_voice_to_the_left_is_louder_in_the_left_ear(voices, arti
     room = voices.room("consult", "Voice in VR")
     people = []
     try:
-        speaker = voices.person(room, "surgeon", "Dr Sam", INSTRUCTOR_HZ)
-        people.append(speaker)
-        listener = voices.person(room, "surgeon", "Dr Vera", SURGEON_HZ, emulate="quest3")
-        people.append(listener)
+        (speaker,) = voices.join(people, room, ("surgeon", "Dr Sam", INSTRUCTOR_HZ))
+        (listener,) = voices.join(people, room, ("surgeon", "Dr Vera", SURGEON_HZ), emulate="quest3")
         for person in people:
             person.page.wait_for_function("theatrum.coarse", polling=100, timeout=60_000)
         # Push-to-talk with the key: the speaker holds V.
@@ -384,10 +383,8 @@ def test_a_class_of_40_hears_the_instructor(voices, tmp_path, artifacts):
     people = []
     peers = None
     try:
-        instructor = voices.person(room, "instructor", "Dr Ines", INSTRUCTOR_HZ)
-        people.append(instructor)
-        for name, hz in (("Lee", THIRD_HZ), ("Stu", SURGEON_HZ)):
-            people.append(voices.person(room, "student", name, hz))
+        instructor, *_ = voices.join(people, room, ("instructor", "Dr Ines", INSTRUCTOR_HZ),
+                                     ("student", "Lee", THIRD_HZ), ("student", "Stu", SURGEON_HZ))
         invites = tmp_path / "invites.json"
         invites.write_text(json.dumps([voices.invite(room, "student", f"Student {i + 1}")
                                        for i in range(PYTHON_PEERS)]))
