@@ -316,3 +316,20 @@ def test_talk_reason_says_why_in_words():
     assert talk_reason(room.state, TEACHER) is None
     assert talk_reason(room.state, OBSERVER) == "observers listen but do not talk"
     assert talk_reason(room.state, "nobody") == "you are not in this room"
+
+
+def test_a_replay_shows_who_held_the_floor_when():
+    from sessions.replay import state_at
+
+    room = room_of(RoomMode.TRAINING)
+    op(room, STUDENT, "hand.raise")
+    raised = room.seq
+    op(room, TEACHER, "voice.allow", participant=STUDENT, allowed=True)
+    op(room, STUDENT, "voice.mic", on=True)
+    talking = room.seq
+    op(room, TEACHER, "voice.mute_all")
+    room.close(10**12)
+    events = room.events_since(0)
+    assert list(state_at(events, raised).voice.hands) == [STUDENT]
+    assert list(state_at(events, talking).voice.mics) == [STUDENT]
+    assert state_at(events, room.seq).voice.mics == {} and state_at(events, room.seq).voice.hands == {}
