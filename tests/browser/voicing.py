@@ -5,7 +5,8 @@
   on: the server, Chromium, the aiortc peers) into a new network namespace whose only interface is `lo`, and back
   out afterwards. Chromium then needs `--allow-loopback-in-peer-connection` to use it.
 - **Tones.** Each person's microphone is a WAV file the test writes: a sine at that person's frequency, in
-  syllables (on 360 ms, off 40 ms), which the browser's noise suppression keeps as speech.
+  syllables (on 280 ms, off 120 ms): with pauses, the browser's noise suppression does not learn the tone as
+  steady noise and fade it out. A page's level at a frequency is the loudest it reads over one syllable's period.
 - **One Chromium per person.** `--use-file-for-fake-audio-capture` is a browser-wide flag, so a page with a tone of
   its own is a browser of its own (`Person`), with the fake media flags of ../shared/services.md.
 """
@@ -56,11 +57,15 @@ def private_network():
         os.close(home)
 
 
+SYLLABLE_S, PERIOD_S = 0.28, 0.4
+
+
 def write_tone(path: Path, hz: float, seconds: float = 4.0, amplitude: float = 0.4) -> Path:
-    """A mono 16-bit WAV at 48 kHz: `hz` in syllables of 360 ms with 40 ms gaps (the file loops)."""
+    """A mono 16-bit WAV at 48 kHz: `hz` in syllables of 280 ms with 120 ms pauses (the file loops)."""
     t = np.arange(int(RATE * seconds)) / RATE
-    envelope = ((t % 0.4) < 0.36).astype(float)
-    ramp = np.minimum(1.0, np.minimum(t % 0.4, 0.36 - (t % 0.4)).clip(0) / 0.01)  # 10 ms fades: no clicks
+    phase = t % PERIOD_S
+    envelope = (phase < SYLLABLE_S).astype(float)
+    ramp = np.minimum(1.0, np.minimum(phase, SYLLABLE_S - phase).clip(0) / 0.01)  # 10 ms fades: no clicks
     samples = amplitude * np.sin(2 * np.pi * hz * t) * envelope * ramp
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
@@ -95,11 +100,23 @@ class Person:
         return self.page.evaluate(expression, arg)
 
     def level(self, hz: float, peer: str | None = None) -> float:
-        """What this page hears at `hz` (dB): of one speaker, or of everyone."""
-        return self.js("([hz, peer]) => __theatrumVoice.level(hz, peer)", [hz, peer])
+        """What this page hears at `hz` (dB), of one speaker or of everyone: the loudest over one syllable's period
+        (so that a pause between syllables does not read as silence)."""
+        return self.levels(hz, peer=peer)[hz]
 
-    def levels(self, *hz: float) -> dict[float, float]:
-        return {f: self.level(f) for f in hz}
+    def levels(self, *hz: float, peer: str | None = None) -> dict[float, float]:
+        """`level` at several frequencies, over the same period."""
+        loudest = self.js("""([hz, peer, period]) => new Promise((resolve) => {
+            const loudest = hz.map(() => -Infinity);
+            const end = performance.now() + period;
+            const sample = () => {
+                hz.forEach((f, i) => { loudest[i] = Math.max(loudest[i], __theatrumVoice.level(f, peer)); });
+                if (performance.now() < end) setTimeout(sample, 20);
+                else resolve(loudest);
+            };
+            sample();
+        })""", [list(hz), peer, PERIOD_S * 1000])
+        return dict(zip(hz, loudest, strict=True))
 
     def wait_heard(self, hz: float, timeout_s: float = 20.0) -> float:
         """Until this page hears `hz`; returns the level."""
@@ -108,18 +125,24 @@ class Person:
         return self.level(hz)
 
     def watch_silence(self, hz: float) -> None:
-        """Record, in the page, the first moment (ms since the epoch) from now on that `hz` is not heard."""
-        self.js("""([hz, silent]) => {
+        """Record, in the page, when (ms since the epoch) `hz` goes silent from now on: the start of the first
+        stretch of silence that lasts a whole syllable period (a pause between syllables is not silence)."""
+        self.js("""([hz, silent, period]) => {
             window.silentAt = window.silentAt || {};
             delete window.silentAt[hz];
+            let since = null;
             const check = () => {
-                if (__theatrumVoice.level(hz) < silent) window.silentAt[hz] = Date.now();
+                const now = Date.now();
+                if (__theatrumVoice.level(hz) >= silent) since = null;
+                else if (since === null) since = now;
+                if (since !== null && now - since >= period) window.silentAt[hz] = since;
                 else setTimeout(check, 20);
             };
             check();
-        }""", [hz, SILENT_DB])
+        }""", [hz, SILENT_DB, PERIOD_S * 1000])
 
     def silent_at(self, hz: float, timeout_s: float = 10.0) -> int:
+        """When `hz` went silent (see watch_silence), waiting for it."""
         self.page.wait_for_function(f"window.silentAt && window.silentAt[{hz}]", polling=50,
                                     timeout=timeout_s * 1000)
         return self.js(f"window.silentAt[{hz}]")
