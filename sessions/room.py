@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from sessions import seats
 from sessions.events import SERVER, Event, ServerKind
 from sessions.limits import RoomLimits
 from sessions.log import EventLog, LogCorruptError, LogError
@@ -181,7 +182,8 @@ class Room:
         if len(self.state.present()) >= self.limits.max_participants:
             raise OpError(ErrorCode.LIMIT, f"the room is full ({self.limits.max_participants} participants)")
         role = known.role if known is not None else Role(role)
-        data = {"participant": participant_id, "name": name, "role": role.value}
+        seat = self.state.seat_for(participant_id)
+        data = {"participant": participant_id, "name": name, "role": role.value, "seat": seats.seat(seat).to_json()}
         return self._append(SERVER, ServerKind.PARTICIPANT_JOIN, data, at)
 
     def leave(self, participant_id: str, at: int, reason: str = "left") -> Event | None:

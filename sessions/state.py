@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sessions import seats
 from sessions.events import Event
 from sessions.limits import RoomLimits
 from sessions.ops import ANNOTATION_FIELDS, SLICE_FIELDS, AnnotationType, ErrorCode, OpError, OpKind, invalid
@@ -49,17 +50,18 @@ class Participant:
     muted: bool = False
     present: bool = False
     kicked: bool = False
+    seat: int = 0  # the index of their seat around the table (sessions/seats.py)
 
     def to_json(self) -> dict[str, Any]:
         """The participant as in a snapshot."""
         return {"id": self.id, "name": self.name, "role": self.role.value, "muted": self.muted,
-                "present": self.present, "kicked": self.kicked}
+                "present": self.present, "kicked": self.kicked, "seat": seats.seat(self.seat).to_json()}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Participant:
         """The participant of a snapshot entry. Requires a `to_json` dict."""
         return cls(data["id"], data["name"], Role(data["role"]), data["muted"], data["present"],
-                   data["kicked"])
+                   data["kicked"], data["seat"]["index"])
 
 
 @dataclass(frozen=True)
@@ -384,11 +386,18 @@ class RoomState:
         data = event.data
         known = self.participants.get(data["participant"])
         role = Role(data["role"])
+        seat = data["seat"]["index"] if "seat" in data else self.seat_for(data["participant"])
         if known is None:
             self.participants[data["participant"]] = Participant(data["participant"], data["name"], role,
-                                                                 present=True)
+                                                                 present=True, seat=seat)
         else:
-            self.participants[known.id] = replace(known, name=data["name"], role=role, present=True)
+            self.participants[known.id] = replace(known, name=data["name"], role=role, present=True, seat=seat)
+
+    def seat_for(self, participant_id: str) -> int:
+        """The seat `participant_id` gets on joining now: their last one unless someone present holds it, else the
+        lowest free one (logs written before seats were logged get theirs this way too)."""
+        known = self.participants.get(participant_id)
+        return seats.assign(known.seat if known is not None else None, {p.seat for p in self.present()})
 
     def apply_participant_leave(self, event: Event) -> None:
         """Mark a participant absent; a leaving leader ends follow-me."""

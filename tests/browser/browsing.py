@@ -138,17 +138,6 @@ class Client:
         self.context.close()
 
 
-def look_from_side(client: Client, side: int) -> None:
-    """Put a desktop page's camera 16 cm to one side of the default view (side -1: left, 1: right), aimed at the
-    patient: two desktop pages otherwise start at the same camera, where the other's avatar head sits."""
-    client.js("""(side) => {
-        const { stage, desktop } = theatrum;
-        const c = stage.patientCentre();
-        stage.camera.position.set(c.x + 0.16 * side, c.y + 0.03, c.z + 0.4);
-        stage.aimAt(c, desktop.controls);
-    }""", side)
-
-
 # -- the emulated headset (IWER) -------------------------------------------------------------------------------
 def look_rotation(origin: list[float], target: list[float]) -> list[float]:
     """The quaternion [x, y, z, w] that turns -Z (where WebXR controllers and cameras point) toward target."""
@@ -160,13 +149,20 @@ def look_rotation(origin: list[float], target: list[float]) -> list[float]:
 
 
 def place(client: Client, part: str, position: list[float], target: list[float]) -> None:
-    """Put the emulated headset ('head') or a controller ('left'/'right') at position, aimed at target."""
+    """Put the emulated headset ('head') or a controller ('left'/'right') at `position` in the room, aimed at
+    `target` (room coordinates). The device moves in its reference space, whose origin (the stage's rig) stands
+    at the participant's seat: the room's pose is turned into the rig's frame first."""
     q = look_rotation(position, target)
     client.js("""([part, p, q]) => {
         const device = window.xrDevice;
         const thing = part === 'head' ? device : device.controllers[part];
-        thing.position.set(p[0], p[1], p[2]);
-        thing.quaternion.set(q[0], q[1], q[2], q[3]);
+        const rig = theatrum.stage.rig;
+        rig.updateMatrixWorld(true);
+        const inverse = rig.matrixWorld.clone().invert();
+        const local = rig.position.clone().set(p[0], p[1], p[2]).applyMatrix4(inverse);
+        const turn = rig.quaternion.clone().invert().multiply(rig.quaternion.clone().set(q[0], q[1], q[2], q[3]));
+        thing.position.set(local.x, local.y, local.z);
+        thing.quaternion.set(turn.x, turn.y, turn.z, turn.w);
     }""", [part, position, q])
 
 

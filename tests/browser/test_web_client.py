@@ -314,14 +314,17 @@ def test_instructor_leads_mutes_and_promotes(classroom, theatrum):
     roles = theatrum.api.get("/api/config").json()["permissions"]["roles"]
     assert instructor.page.locator(f"{me} select.role option").evaluate_all(VALUES) == roles
 
-    # Follow-me: the student's view takes the instructor's head pose (the instructor's camera, on a desktop).
+    # Follow-me: the student's view stands beside and behind the instructor's head (the instructor's camera, on a
+    # desktop), never inside it, and looks where the instructor looks (test_web_seats.py checks the gaze).
     instructor.page.click("#follow-toggle")
     student.page.locator("#follow-state", has_text="Following Instructor").wait_for(timeout=5000)
     lead = instructor.js("theatrum.stage.camera.getWorldPosition(new theatrum.stage.camera.position.constructor())"
                          ".toArray()")
     student.page.wait_for_function(
-        "(p) => theatrum.stage.camera.position.distanceTo(new theatrum.stage.camera.position.constructor(...p)) < 0.01",
-        arg=lead, timeout=10_000)
+        """(p) => {
+            const gap = theatrum.stage.camera.position.distanceTo(new theatrum.stage.camera.position.constructor(...p));
+            return gap > 0.5 && gap < 1.2;
+        }""", arg=lead, timeout=10_000)
     instructor.page.click("#follow-toggle")
     student.page.locator("#follow-state").wait_for(state="hidden", timeout=5000)
 
@@ -375,8 +378,8 @@ def test_desktop_tools_driven_by_mouse_clicks(browser, theatrum):
         page.click("#tool-measure")
         assert page.get_attribute("#label-input", "maxlength") == "200"
         page.fill("#label-input", "bitemporal")
-        page.mouse.click(cx - 60, cy)
-        page.mouse.click(cx + 60, cy - 10)
+        page.mouse.click(cx - 40, cy)
+        page.mouse.click(cx + 40, cy - 10)
         measurement = wait_annotation(surgeon, "(a) => a.type === 'measurement'")
         assert measurement["label"] == "bitemporal"
         assert measurement["length_mm"] == pytest.approx(math.dist(measurement["a"], measurement["b"]), abs=1e-6)

@@ -20,7 +20,6 @@ from browsing import (  # noqa: F401 (browser_fixture: the fixture `browser`)
     build_meshes,
     create_room,
     hold,
-    look_from_side,
     next_frame,
     place,
     start_server,
@@ -68,10 +67,6 @@ def pages(browser, served):
     for client in (surgeon, student):
         client.wait_ready()
         client.page.wait_for_function("theatrum.tools.slice.series !== null", timeout=30_000)
-    # Each desktop looks at the patient from its own side: both start at the same default camera, where the other's
-    # avatar head would sit.
-    for client, side in ((surgeon, -1), (student, 1)):
-        look_from_side(client, side)
     yield surgeon, student
     for client in (surgeon, student):
         client.close()

@@ -93,7 +93,9 @@ async def test_a_joining_client_gets_the_snapshot_and_the_room_sees_the_join(lob
     await ines.wait_seq(4)
     join = ines.events[-1]
     assert (join.seq, join.author, join.kind) == (4, SERVER, "participant.join")
-    assert join.data == {"participant": sam.you["id"], "name": "Sam Okafor", "role": "surgeon"}
+    assert join.data == {"participant": sam.you["id"], "name": "Sam Okafor", "role": "surgeon",
+                         "seat": {"index": 1, "tier": 0, "angle": 60.0}}
+    assert snapshot["you"]["seat"] == {"index": 0, "tier": 0, "angle": 0.0}
     assert sam.snapshots[0]["seq"] == 4 and sam.you["id"] != ines.you["id"]
     assert room.app[METRICS].sockets._value.get() == 2
 

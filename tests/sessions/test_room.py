@@ -125,7 +125,8 @@ def test_join_and_leave_are_server_events():
     room = new_room({})
     joined = room.join("ines", "  Dr Ines  ", Role.INSTRUCTOR, 5)
     assert (joined.author, joined.kind, joined.data) == (
-        SERVER, "participant.join", {"participant": "ines", "name": "Dr Ines", "role": "instructor"})
+        SERVER, "participant.join", {"participant": "ines", "name": "Dr Ines", "role": "instructor",
+                                    "seat": {"index": 0, "tier": 0, "angle": 0.0}})
     assert room.join("ines", "Dr Ines", Role.INSTRUCTOR, 6) is None  # a second tab: no new event
     left = room.leave("ines", 7, "disconnected")
     assert (left.author, left.kind, left.data) == (SERVER, "participant.leave",

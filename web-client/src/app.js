@@ -130,7 +130,7 @@ async function startRoom(root, token, { debug, replay }) {
 	xr.probe();
 
 	// -- the room on screen: every state, the anatomy once, every frame ------------------------------------
-	const views = [page.status, toolbox, participants, panel, clipping, avatars, follow, tools.grab, annotations, slices, slicePanel, voice, voicePanel, halos];
+	const views = [desktop, page.status, toolbox, participants, panel, clipping, avatars, follow, tools.grab, annotations, slices, slicePanel, voice, voicePanel, halos];
 	showRoom(room, views, { page, stage, avatars, highlights });
 	room.addEventListener('snapshot', (e) => {
 		loadAnatomy(e.data.state.room.meshes, { room, page, stage, meshes, annotations, clipping, slices, desktop, replay });
@@ -152,7 +152,7 @@ async function startRoom(root, token, { debug, replay }) {
 	stage.start();
 
 	const replayBar = page.replayBar;
-	Object.assign(window.theatrum, { stage, room, meshes, picker, toolbox, tools, avatars, xr, desktop, panel, atlas, replayBar, slices, slicePanel, voice, ready: false, coarse: false });
+	Object.assign(window.theatrum, { stage, room, meshes, picker, toolbox, tools, avatars, xr, desktop, follow, panel, atlas, replayBar, slices, slicePanel, voice, ready: false, coarse: false });
 	window.__theatrumVoice = voice; // the tests measure what this page hears (Voice.level, .channels)
 	return window.theatrum;
 }

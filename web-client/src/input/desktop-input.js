@@ -5,6 +5,8 @@
 import { MOUSE, Ray, Raycaster, Vector2 } from 'three';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
 
+import { mySeat } from '../scene/seating.js';
+
 const DRAG_TOOLS = new Set(['stroke', 'grab', 'clip', 'slice']);
 const CLICK_SLOP_PX = 5;
 
@@ -23,6 +25,7 @@ export class DesktopInput {
 		this.input = { source: 'mouse', ray: new Ray(), controller: null, event: null, tool: null };
 		this.down = null;
 		this.following = false;
+		this.seat = null; // mine, from the room's state (scene/seating.js)
 		this.onUndo = onUndo;
 
 		this.canvas.addEventListener('pointerdown', (e) => this.onDown(e));
@@ -107,8 +110,13 @@ export class DesktopInput {
 		}
 	}
 
-	/** Aim the orbit at the patient. */
+	/** After a state change: my seat (the camera starts there once the anatomy is on screen). */
+	render(state) {
+		this.seat = mySeat(state);
+	}
+
+	/** Aim the orbit at the patient from my seat. */
 	frame() {
-		this.stage.frameDesktopCamera(this.controls);
+		this.stage.frameDesktopCamera(this.controls, this.seat);
 	}
 }

@@ -65,10 +65,10 @@ const APPLY = {
 		for (const p of s.participants.values()) p.present = false;
 	},
 	'participant.join': (s, e) => {
-		const { participant, name, role } = e.data;
+		const { participant, name, role, seat } = e.data; // the server logs the seat it gives (sessions/seats.py)
 		const known = s.participants.get(participant);
-		if (known) Object.assign(known, { name, role, present: true });
-		else s.participants.set(participant, { id: participant, name, role, muted: false, present: true, kicked: false });
+		if (known) Object.assign(known, { name, role, present: true, seat: seat ?? known.seat });
+		else s.participants.set(participant, { id: participant, name, role, muted: false, present: true, kicked: false, seat });
 	},
 	'participant.leave': (s, e) => absent(s, e.data.participant),
 	'annotation.create': (s, e) => {

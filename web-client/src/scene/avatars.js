@@ -14,6 +14,8 @@ import { LabelLayer } from './label-layer.js';
 
 const BLEND_S = 0.07; // a little more than one pose tick
 const RAY_LENGTH = 0.6;
+export const FADE_WITHIN = 0.5; // m: a head this close to my camera is drawn as a faint ghost, without its tag
+const HIDE_WITHIN = 0.15; // m: and not at all this close (the camera would be inside it)
 
 const _m = new Matrix4();
 const _p = new Vector3();
@@ -22,6 +24,7 @@ const _modelQ = new Quaternion();
 const _one = new Vector3(1, 1, 1);
 const _visorOffset = new Vector3(0, 0.01, -0.085);
 const _forward = new Vector3();
+const _eye = new Vector3();
 
 export class Avatars {
 	/** `capacity`: the participants present at once (the room limits' max_participants). */
@@ -32,16 +35,20 @@ export class Avatars {
 		this.me = null;
 		this.now = 0;
 		const standard = (color) => new MeshStandardMaterial({ color, roughness: 0.6 });
-		this.heads = coloredInstances(new SphereGeometry(0.1, 20, 14).scale(0.85, 1.05, 1), standard(0xffffff), capacity);
+		const headGeometry = new SphereGeometry(0.1, 20, 14).scale(0.85, 1.05, 1);
+		this.heads = coloredInstances(headGeometry, standard(0xffffff), capacity);
+		const ghost = new MeshStandardMaterial({ color: 0xffffff, roughness: 0.6, transparent: true, opacity: 0.18, depthWrite: false });
+		this.ghosts = coloredInstances(headGeometry, ghost, capacity); // heads within FADE_WITHIN of my camera
+		this.faded = new Set(); // their ids (the tests read it)
 		this.visors = coloredInstances(new BoxGeometry(0.15, 0.05, 0.05), standard(0x15181d), capacity);
 		this.hands = coloredInstances(new BoxGeometry(0.035, 0.03, 0.11), standard(0xffffff), capacity * 2);
 		const rayGeometry = new BufferGeometry();
 		rayGeometry.setAttribute('position', new BufferAttribute(new Float32Array(capacity * 2 * 2 * 3), 3).setUsage(DynamicDrawUsage));
 		rayGeometry.setAttribute('color', new BufferAttribute(new Float32Array(capacity * 2 * 2 * 3), 3).setUsage(DynamicDrawUsage));
 		this.rays = new LineSegments(rayGeometry, new LineBasicMaterial({ vertexColors: true, transparent: true, opacity: 0.7 }));
-		this.tags = new LabelLayer(atlas, capacity, { height: 0.035, lift: 0.13 });
+		this.tags = new LabelLayer(atlas, capacity, { height: 0.035, lift: 0.13, near: 1.2 }); // bounded close up
 		this.rays.frustumCulled = false;
-		stage.scene.add(this.heads, this.visors, this.hands, this.rays, this.tags);
+		stage.scene.add(this.heads, this.ghosts, this.visors, this.hands, this.rays, this.tags);
 	}
 
 	/** Apply a `poses` frame {poses: {id: pose}, gone: [id]}; my own pseudonym is ignored. */
@@ -96,13 +103,16 @@ export class Avatars {
 		this.now = timeMs / 1000;
 		const modelMatrix = this.stage.modelFrame.matrixWorld;
 		this.stage.modelWorldQuaternion(_modelQ);
+		this.stage.camera.getWorldPosition(_eye);
 		const positions = this.rays.geometry.attributes.position;
 		const colors = this.rays.geometry.attributes.color;
 		let heads = 0;
+		let ghosts = 0;
 		let hands = 0;
 		let rayVertex = 0;
 		const list = this.list;
-		if (list.length === 0 && this.heads.count === 0) return;
+		if (list.length === 0 && this.heads.count === 0 && this.ghosts.count === 0) return;
+		this.faded.clear();
 		for (let k = 0; k < list.length; k++) {
 			const avatar = list[k];
 			const t = Math.min(1, (this.now - avatar.since) / BLEND_S);
@@ -114,7 +124,16 @@ export class Avatars {
 				_p.copy(part.p).applyMatrix4(modelMatrix);
 				_q.copy(_modelQ).multiply(part.q);
 				_m.compose(_p, _q, _one);
-				if (i === 0) {
+				if (i === 0 && _p.distanceTo(_eye) < FADE_WITHIN) {
+					// Too close to my eyes: a faint ghost (nothing at all closer still), no visor, no name tag.
+					this.faded.add(avatar.id);
+					this.tags.remove(avatar.id);
+					if (_p.distanceTo(_eye) >= HIDE_WITHIN) {
+						this.ghosts.setMatrixAt(ghosts, _m);
+						this.ghosts.setColorAt(ghosts, avatar.color);
+						ghosts += 1;
+					}
+				} else if (i === 0) {
 					this.heads.setMatrixAt(heads, _m);
 					this.heads.setColorAt(heads, avatar.color);
 					_forward.copy(_visorOffset).applyQuaternion(_q).add(_p);
@@ -136,10 +155,12 @@ export class Avatars {
 			}
 		}
 		this.heads.count = heads;
+		this.ghosts.count = ghosts;
 		this.visors.count = heads;
 		this.hands.count = hands;
 		this.rays.geometry.setDrawRange(0, rayVertex);
 		touch(this.heads);
+		touch(this.ghosts);
 		touch(this.visors);
 		touch(this.hands);
 		positions.needsUpdate = true;

@@ -6,12 +6,15 @@ import { DynamicDrawUsage, InstancedBufferAttribute, InstancedMesh, Matrix4, Pla
 const vertexShader = /* glsl */ `
 uniform float height;
 uniform float lift;
+uniform float near;
 attribute vec4 uvRect;
 attribute float aspect;
 varying vec2 vUv;
 void main() {
 	vec4 anchor = modelViewMatrix * instanceMatrix * vec4(0.0, 0.0, 0.0, 1.0);
-	anchor.xy += vec2(position.x * height * aspect, (position.y + 0.5) * height + lift);
+	// Closer than \`near\` a label shrinks with its distance: its size on screen stops growing (0: never).
+	float k = near > 0.0 ? clamp(-anchor.z / near, 0.0, 1.0) : 1.0;
+	anchor.xy += k * vec2(position.x * height * aspect, (position.y + 0.5) * height + lift);
 	gl_Position = projectionMatrix * anchor;
 	vUv = uvRect.xy + uv * uvRect.zw;
 }`;
@@ -29,14 +32,14 @@ const _m = new Matrix4();
 
 /** Labels anchored at points of the layer's parent frame; `height` is the label height in metres. */
 export class LabelLayer extends InstancedMesh {
-	constructor(atlas, capacity, { height = 0.02, lift = 0.006 } = {}) {
+	constructor(atlas, capacity, { height = 0.02, lift = 0.006, near = 0 } = {}) {
 		const geometry = new PlaneGeometry(1, 1);
 		const uvRect = new InstancedBufferAttribute(new Float32Array(capacity * 4), 4).setUsage(DynamicDrawUsage);
 		const aspect = new InstancedBufferAttribute(new Float32Array(capacity), 1).setUsage(DynamicDrawUsage);
 		geometry.setAttribute('uvRect', uvRect);
 		geometry.setAttribute('aspect', aspect);
 		const material = new ShaderMaterial({
-			uniforms: { map: { value: atlas.texture }, height: { value: height }, lift: { value: lift } },
+			uniforms: { map: { value: atlas.texture }, height: { value: height }, lift: { value: lift }, near: { value: near } },
 			vertexShader,
 			fragmentShader,
 			transparent: true,

@@ -15,6 +15,8 @@ import {
 	PerspectiveCamera, Scene, SRGBColorSpace, Vector2, Vector3, WebGLRenderer,
 } from 'three';
 
+import { seatDirection, seatRadius, TIER_RISE } from './seating.js';
+
 const TABLE_TOP = 0.9; // m above the floor
 const TABLE_Z = -0.5; // m in front of a user standing at the origin
 
@@ -138,12 +140,16 @@ export class Stage {
 		return this.bounds.getCenter(target).applyMatrix4(this.modelFrame.matrixWorld);
 	}
 
-	/** Look at the patient from the desktop camera's default place. */
-	frameDesktopCamera(controls) {
+	/** Look at the patient from `seat` (the server's {tier, angle}; seating.js), a little above it, at least as
+	 * far as the whole patient fits the view. Every participant has their own seat, so nobody starts inside
+	 * anybody's avatar. */
+	frameDesktopCamera(controls, seat = null) {
 		const centre = this.patientCentre();
 		const size = this.bounds.getSize(new Vector3()).length() * this.modelRoot.scale.x;
-		const distance = Math.max(0.35, size * 1.5);
-		this.camera.position.set(centre.x, centre.y + distance * 0.25, centre.z + distance);
+		const distance = seatRadius(seat, Math.max(0.35, size * 1.5));
+		const rise = TIER_RISE * (seat?.tier ?? 0);
+		this.camera.position.copy(centre).addScaledVector(seatDirection(seat), distance);
+		this.camera.position.y += distance * 0.25 + rise;
 		this.aimAt(centre, controls);
 	}
 
