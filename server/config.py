@@ -20,8 +20,14 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     data: Path = Path("data")
-    # Public base URL printed in login/invite links (default http://host:port).
+    # Public base URL printed in login/invite links and QR codes (default: http(s)://host:port, with this host's LAN
+    # address when listening on 0.0.0.0 or ::, so that a headset on the network can reach it).
     public_url: str = ""
+    # HTTPS (WebXR needs it off localhost): a self-signed certificate made in the data folder (tls/), or a
+    # hospital's certificate and key (PEM files; both given turn TLS on).
+    tls: bool = False
+    tls_cert: str = ""
+    tls_key: str = ""
     # Uploads: the whole request body, and a zip's total uncompressed size and compression ratio.
     max_upload_bytes: int = 2 * 1024**3
     max_unzipped_bytes: int = 8 * 1024**3
@@ -96,11 +102,18 @@ class Settings:
     room_rejoin_grace: float = 30.0
 
     @property
+    def serves_tls(self) -> bool:
+        return self.tls or bool(self.tls_cert or self.tls_key)
+
+    @property
     def base_url(self) -> str:
         if self.public_url:
             return self.public_url.rstrip("/")
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"http://{host}:{self.port}"
+        from server.services.tls import reachable_host
+
+        host = reachable_host(self.host)
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if self.serves_tls else 'http'}://{host}:{self.port}"
 
     @property
     def room_limits(self) -> RoomLimits:
@@ -139,6 +152,10 @@ def _coerce(name: str, raw: str, kind: type | str):
             return float(raw)
         if kind in (Path, "Path"):
             return Path(raw)
+        if kind in (bool, "bool"):
+            if raw.strip().lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ValueError("expected 1/0, true/false, yes/no or on/off")
+            return raw.strip().lower() in ("1", "true", "yes", "on")
         if kind in ("tuple[str, ...]",):
             return tuple(o.strip() for o in raw.split(",") if o.strip())
         return raw

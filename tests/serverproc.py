@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -64,6 +65,7 @@ class Api:
     port: int
     token: str = ""
     timeout: float = 60.0
+    tls: ssl.SSLContext | None = None  # HTTPS, verified by this context (a server started with --tls)
 
     def request(self, method: str, path: str, body: bytes | dict | None = None,
                 headers: dict[str, str] | None = None, *, auth: bool = True) -> Response:
@@ -73,7 +75,10 @@ class Api:
         if isinstance(body, dict):
             body = json.dumps(body).encode()
             head.setdefault("Content-Type", "application/json")
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        if self.tls is not None:
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.tls)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
             conn.request(method, path, body=body, headers=head)
             r = conn.getresponse()

@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the server: API, socket.io hub and web client")
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; THEATRUM_HOST)")
     p.add_argument("--port", type=int, default=None, help="port (default 8080; THEATRUM_PORT)")
+    p.add_argument("--tls", action="store_true", default=None,
+                   help="serve HTTPS with a self-signed certificate kept in the data folder (THEATRUM_TLS)")
+    p.add_argument("--tls-cert", default=None, metavar="PEM",
+                   help="serve HTTPS with this certificate (chain) file (THEATRUM_TLS_CERT)")
+    p.add_argument("--tls-key", default=None, metavar="PEM", help="the certificate's private key (THEATRUM_TLS_KEY)")
     p.add_argument("--data", type=Path, default=None, help="data folder (default ./data; THEATRUM_DATA)")
     p.add_argument("--import", dest="imports", action="append", metavar="PATH",
                    help="import this study at start and build its default meshes (repeatable; THEATRUM_IMPORTS)")
@@ -160,9 +165,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings = from_environment(host=args.host, port=args.port, data=args.data,
                                     imports=tuple(args.imports) if args.imports else None,
-                                    dicom_port=args.dicom_port, ae_title=args.ae_title)
+                                    dicom_port=args.dicom_port, ae_title=args.ae_title, tls=args.tls,
+                                    tls_cert=args.tls_cert, tls_key=args.tls_key)
     except SettingsError as e:
         raise UsageError(str(e)) from None
+    ssl_context = _tls_context(settings)
     if not 0 <= settings.dicom_port <= 65535 or not 1 <= len(settings.ae_title.strip()) <= 16:
         raise UsageError(f"--dicom-port must be 0 to 65535 and --ae-title 1 to 16 characters "
                          f"(got {settings.dicom_port}, {settings.ae_title!r})")
@@ -209,7 +216,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app.on_startup.append(import_on_start)
     try:
         web.run_app(app, host=settings.host, port=settings.port, print=None, handle_signals=True,
-                    shutdown_timeout=5, loop=new_event_loop())
+                    ssl_context=ssl_context, shutdown_timeout=5, loop=new_event_loop())
     except DicomPortError as e:
         raise UsageError(str(e)) from None
     except RedisError as e:
@@ -221,6 +228,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except LogError as e:
         raise UsageError(f"{settings.data / 'rooms.sqlite'}: {e}") from None
     return EXIT_OK
+
+
+def _tls_context(settings):
+    """The HTTPS context `settings` ask for (None: plain HTTP). Exits 2 naming a certificate or key it cannot use."""
+    if not settings.serves_tls:
+        return None
+    from server.services.tls import Certificate, TlsError, self_signed, server_context
+
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together (THEATRUM_TLS_CERT, THEATRUM_TLS_KEY)")
+    try:
+        if settings.tls_cert:
+            certificate = Certificate(Path(settings.tls_cert), Path(settings.tls_key))
+        else:
+            certificate = self_signed(settings.data / "tls")
+        return server_context(certificate)
+    except TlsError as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"{settings.data / 'tls'}: cannot write the certificate: {e.strerror or e}") from None
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
