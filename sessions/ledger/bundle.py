@@ -13,8 +13,8 @@ A bundle is a zip, or the folder it unzips to:
 This module is the format: the value types, writing a bundle (`write_bundle`, `bundle_bytes`), the signed
 manifest, and opening a bundle for reading; `sessions.bundle_verify.verify_bundle` checks one. The manifest
 makes every byte of every file evidence: a change anywhere, README.txt included, fails verification. A
-bundle holds only pseudonyms: whatever the log holds (room, participant and study ids are pseudonyms) and
-hashes. docs/ledger.md section 5 is the specification.
+bundle holds no patient identifier: whatever the log holds (room, participant and study ids are pseudonyms,
+display names typed by participants, their labels and notes) and hashes. docs/ledger.md section 5 is the specification.
 """
 
 from __future__ import annotations
@@ -266,7 +266,9 @@ Theatrum ledger bundle of room {room}
 
 This is the tamper-evident record of one room: every event in order, the server's signed checkpoints of
 the room's RFC 6962 Merkle log, and the anchors that put those checkpoints where the server cannot
-rewrite them. It holds pseudonyms only.
+rewrite them. It holds no patient identifiers (the study and participants are pseudonymous ids), but it does
+hold the display names people typed when they joined, and the labels and notes they wrote: treat it as
+personal data of the room's participants.
 
   events:      {events}
   checkpoints: {checkpoints}, last root {root}

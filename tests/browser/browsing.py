@@ -115,13 +115,20 @@ def create_room(api: Api, study_id: str, mesh_ids: list[str], *, mode: str = "tr
 class Client:
     """One browser context showing one page of the web client, with its console errors collected."""
 
-    def __init__(self, browser, base_url: str, query: str, *, viewport: dict | None = None):
+    def __init__(self, browser, base_url: str, query: str, *, viewport: dict | None = None, name: str | None = None):
+        """Open the web client at `base_url/?query`. A room's role link (`invite=` a role token) asks for a name
+        first, as it asks anyone: `name` (default: the role's name in the link) is typed and the link exchanged."""
         self.context = browser.new_context(viewport=viewport or VIEWPORT)
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.goto(f"{base_url}/?{query}")
+        role_link = invite_payload(query)
+        if role_link.get("kind") == "role" and "replay" not in query:
+            self.page.fill("#exchange-name", name or role_link["name"])
+            self.page.click("#exchange-button")
+            self.page.wait_for_function("window.theatrum && !theatrum.namePage", timeout=20_000)
 
     def wait_ready(self, timeout_ms: float = 60_000) -> None:
         """Until the room is live and its full-detail meshes are in."""
@@ -139,6 +146,22 @@ class Client:
 
 
 # -- the emulated headset (IWER) -------------------------------------------------------------------------------
+def invite_payload(query: str) -> dict:
+    """The payload of the `invite=` token in a query string ({} without one): docs/protocol.md "Invites"."""
+    import base64
+    import json
+    from urllib.parse import parse_qs
+
+    token = parse_qs(query).get("invite", [""])[0]
+    if not token:
+        return {}
+    payload = token.split(".")[0]
+    try:
+        return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except ValueError:
+        return {}
+
+
 def look_rotation(origin: list[float], target: list[float]) -> list[float]:
     """The quaternion [x, y, z, w] that turns -Z (where WebXR controllers and cameras point) toward target."""
     dx, dy, dz = (t - o for t, o in zip(target, origin, strict=True))

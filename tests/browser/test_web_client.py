@@ -519,6 +519,8 @@ def test_lobby_upload_reconstruct_create_room_and_join(browser, theatrum, tmp_pa
 
         # Through the invite: the lobby opens the room in this tab.
         student_invite.locator("button.open-invite").click()
+        page.fill("#exchange-name", "Dr Admin")  # a role link asks whoever opens it for a name
+        page.click("#exchange-button")
         admin.wait_ready()
         assert page.inner_text("#room-title") == "Sphere, lobby test"
         assert "invite=" not in page.url and "token=" not in page.url

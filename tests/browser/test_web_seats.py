@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 
 import numpy as np
 import pytest
@@ -225,6 +226,69 @@ def test_followers_stand_beside_and_behind_the_leader(theatre):
     pages["student"].page.wait_for_function("theatrum.room.state.follow === null", timeout=5000)
 
 
+def test_two_people_opening_one_role_link_are_two_participants(theatre, served, browser):
+    server, _, _, _ = served
+    created, pages = theatre
+    url = f"http://127.0.0.1:{server.port}"
+    link = created["invites"]["student"]["link"].split("?", 1)[1]
+    ada, ben = Client(browser, url, link, name="Ada Lovelace"), Client(browser, url, link, name="Ben Carson")
+    try:
+        for client in (ada, ben):
+            client.wait_ready()
+        you = {c: c.js("theatrum.room.state.you") for c in (ada, ben)}
+        assert (you[ada]["name"], you[ben]["name"]) == ("Ada Lovelace", "Ben Carson")
+        assert you[ada]["id"] != you[ben]["id"] and you[ada]["seat"] != you[ben]["seat"]
+        # Muting one mutes one.
+        pages["instructor"].js("(id) => theatrum.room.op('participant.mute', {participant: id, muted: true})",
+                               you[ada]["id"])
+        ada.page.wait_for_function("theatrum.room.state.me().muted === true", timeout=5000)
+        assert ben.js("theatrum.room.state.me().muted") is False
+        # The same browser opening the link again is the same person, asked nothing.
+        again = ada.context.new_page()
+        again.goto(f"{url}/?{link}")
+        again.wait_for_function("window.theatrum?.room?.status === 'live'", timeout=30_000)
+        assert again.evaluate("theatrum.room.state.you.id") == you[ada]["id"]
+        assert again.locator("#exchange-name").count() == 0
+        again.close()
+        # A kicked participant's page says so and offers no tool; the other student is unaffected.
+        pages["instructor"].js("(id) => theatrum.room.op('participant.kick', {participant: id})", you[ben]["id"])
+        ben.page.wait_for_function("document.getElementById('connection').dataset.status === 'refused'",
+                                   timeout=10_000)
+        assert "removed from this room" in ben.page.inner_text("#mesh-progress")
+        assert ben.page.locator("#toolbar button:enabled, .left button[id^='tool-']:enabled").count() == 0
+        assert "not admitted" in ben.page.inner_text("#reason-point")
+        ben.page.screenshot(path=ARTIFACTS / "seats-kicked-student.png")
+        assert ada.js("theatrum.room.status") == "live"
+    finally:
+        ada.close()
+        ben.close()
+
+
+def test_a_tampered_invite_is_refused_with_its_reason_and_no_tools(theatre, served, browser):
+    server, _, _, _ = served
+    created, _ = theatre
+    import base64
+    import json
+
+    # The surgeon's role link turned into a personal invite by hand (its `kind` dropped): the mac no longer fits.
+    payload, mac = created["invites"]["surgeon"]["token"].split(".")
+    data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    data.pop("kind")
+    text = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    forged = base64.urlsafe_b64encode(text).decode().rstrip("=") + "." + mac
+    page = Client(browser, f"http://127.0.0.1:{server.port}", f"invite={forged}")
+    try:
+        page.page.wait_for_function("document.getElementById('connection')?.dataset.status === 'refused'",
+                                    timeout=20_000)
+        said = page.page.inner_text("#mesh-progress")
+        assert said.startswith("Not admitted:") and "Connecting" not in said, said
+        assert "not admitted" in page.page.inner_text("#reason-point")
+        assert page.page.locator(".left button[id^='tool-']:enabled").count() == 0
+        page.page.screenshot(path=ARTIFACTS / "refused-tampered.png")
+    finally:
+        page.close()
+
+
 def test_a_reviewer_of_the_replay_sees_the_anatomy_from_outside_the_ring(theatre, served, browser):
     server, api, _, _ = served
     created, pages = theatre
@@ -232,7 +296,7 @@ def test_a_reviewer_of_the_replay_sees_the_anatomy_from_outside_the_ring(theatre
     instructor = pages["instructor"]
     instructor.page.click("#follow-toggle")  # the replay's last part is a follow-me
     pages["student"].page.wait_for_function("theatrum.room.state.follow !== null", timeout=5000)
-    pages["student"].page.wait_for_timeout(1500)  # recorded poses (about 2 a second) while following
+    pages["student"].page.wait_for_timeout(4000)  # recorded poses (about 2 a second), and time to look, in the replay
     follow_seq = instructor.js("theatrum.room.state.seq")
     pages["observer"].js("theatrum.xr.exit()")
     closed = api.post(f"/api/rooms/{room_id}/close", {})
@@ -263,7 +327,12 @@ def test_a_reviewer_of_the_replay_sees_the_anatomy_from_outside_the_ring(theatre
             " && theatrum.stage.camera.position.distanceTo(theatrum.follow.place) < 0.01",
             arg=leader, timeout=10_000)
         view = look_at_every_page({"reviewer": admin}, "replay-follow")["reviewer"]
+        end = time.monotonic() + 10
+        while leader not in view["heads"] and time.monotonic() < end:  # between two recorded poses
+            admin.page.wait_for_timeout(100)
+            view = admin.js(EYES_AND_HEADS)
         assert 0.6 <= math.dist(view["eye"], view["heads"][leader]) <= 1.5, view
         assert not admin.errors, admin.errors
     finally:
         admin.close()
+

@@ -9,7 +9,7 @@ import { FollowMe } from './input/follow-me.js';
 import { ImmersiveSession } from './input/immersive-session.js';
 import { PoseSender } from './input/pose-sender.js';
 import { Api } from './net/api.js';
-import { leaveRoom, takeCredentials } from './net/credentials.js';
+import { enterRoom, isRoleLink, leaveRoom, personalInviteFor, takeCredentials } from './net/credentials.js';
 import { RoomConnection } from './net/room-connection.js';
 import { ServerConfig } from './net/server-config.js';
 import { AnnotationView } from './scene/annotation-view.js';
@@ -49,6 +49,14 @@ import { VoicePanel } from './voice/voice-panel.js';
 export async function start(root) {
 	const credentials = takeCredentials();
 	window.theatrum = { view: credentials.view };
+	if (credentials.view === 'room' && !credentials.replay && isRoleLink(credentials.invite)) {
+		// A role link is shared by everyone of its role: this browser's own invite for it, or a name first.
+		const personal = personalInviteFor(credentials.invite);
+		if (personal) return enterRoom(personal);
+		const { NamePage } = await import('./lobby/name-page.js');
+		window.theatrum.namePage = new NamePage(root, credentials.invite);
+		return window.theatrum;
+	}
 	if (credentials.view === 'room') {
 		const debug = new URLSearchParams(window.location.search).get('debug') === '1';
 		return startRoom(root, credentials.invite, { debug, replay: credentials.replay });
@@ -106,6 +114,7 @@ async function startRoom(root, token, { debug, replay }) {
 	const context = new ToolContext({ stage, room, meshes, picker, preview, label, limits, notify });
 	const { toolbox, tools } = roomTools(context, permissions, { slices, palette });
 	const undo = () => {
+		if (room.state?.me()?.muted) return notify('Undo: you are muted by the instructor', 'warn');
 		const own = room.state?.newestOwnAnnotation();
 		if (own) context.send('annotation.delete', { id: own.id });
 		else notify('Nothing of yours to undo', 'info');
@@ -131,7 +140,7 @@ async function startRoom(root, token, { debug, replay }) {
 
 	// -- the room on screen: every state, the anatomy once, every frame ------------------------------------
 	const views = [desktop, page.status, toolbox, participants, panel, clipping, avatars, follow, tools.grab, annotations, slices, slicePanel, voice, voicePanel, halos];
-	showRoom(room, views, { page, stage, avatars, highlights });
+	showRoom(room, views, { page, stage, avatars, highlights, toolbox });
 	room.addEventListener('snapshot', (e) => {
 		loadAnatomy(e.data.state.room.meshes, { room, page, stage, meshes, annotations, clipping, slices, desktop, replay });
 		loadSeries(api, e.data.state.room.id, [tools.slice, slicePanel], notify).then(() => slicePanel.render(room.state));
@@ -159,14 +168,18 @@ async function startRoom(root, token, { debug, replay }) {
 
 /** The room's state on screen: each view renders every new state (a snapshot, an event) but for a pointer
  * highlight, which only pulses; poses move the avatars; the connection's state is said. */
-function showRoom(room, views, { page, stage, avatars, highlights }) {
+function showRoom(room, views, { page, stage, avatars, highlights, toolbox }) {
 	const render = (state) => {
 		for (const view of views) view.render(state);
 		stage.invalidate();
 	};
 	room.addEventListener('status', (e) => {
-		page.status.setConnection(e.data.status, e.data.detail);
-		if (e.data.status === 'refused') page.notify(e.data.detail || 'The room refused this invite', 'error');
+		if (e.data.status !== 'refused') return page.status.setConnection(e.data.status, e.data.detail);
+		// Not admitted (closed room, expired, tampered, kicked, full, locked): say why, and offer no tool.
+		const kicked = room.state?.me()?.kicked;
+		const why = kicked ? 'you were removed from this room by the instructor' : e.data.detail || 'the room refused this invite';
+		page.refuse(why);
+		toolbox.refuse(why);
 	});
 	room.addEventListener('snapshot', (e) => {
 		avatars.me = e.data.state.you?.id ?? null;

@@ -51,15 +51,41 @@ function storedReplay() {
 	}
 }
 
+/** An invite token's payload ({exp, kind?, name, nonce, role, room}), or null for anything else. */
+export function invitePayload(token) {
+	try {
+		const payload = String(token).split('.')[0].replace(/-/g, '+').replace(/_/g, '/');
+		const data = JSON.parse(atob(payload.padEnd(Math.ceil(payload.length / 4) * 4, '=')));
+		return data && typeof data === 'object' ? data : null;
+	} catch {
+		return null;
+	}
+}
+
+/** Whether a token is a room's role link (shared by everyone of a role: it is exchanged for a personal invite). */
+export function isRoleLink(token) {
+	return invitePayload(token)?.kind === 'role';
+}
+
+const PERSONAL = 'theatrum.personal.'; // + the role link: the personal invite this browser got for it
+
+/** The personal invite this browser got for a role link earlier (the same person again), or null. */
+export function personalInviteFor(roleLink) {
+	const personal = localStorage.getItem(PERSONAL + roleLink);
+	const exp = invitePayload(personal)?.exp;
+	return personal && exp && exp * 1000 > Date.now() ? personal : null;
+}
+
+/** Remember the personal invite a role link was exchanged for, and open the room with it. */
+export function enterWithPersonalInvite(roleLink, personal) {
+	localStorage.setItem(PERSONAL + roleLink, personal);
+	enterRoom(personal);
+}
+
 /** The room an invite token is for (its payload is base64url JSON, docs/protocol.md "Invites"), or null. The
  * socket.io query carries it (`room=`) so that a proxy in front of several server processes routes every
  * socket of a room to the same one; the server still checks the token's signature. */
 export function roomOfInvite(token) {
-	try {
-		const payload = String(token).split('.')[0].replace(/-/g, '+').replace(/_/g, '/');
-		const room = JSON.parse(atob(payload.padEnd(Math.ceil(payload.length / 4) * 4, '='))).room;
-		return typeof room === 'string' ? room : null;
-	} catch {
-		return null;
-	}
+	const room = invitePayload(token)?.room;
+	return typeof room === 'string' ? room : null;
 }

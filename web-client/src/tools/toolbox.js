@@ -35,6 +35,12 @@ export class Toolbox extends EventTarget {
 		return this.reasons.get(id) ?? null;
 	}
 
+	/** The room did not admit me (`why`): every tool is off, and says so. */
+	refuse(why) {
+		for (const id of this.tools.keys()) this.reasons.set(id, `not admitted: ${why}`);
+		this.dispatchEvent(new Event('change'));
+	}
+
 	/** Recompute what my role allows after a state change; a tool that became forbidden is put down. */
 	render(state) {
 		const me = state?.me();

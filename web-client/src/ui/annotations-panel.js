@@ -80,7 +80,9 @@ export class AnnotationsPanel {
 		}
 		fill(this.list, items);
 		this.count.textContent = `(${state.annotations.size})`;
-		this.undo.disabled = !state.newestOwnAnnotation();
+		const why = me?.muted ? 'you are muted by the instructor' : state.room.closed ? 'the room is closed' : null;
+		this.undo.disabled = Boolean(why) || !state.newestOwnAnnotation();
+		this.undo.title = why ? `Undo: ${why}` : 'Undo my last annotation (Ctrl+Z)';
 
 		const clipReason = this.toolbox.reason('clip');
 		for (const control of [this.axis, this.slider, this.clearClips]) control.disabled = Boolean(clipReason);
