@@ -54,6 +54,21 @@ def browser_fixture():
         chromium.close()
 
 
+def write_sample_phantom(folder: Path) -> Path:
+    """Write the sample CT head phantom into `folder` with the parameters `make run` uses (sample_data/phantom.py);
+    returns the folder."""
+    import importlib.util
+    import sys
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("sample_phantom", REPO / "sample_data" / "phantom.py")
+    phantom = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(phantom)
+    phantom.write_phantom(folder)
+    return folder
+
+
 def start_server(data: Path, imports: list[Path], *, timeout: float = 60.0) -> ServerProcess:
     """`theatrum serve --import ...` on a free loopback port, answering /api/health. Requires the console script."""
     data.mkdir(parents=True, exist_ok=True)

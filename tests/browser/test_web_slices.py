@@ -24,6 +24,7 @@ from browsing import (  # noqa: F401 (browser_fixture: the fixture `browser`)
     place,
     start_server,
     wait_for_study,
+    write_sample_phantom,
 )
 from conftest import REPO
 from PIL import Image
@@ -37,14 +38,7 @@ SAMPLES = 40
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A server with the sample phantom imported, its bone surface built, and a room over it."""
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location("sample_phantom", REPO / "sample_data" / "phantom.py")
-    phantom = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(phantom)
-    folder = tmp_path_factory.mktemp("phantom") / "phantom"
-    phantom.write_phantom(folder)  # the parameters `make run` uses
+    folder = write_sample_phantom(tmp_path_factory.mktemp("phantom") / "phantom")  # as `make run` writes it
     server = start_server(tmp_path_factory.mktemp("theatrum") / "data", [folder])
     try:
         api = server.api

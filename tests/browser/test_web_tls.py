@@ -25,6 +25,7 @@ from browsing import (
     create_room,
     require_module,
     wait_for_study,
+    write_sample_phantom,
 )
 from conftest import REPO, free_port, require_tool
 from cryptography import x509
@@ -44,14 +45,7 @@ def spki_hash(cert: Path) -> str:
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory):
     """`theatrum serve --tls --import <sample phantom>`, its admin Api over verified HTTPS, and the certificate."""
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location("sample_phantom", REPO / "sample_data" / "phantom.py")
-    phantom = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(phantom)
-    folder = tmp_path_factory.mktemp("phantom") / "phantom"
-    phantom.write_phantom(folder)
+    folder = write_sample_phantom(tmp_path_factory.mktemp("phantom") / "phantom")  # as `make run` writes it
     data = tmp_path_factory.mktemp("theatrum") / "data"
     data.mkdir()
     port = free_port()
