@@ -189,7 +189,6 @@ function showRoom(room, views, { page, stage, avatars, highlights, toolbox }) {
 		const { event, state } = e.data;
 		if (event.kind === 'pointer.highlight') highlights.add(event, state);
 		else render(state);
-		if (event.kind === 'participant.kick' && event.data.participant === state.you?.id) page.notify('You were removed from this room', 'error');
 	});
 	room.addEventListener('poses', (e) => {
 		if (room.state) avatars.receive(e.data, room.state);
