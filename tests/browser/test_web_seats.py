@@ -330,3 +330,21 @@ def test_a_reviewer_of_the_replay_sees_the_anatomy_from_outside_the_ring(theatre
     finally:
         admin.close()
 
+
+
+def test_a_wrong_admin_token_asks_to_sign_in(served, browser):
+    server, _, _, _ = served
+    page = Client(browser, f"http://127.0.0.1:{server.port}", "token=stale-or-cut-short")
+    try:
+        page.page.locator("#sign-in-section").wait_for(timeout=20_000)
+        said = page.page.inner_text("#sign-in-section")
+        assert "did not accept this login link" in said and "admin-token" in said, said
+        assert page.page.locator("#rooms").count() == 0
+        page.page.fill("#admin-token", server.token)
+        page.page.click("#sign-in")
+        page.page.locator("#rooms").wait_for(state="attached", timeout=20_000)  # the lobby, signed in
+        assert page.page.locator("#sign-in-section").count() == 0
+        # The one console line is the browser reporting the refused request (403), no page error.
+        assert all("status of 403" in e or "status of 401" in e for e in page.errors), page.errors
+    finally:
+        page.close()

@@ -62,7 +62,18 @@ export async function start(root) {
 		return startRoom(root, credentials.invite, { debug, replay: credentials.replay });
 	}
 	if (credentials.view === 'lobby') {
-		const [{ Lobby }, config] = await Promise.all([import('./lobby/lobby.js'), ServerConfig.load(new Api(credentials.admin))]);
+		let config;
+		try {
+			const api = new Api(credentials.admin);
+			await api.get('/api/studies'); // the token is checked here: /api/config is public
+			config = await ServerConfig.load(api);
+		} catch (error) {
+			if (error.status !== 401 && error.status !== 403) throw error;
+			const { SignInPage } = await import('./lobby/sign-in-page.js');
+			window.theatrum.signIn = new SignInPage(root, error.message);
+			return window.theatrum;
+		}
+		const { Lobby } = await import('./lobby/lobby.js');
 		const lobby = new Lobby(root, credentials.admin, config);
 		window.theatrum.lobby = lobby;
 		await lobby.refresh();

@@ -35,6 +35,13 @@ export function enterRoom(inviteToken, { replay = null } = {}) {
 	window.location.reload();
 }
 
+/** Sign in to the lobby with an admin token typed by hand (the login URL's token was wrong or stale). */
+export function signIn(adminToken) {
+	sessionStorage.setItem(KEYS.admin, adminToken.trim());
+	sessionStorage.removeItem(KEYS.invite);
+	window.location.reload();
+}
+
 /** Leave the room view: back to the lobby (admin) or the join page. */
 export function leaveRoom() {
 	sessionStorage.removeItem(KEYS.invite);
