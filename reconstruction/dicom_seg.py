@@ -57,6 +57,7 @@ def read_seg(ref: FileRef) -> Segmentation:
     instances = {str(i.ReferencedSOPInstanceUID) for item in ds.get("ReferencedSeriesSequence", [])
                  for i in item.get("ReferencedInstanceSequence", []) if "ReferencedSOPInstanceUID" in i}
     frames = _frames(ds, source)
+    _check_pixel_data(ds, source)
     maximum = float(ds.get("MaximumFractionalValue", 255)) if fractional else 1.0
 
     def place(volume: Volume) -> list[StructureMask]:
@@ -93,6 +94,20 @@ def _frames(ds, source: str) -> list[tuple[int, np.ndarray]]:
     if len(out) != frames:
         raise SegmentationError(source, f"{frames} frames but {len(out)} per-frame descriptions")
     return out
+
+
+def _check_pixel_data(ds, source: str) -> None:
+    """Raise SegmentationError when native (uncompressed) frames are cut short: BINARY frames are packed 8
+    pixels a byte across frame boundaries, FRACTIONAL ones a byte a pixel. Encapsulated frames are checked as
+    they are decoded."""
+    if "PixelData" not in ds:
+        raise SegmentationError(source, "no frames (PixelData is missing)")
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        return
+    pixels = int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1))
+    expected = (pixels + 7) // 8 if int(ds.get("BitsAllocated", 1)) == 1 else pixels * int(ds.BitsAllocated) // 8
+    if len(ds.PixelData) < expected:
+        raise SegmentationError(source, f"the frames are cut short ({len(ds.PixelData)} of {expected} bytes)")
 
 
 def _item(group, shared, keyword: str):

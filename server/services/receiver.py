@@ -10,8 +10,11 @@ aborted association imports nothing, and neither does one past `max_bytes`.
 Who may send: `peers` lists `AETITLE@host` entries (host an IP address or a name resolved at start); an
 association whose calling AE title and address match no entry is rejected (A-ASSOCIATE-RJ, "calling AE title
 not recognised"). Without peers, any AE title may send from the loopback interface only. At most
-`max_associations` at once; C-ECHO is answered. Only image storage SOP classes that can make a volume are
-accepted (CT, MR, PET, NM, RT Dose, and their enhanced forms), in any transfer syntax.
+`max_associations` at once; C-ECHO is answered. Accepted, in any transfer syntax: the image storage SOP classes
+that can make a volume (CT, MR, PET, NM, RT Dose, and their enhanced forms), and the segmentations of such
+images (Segmentation Storage, RT Structure Set Storage: docs/structures.md), with their images or after them. A
+segmentation is read whole as it arrives (a damaged one is refused like a truncated image); at the release it is
+matched to its study's series as an upload would be, and one that fits none imports nothing of the association.
 
 Privacy: nothing identifying is logged: a line per association names the calling AE title, the peer address,
 the instance count and the pseudonymous study ids; pynetdicom's own logger is held at WARNING (at INFO and
@@ -36,9 +39,12 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom import sop_class as sop
 from pynetdicom.transport import ThreadedAssociationServer
 
+from reconstruction.dicom_seg import read_seg
 from reconstruction.errors import ReconstructionError
 from reconstruction.instance import read_instance
 from reconstruction.pixels import decode_stored
+from reconstruction.rtstruct import read_rtstruct
+from reconstruction.segmentation import RT_STRUCTURE_SET_STORAGE, SEGMENTATION_STORAGE, dicom_storage_class
 from reconstruction.sources import FileRef, Skipped
 from server.services.errors import ServiceError
 from server.services.imports import Library, import_folder
@@ -53,6 +59,7 @@ VOLUME_SOP_CLASSES = (
     sop.PositronEmissionTomographyImageStorage, sop.EnhancedPETImageStorage,
     sop.LegacyConvertedEnhancedPETImageStorage, sop.NuclearMedicineImageStorage, sop.RTDoseStorage,
 )
+SEGMENTATION_SOP_CLASSES = (sop.SegmentationStorage, sop.RTStructureSetStorage)
 # A-ASSOCIATE-RJ: rejected-permanent, by the service user, "calling AE title not recognised".
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)
 
@@ -140,7 +147,7 @@ class DicomReceiver:
         ae = AE(ae_title=self.ae_title)
         ae.maximum_associations = self.max_associations
         ae.acse_timeout, ae.dimse_timeout, ae.network_timeout = 30, 60, 60
-        for uid in VOLUME_SOP_CLASSES:
+        for uid in VOLUME_SOP_CLASSES + SEGMENTATION_SOP_CLASSES:
             ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(sop.Verification)
         handlers = [(evt.EVT_REQUESTED, self._requested), (evt.EVT_C_STORE, self._store),
@@ -241,8 +248,16 @@ class DicomReceiver:
 
 def _problem(path: Path, max_inflated_bytes: int) -> str | None:
     """Why a received file cannot be imported (unreadable header, no pixels, truncated or undecodable
-    pixels), or None."""
-    instance = read_instance(FileRef(path), max_inflated_bytes=max_inflated_bytes)
+    pixels, a segmentation that cannot be read), or None."""
+    ref = FileRef(path)
+    kind = dicom_storage_class(ref)
+    if kind in (SEGMENTATION_STORAGE, RT_STRUCTURE_SET_STORAGE):
+        try:
+            (read_seg if kind == SEGMENTATION_STORAGE else read_rtstruct)(ref)
+        except ReconstructionError as error:
+            return error.problem
+        return None
+    instance = read_instance(ref, max_inflated_bytes=max_inflated_bytes)
     if isinstance(instance, Skipped):
         return instance.reason
     try:

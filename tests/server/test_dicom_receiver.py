@@ -270,3 +270,78 @@ def test_theatrum_serve_receives_dicom_on_its_port_and_refuses_a_bad_peer(tmp_pa
                          text=True, timeout=60)
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
     assert "DICOM peer 'PACS' is not AETITLE@host" in run.stderr
+
+
+# ---- segmentations sent by C-STORE -------------------------------------------------------------------------
+
+LIVER = DICOM / "seg-liver-dcmqi"
+RT_PHANTOM = DICOM / "rtstruct-phantom-rtutils"
+
+
+def segmentation_scu(ae_title: str = "PLANNING") -> AE:
+    from pynetdicom.sop_class import RTStructureSetStorage, SegmentationStorage
+
+    ae = AE(ae_title=ae_title)
+    for uid in (CTImageStorage, SegmentationStorage, RTStructureSetStorage):
+        ae.add_requested_context(uid)
+    return ae
+
+
+async def send_with(ae: AE, port: int, files: list[Path]) -> list[int]:
+    def run() -> list[int]:
+        assoc = ae.associate("127.0.0.1", port, ae_title="THEATRUM")
+        assert assoc.is_established, "the association was not accepted"
+        statuses = [int(assoc.send_c_store(path).Status) for path in files]
+        assoc.release()
+        return statuses
+
+    return await asyncio.to_thread(run)
+
+
+async def until_segmentations(http, app, study_id: str, count: int) -> list[dict]:
+    found: list[dict] = []
+    for _ in range(400):
+        body = await (await http.get(f"/api/studies/{study_id}", headers=admin(app))).json()
+        found = body.get("segmentations", [])
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {count} segmentations in study {study_id}: {found}")
+
+
+async def test_a_seg_sent_with_its_images_and_an_rtstruct_sent_after_them_are_imported(receiver):
+    app, http, _ = receiver
+    port = app[RECEIVER].port
+    liver = sorted(require_path(LIVER / "image", "the dcmqi liver case").iterdir())
+    statuses = await send_with(segmentation_scu(), port, [*liver, LIVER / "seg" / "liver.dcm"])
+    assert statuses == [0x0000] * 4
+    (study,) = await until_studies(http, app, 1)
+    (seg,) = await until_segmentations(http, app, study["id"], 1)
+    assert seg["format"] == "SEG" and [s["name"] for s in seg["structures"]] == ["Liver"]
+
+    # A planning system sends the structure set later, in its own association, after the images.
+    images = sorted(require_path(RT_PHANTOM / "image", "the rt-utils phantom").iterdir())
+    assert await send_with(segmentation_scu(), port, images) == [0x0000] * len(images)
+    await until_studies(http, app, 2)
+    assert await send_with(segmentation_scu(), port, [RT_PHANTOM / "rtstruct" / "rt.dcm"]) == [0x0000]
+    header = pydicom.dcmread(RT_PHANTOM / "rtstruct" / "rt.dcm", stop_before_pixels=True)
+    names = sorted(str(roi.ROIName) for roi in header.StructureSetROISequence)
+    for candidate in await studies(http, app):
+        if candidate["id"] != study["id"]:
+            (rt,) = await until_segmentations(http, app, candidate["id"], 1)
+    assert rt["format"] == "RTSTRUCT" and sorted(s["name"] for s in rt["structures"]) == names
+    assert not list(Path(app[TMP]).iterdir()), "the receiver left files behind"
+
+
+async def test_a_truncated_seg_is_refused_and_a_seg_of_no_stored_study_imports_nothing(receiver, tmp_path):
+    app, http, _ = receiver
+    port = app[RECEIVER].port
+    whole = require_path(LIVER / "seg" / "liver.dcm", "the dcmqi liver case").read_bytes()
+    truncated = tmp_path / "truncated-seg.dcm"
+    truncated.write_bytes(whole[:-2000])  # the frames cut short
+    assert await send_with(segmentation_scu(), port, [truncated]) == [0xC000]
+    # Read whole, but its images never came: nothing to segment, nothing stored.
+    assert await send_with(segmentation_scu(), port, [LIVER / "seg" / "liver.dcm"]) == [0x0000]
+    await asyncio.sleep(0.5)
+    assert await studies(http, app) == [] and app[CATALOG].studies() == []
+    assert not list(Path(app[TMP]).iterdir())
