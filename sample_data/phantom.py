@@ -619,6 +619,31 @@ def render_slice(params: PhantomParameters, k: int, paints: Sequence[Paint] | No
     return image
 
 
+def label_map(params: PhantomParameters, structures: Sequence[str]) -> np.ndarray:
+    """The phantom's parts as a label map on its series' grid, (slices, rows, columns) uint8: voxel value n
+    (1-based) where the centre lies inside a part named ``structures[n - 1]`` (every paint of that name, e.g.
+    both eyes), painted in the anatomy's order; 0 elsewhere. Requires names the anatomy has."""
+    p = params.resolved()
+    known = {paint.name for paint in anatomy()}
+    missing = [name for name in structures if name not in known]
+    if missing:
+        raise ValueError(f"the phantom has no part named {missing}")
+    geometry = slice_geometry(p)
+    slices, rows, columns = p.shape
+    drow, dcol = p.pixel_spacing
+    labels = np.zeros(p.shape, dtype=np.uint8)
+    x = (geometry.positions[0, 0] + np.arange(columns) * dcol)[None, None, :]
+    row_offset = np.arange(rows)[None, :, None] * drow
+    y = geometry.positions[:, 1][:, None, None] + row_offset * geometry.column_direction[1]
+    z = geometry.positions[:, 2][:, None, None] + row_offset * geometry.column_direction[2]
+    for paint in anatomy():
+        if paint.name not in structures:
+            continue
+        inside = paint.shape.sdf(x, y, z) <= 0
+        labels[np.broadcast_to(inside, p.shape)] = structures.index(paint.name) + 1
+    return labels
+
+
 def hu_at(points: np.ndarray, params: PhantomParameters | None = None) -> np.ndarray:
     """The noiseless HU (N,) at LPS points (N, 3) mm, blurred as a series made with ``params`` is."""
     pts = np.asarray(points, dtype=np.float32).reshape(-1, 3)

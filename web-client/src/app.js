@@ -21,9 +21,11 @@ import { MeshLoader } from './scene/mesh-loader.js';
 import { Picker } from './scene/picker.js';
 import { SliceView } from './scene/slice-view.js';
 import { Stage } from './scene/stage.js';
+import { StructureView } from './scene/structure-view.js';
 import { WindowPalette } from './scene/window-palette.js';
 import { ClipTool } from './tools/clip-tool.js';
 import { GrabTool } from './tools/grab-tool.js';
+import { GrowTool } from './tools/grow-tool.js';
 import { MeasureTool } from './tools/measure-tool.js';
 import { NoteTool } from './tools/note-tool.js';
 import { PointTool } from './tools/point-tool.js';
@@ -36,10 +38,12 @@ import { Toolbox } from './tools/toolbox.js';
 import { ViewTool } from './tools/view-tool.js';
 import { AnnotationsPanel } from './ui/annotations-panel.js';
 import { DebugOverlay } from './ui/debug-overlay.js';
+import { HoverName } from './ui/hover-name.js';
 import { LabelField } from './ui/label-field.js';
 import { ParticipantsPanel } from './ui/participants-panel.js';
 import { RoomPage } from './ui/room-page.js';
 import { SlicePanel } from './ui/slice-panel.js';
+import { StructuresPanel } from './ui/structures-panel.js';
 import { Toolbar } from './ui/toolbar.js';
 import { PushToTalk } from './voice/push-to-talk.js';
 import { SpeakingHalos } from './voice/speaking-halos.js';
@@ -119,6 +123,7 @@ async function startRoom(root, token, { debug, replay }) {
 	picker.surfaces = () => slices.quads; // a point may be placed on a slice's image
 	picker.surfaceClipPlanes = clipping.roomPlanes;
 	const palette = new WindowPalette(slices.group);
+	const structures = new StructureView(stage, meshes, { notify });
 
 	// -- the tools, the panels and the inputs --------------------------------------------------------------
 	const label = new LabelField(limits);
@@ -137,10 +142,13 @@ async function startRoom(root, token, { debug, replay }) {
 		onDelete: (id) => context.send('annotation.delete', { id }), onUndo: undo,
 	});
 	const slicePanel = new SlicePanel(page.right, { tool: tools.slice, view: slices, toolbox, maxPlanes: limits.max_slice_planes });
+	const structuresPanel = new StructuresPanel(page.right, { room, toolbox, notify });
 	toolbox.addEventListener('change', () => slices.setHandles(toolbox.active === 'slice' && !toolbox.reason('slice')));
 	const desktop = new DesktopInput(stage, toolbox, { onUndo: undo });
 	const xr = new ImmersiveSession(stage, toolbox, picker, atlas, { onUndo: undo });
 	const follow = new FollowMe(stage, avatars, desktop);
+	new HoverName(page.viewport, { desktop, picker, structures });
+	xr.describe = (hit) => structures.structureAt(hit);
 	if (debug) new DebugOverlay(document.body, stage);
 	const voice = new Voice(room, { notify, headOf: (id, position, quaternion) => avatars.headWorld(id, position, quaternion) });
 	const voicePanel = new VoicePanel(page.right, voice, permissions);
@@ -150,10 +158,13 @@ async function startRoom(root, token, { debug, replay }) {
 	xr.probe();
 
 	// -- the room on screen: every state, the anatomy once, every frame ------------------------------------
-	const views = [desktop, page.status, toolbox, participants, panel, clipping, avatars, follow, tools.grab, annotations, slices, slicePanel, voice, voicePanel, halos];
+	const views = [desktop, page.status, toolbox, participants, panel, clipping, avatars, follow, tools.grab, annotations, slices, slicePanel, structures, structuresPanel, voice, voicePanel, halos];
 	showRoom(room, views, { page, stage, avatars, highlights, toolbox });
 	room.addEventListener('snapshot', (e) => {
-		loadAnatomy(e.data.state.room.meshes, { room, page, stage, meshes, annotations, clipping, slices, desktop, replay });
+		// The room's meshes, and those of the structures grown in it so far (later ones come with structure.add).
+		const grown = [...e.data.state.structures.values()].map((t) => t.mesh);
+		const ids = [...new Set([...e.data.state.room.meshes, ...grown])];
+		loadAnatomy(ids, { room, page, stage, meshes, annotations, clipping, slices, structures, desktop, replay });
 		loadSeries(api, e.data.state.room.id, [tools.slice, slicePanel], notify).then(() => slicePanel.render(room.state));
 		if (!replay) loadVoice(api, e.data.state.room.id, voice, notify);
 	}, { once: true });
@@ -172,7 +183,7 @@ async function startRoom(root, token, { debug, replay }) {
 	stage.start();
 
 	const replayBar = page.replayBar;
-	Object.assign(window.theatrum, { stage, room, meshes, picker, toolbox, tools, avatars, xr, desktop, follow, panel, atlas, replayBar, slices, slicePanel, voice, ready: false, coarse: false });
+	Object.assign(window.theatrum, { stage, room, meshes, picker, toolbox, tools, avatars, xr, desktop, follow, panel, atlas, replayBar, slices, slicePanel, structures, structuresPanel, voice, ready: false, coarse: false });
 	window.__theatrumVoice = voice; // the tests measure what this page hears (Voice.level, .channels)
 	return window.theatrum;
 }
@@ -209,7 +220,7 @@ function showRoom(room, views, { page, stage, avatars, highlights, toolbox }) {
 /** Load the room's meshes, into the page's progress bar. With the first (coarse) picture come the annotations
  * (in the meshes' patient frame), the desktop camera on the patient and the shaders; a replay then starts
  * over from the beginning, so that the review misses nothing of what played before the anatomy was on screen. */
-function loadAnatomy(meshIds, { room, page, stage, meshes, annotations, clipping, slices, desktop, replay }) {
+function loadAnatomy(meshIds, { room, page, stage, meshes, annotations, clipping, slices, structures, desktop, replay }) {
 	return meshes.load(meshIds, {
 		onProgress: (fraction, words) => page.progress.set(fraction, words),
 		onCoarse: () => {
@@ -219,6 +230,7 @@ function loadAnatomy(meshIds, { room, page, stage, meshes, annotations, clipping
 				clipping.render(room.state);
 				annotations.render(room.state);
 				slices.render(room.state);
+				structures.render(room.state);
 			}
 			desktop.frame();
 			precompile(stage);
@@ -226,6 +238,8 @@ function loadAnatomy(meshIds, { room, page, stage, meshes, annotations, clipping
 			if (replay && room.status !== 'refused') room.play({ from: 1 });
 		},
 	}).then(() => {
+		structures.loading = false; // from now on, a structure grown in the room is loaded when it comes
+		if (room.state) structures.render(room.state);
 		stage.invalidate();
 		precompile(stage);
 		setTimeout(() => page.progress.hide(), 400);
@@ -268,6 +282,7 @@ function roomTools(context, permissions, { slices, palette }) {
 		note: toolbox.add(new NoteTool(context)), // after the others: their number keys stay as they were
 		view: toolbox.add(new ViewTool()),
 		slice: toolbox.add(new SliceTool(context, slices, palette)),
+		grow: toolbox.add(new GrowTool(context)),
 	};
 	return { toolbox, tools };
 }

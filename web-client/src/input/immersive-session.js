@@ -58,7 +58,8 @@ export class ImmersiveSession extends EventTarget {
 			return hand;
 		});
 		// The active tool's name, floating above the right controller.
-		this.hud = new LabelLayer(atlas, 2, { height: 0.02, lift: 0.03 });
+		this.hud = new LabelLayer(atlas, 3, { height: 0.02, lift: 0.03 });
+		this.describe = null; // hit -> {name, color} of a named structure, or null (app.js: the StructureView)
 		this.hud.visible = false;
 		stage.scene.add(this.hud);
 		toolbox.addEventListener('change', () => this.showTool());
@@ -128,6 +129,17 @@ export class ImmersiveSession extends EventTarget {
 		if (tool) this.hud.set('tool', tool.title, '#7fc8ff', 0, 0, 0);
 	}
 
+	/** The name of the structure the right hand points at, above its reticle (or none). */
+	showName(hand) {
+		const structure = hand.hovering && this.describe ? this.describe(hand.hit) : null;
+		if (!structure) {
+			this.hud.remove('name');
+			return;
+		}
+		const p = hand.hit.point;
+		this.hud.set('name', structure.name, structure.color, p.x, p.y + 0.02, p.z);
+	}
+
 	/** Per frame while presenting: drive held tools, poll A/B and the thumbstick, hover reticles, the HUD. */
 	update(time) {
 		if (!this.session) return;
@@ -153,7 +165,10 @@ export class ImmersiveSession extends EventTarget {
 					tool.thumbstick(hand, gamepad.axes[STICK_X] ?? 0, gamepad.axes[STICK_Y] ?? 0, dt);
 				}
 			}
-			if (hover) hand.showHover(this.picker.pick(hand.aim().ray, hand.hit, { coarse: true }));
+			if (hover) {
+				hand.showHover(this.picker.pick(hand.aim().ray, hand.hit, { coarse: true }));
+				if (hand.handedness === 'right') this.showName(hand);
+			}
 			if (hand.handedness === 'right') {
 				_p.setFromMatrixPosition(hand.controller.matrixWorld);
 				this.hud.move('tool', _p.x, _p.y, _p.z);

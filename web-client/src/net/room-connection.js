@@ -6,7 +6,7 @@
 // reconnects (a reconnect would silently start the replay over); to seek, play() opens a new socket.
 //
 // Events (EventTarget): 'status' {status, detail}, 'snapshot' {state}, 'event' {event, state},
-// 'poses' {frame}, and in a replay 'replay.end' {seq}. status is 'connecting', 'live', 'reconnecting' or
+// 'poses' {frame}, 'structure.progress' {request, stage, percent}, and in a replay 'replay.end' {seq}. status is 'connecting', 'live', 'reconnecting' or
 // 'refused'; a replay is 'connecting', 'live' (playing), then 'ended', or 'interrupted' or 'refused'.
 import { io } from 'socket.io-client';
 
@@ -67,6 +67,7 @@ export class RoomConnection extends EventTarget {
 		socket.on('snapshot', (snapshot) => this.onSnapshot(snapshot));
 		socket.on('event', (event) => this.onEvent(event));
 		socket.on('poses', (frame) => this.dispatchEvent(new MessageEvent('poses', { data: frame })));
+		socket.on('structure.progress', (progress) => this.dispatchEvent(new MessageEvent('structure.progress', { data: progress })));
 		return socket;
 	}
 

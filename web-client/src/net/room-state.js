@@ -15,6 +15,8 @@ export class RoomState {
 		this.model = { ...state.model };
 		this.locked = Boolean(state.locks?.model);
 		this.follow = state.follow ?? null;
+		this.structures = new Map(Object.entries(state.structures ?? {}).map(([id, t]) => [id, { ...t, versions: { ...t.versions } }]));
+		this.growing = new Map(Object.entries(state.growing ?? {}).map(([id, g]) => [id, { ...g }]));
 		this.voice = new TalkRights(state.voice);
 		this.seq = snapshot.seq;
 		this.head = snapshot.head ?? null;
@@ -58,7 +60,11 @@ function absent(state, pid) {
 }
 
 const APPLY = {
-	'room.open': (s, e) => Object.assign(s.room, e.data),
+	'room.open': (s, e) => {
+		const { structures = [], ...room } = e.data;
+		Object.assign(s.room, room);
+		for (const t of structures) s.structures.set(t.id, structureEntry(t, e.seq));
+	},
 	'room.close': (s) => {
 		s.room.closed = true;
 		s.follow = null;
@@ -140,4 +146,27 @@ const APPLY = {
 	'follow.stop': (s) => {
 		s.follow = null;
 	},
+	'structure.grow': (s, e) => s.growing.set(e.data.request, { author: e.author, name: e.data.name }),
+	'structure.add': (s, e) => {
+		s.growing.delete(e.data.request);
+		s.structures.set(e.data.id, structureEntry(e.data, e.seq));
+	},
+	'structure.fail': (s, e) => s.growing.delete(e.data.request),
+	'structure.style': (s, e) => {
+		const structure = s.structures.get(e.data.mesh);
+		if (!structure) return;
+		for (const key of STYLE_FIELDS) {
+			if (!(key in e.data)) continue;
+			structure[key] = e.data[key];
+			structure.versions[key] = e.seq;
+		}
+		structure.version = e.seq;
+	},
 };
+
+const STYLE_FIELDS = ['visible', 'opacity', 'color'];
+
+/** A named structure as the state keeps it (sessions/state.py structure_entry): shown, opaque, in its colour. */
+function structureEntry({ id, mesh, name, color, volume_ml }, seq) {
+	return { id, mesh, name, color, volume_ml, visible: true, opacity: 1, version: seq, versions: {} };
+}

@@ -8,5 +8,6 @@ export class Hit {
 		this.modelPoint = new Vector3(); // model space (glTF metres)
 		this.distance = 0;
 		this.meshId = null;
+		this.object = null; // the three.js mesh met (its userData names a structure)
 	}
 }

@@ -73,7 +73,8 @@ export class MeshLoader {
 			if (!this.tissues.length) this.patient = PatientFrame.of(gltf.scene);
 			for (const mesh of this.adopt(gltf, meshIds[i])) {
 				const preset = presetOf(mesh);
-				const tissue = this.tissues.find((t) => t.meshId === meshIds[i] && t.preset === preset);
+				const part = partOf(mesh);
+				const tissue = this.tissues.find((t) => t.meshId === meshIds[i] && partOf(t.mesh) === part);
 				if (tissue) {
 					this.stage.modelFrame.remove(tissue.mesh);
 					tissue.mesh = mesh;
@@ -91,8 +92,24 @@ export class MeshLoader {
 			onCoarse();
 		}
 		onProgress(1, 'Ready');
-		this.draco.dispose(); // the decoder workers are no longer needed
 		return this.tissues;
+	}
+
+	/** Load one more mesh of the room at full detail (a structure grown in the room): its surfaces join the
+	 * tissues where the patient already is. Resolves to the new tissues ([] if it was loaded already). */
+	async add(meshId) {
+		if (this.tissues.some((t) => t.meshId === meshId)) return [];
+		this.adding ??= new Map();
+		if (!this.adding.has(meshId)) {
+			const url = `/api/meshes/${encodeURIComponent(meshId)}.glb`;
+			this.adding.set(meshId, this.loader.loadAsync(url).then((gltf) => {
+				const added = this.adopt(gltf, meshId).map((mesh) => new Tissue(meshId, presetOf(mesh), mesh));
+				this.tissues.push(...added);
+				this.stage.invalidate();
+				return added;
+			}).finally(() => this.adding.delete(meshId)));
+		}
+		return this.adding.get(meshId);
 	}
 
 	/** Put a loaded glTF's meshes into model space, with materials that clip and show their cut side. */
@@ -117,6 +134,18 @@ export class MeshLoader {
 	tissueOf(mesh) {
 		return this.tissues.find((t) => t.mesh === mesh || t.proxy === mesh) ?? null;
 	}
+}
+
+/** A named structure's number (the GLB node's extras, docs/structures.md), or null for an iso-surface. */
+export function structureOf(mesh) {
+	const n = mesh.userData?.structure;
+	return Number.isInteger(n) ? n : null;
+}
+
+/** Which surface of its GLB a mesh is: the structure's number, else its preset. */
+function partOf(mesh) {
+	const n = structureOf(mesh);
+	return n === null ? presetOf(mesh) : `structure ${n}`;
 }
 
 function presetOf(mesh) {

@@ -23,6 +23,7 @@ export class Picker {
 		const tissues = this.meshes.tissues;
 		for (let i = 0; i < tissues.length; i++) {
 			const tissue = tissues[i];
+			if (!tissue.mesh.visible) continue; // a hidden structure
 			const mesh = coarse ? tissue.proxy : tissue.mesh;
 			if (mesh.parent === null) mesh.matrixWorld.multiplyMatrices(this.stage.modelFrame.matrixWorld, mesh.matrix);
 			mesh.raycast(raycaster, hits);
@@ -45,6 +46,7 @@ export class Picker {
 			hit.modelPoint.copy(candidate.point).applyMatrix4(_inverse.copy(this.stage.modelFrame.matrixWorld).invert());
 			hit.distance = candidate.distance;
 			hit.meshId = tissue?.meshId ?? candidate.object.userData.sliceId ?? null;
+			hit.object = candidate.object;
 			return true;
 		}
 		return false;

@@ -2,7 +2,7 @@
 // long as the room limits allow (a note may be longer than a label). A tool takes what was typed, once.
 import { h } from './dom.js';
 
-const LABEL_HINT = 'Label for the next point or measurement';
+const LABEL_HINT = 'Label for the next point, measurement or structure';
 const NOTE_HINT = 'Text of the next note';
 
 export class LabelField {

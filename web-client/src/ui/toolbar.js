@@ -22,7 +22,7 @@ export class Toolbar {
 					class: id === box.active ? 'active' : '',
 					'aria-pressed': id === box.active ? 'true' : 'false',
 					disabled: Boolean(reason),
-					title: reason ? `${tool.title}: ${reason}` : `${tool.title} (${i + 1}): ${tool.hint}`,
+					title: reason ? `${tool.title}: ${reason}` : `${tool.title}${i < 9 ? ` (${i + 1})` : ''}: ${tool.hint}`,
 					onclick: () => box.select(id),
 				}, tool.title),
 				reason ? h('small', { class: 'reason', id: `reason-${id}` }, reason) : null);

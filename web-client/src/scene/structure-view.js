@@ -1,0 +1,67 @@
+// The room's named structures on screen (docs/structures.md): each structure is a node of a GLB (its extras
+// name the structure's number), shown or hidden, at the opacity and in the colour the room's state says, the
+// same for everyone. A structure grown in the room arrives as a new GLB (`structure.add`), loaded here.
+import { structureOf } from './mesh-loader.js';
+
+export class StructureView {
+	/** `meshes`: the MeshLoader; `notify(text, level)`: a message. */
+	constructor(stage, meshes, { notify }) {
+		this.stage = stage;
+		this.meshes = meshes;
+		this.notify = notify;
+		this.state = null;
+		this.loading = true; // until the room's anatomy is on screen: it brings the structures known by then
+	}
+
+	/** The tissues (drawn mesh and picking proxy) of structure `id` ("<mesh id>:<number>"). */
+	tissuesOf(id) {
+		const cut = id.lastIndexOf(':');
+		const meshId = id.slice(0, cut);
+		const number = Number(id.slice(cut + 1));
+		return this.meshes.tissues.filter((t) => t.meshId === meshId && structureOf(t.mesh) === number);
+	}
+
+	/** The structure a pick met (a Hit with `object`), or null: an iso-surface or a slice is no structure. */
+	structureAt(hit) {
+		const number = hit.object ? structureOf(hit.object) : null;
+		if (number === null || !this.state) return null;
+		return this.state.structures.get(`${hit.meshId}:${number}`) ?? null;
+	}
+
+	/** Show every structure as the state says, and load the meshes of structures grown since. */
+	render(state) {
+		this.state = state;
+		for (const structure of state.structures.values()) {
+			const tissues = this.tissuesOf(structure.id);
+			if (!tissues.length) this.load(structure.mesh);
+			for (const tissue of tissues) {
+				for (const mesh of new Set([tissue.mesh, tissue.proxy])) style(mesh, structure);
+			}
+		}
+		this.stage.invalidate();
+	}
+
+	/** Load a structure's mesh (once; a mesh already loaded or loading is not fetched again), then show it. */
+	load(meshId) {
+		if (this.loading) return;
+		this.meshes.add(meshId).then((added) => {
+			if (added.length && this.state) this.render(this.state);
+		}).catch((error) => this.notify(`Could not load a structure: ${error.message}`, 'error'));
+	}
+}
+
+/** A mesh in a structure's style: hidden, or drawn in its colour (sRGB "#rrggbb"), see-through below 1. */
+function style(mesh, { visible, opacity, color }) {
+	mesh.visible = Boolean(visible); // the picker skips a hidden structure too
+	const material = mesh.material;
+	const see = opacity < 1;
+	if (material.transparent !== see) material.needsUpdate = true;
+	material.transparent = see;
+	material.opacity = opacity;
+	material.depthWrite = !see;
+	material.color.set(color);
+	// A structure often lies on an iso-surface (a grown skull on the bone surface): drawn just in front of it.
+	material.polygonOffset = true;
+	material.polygonOffsetFactor = -1;
+	material.polygonOffsetUnits = -4;
+}
