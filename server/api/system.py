@@ -61,6 +61,7 @@ async def config(request: web.Request) -> web.Response:
         "pose_limits": asdict(request.app[SETTINGS].pose_limits),
         "permissions": permissions_table(),
         "replay": {"max_speed": MAX_REPLAY_SPEED},
+        "pacs": {"configured": bool(request.app[SETTINGS].pacs_url.strip())},
         "slices": {
             "windows": {"CT": [w.to_json() for w in CT_WINDOWS],
                         "MR": [{"name": name, "low_percentile": low, "high_percentile": high, "body_only": body}

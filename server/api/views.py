@@ -9,15 +9,20 @@ from server.storage.catalog import Catalog
 
 
 def series_view(row: dict) -> dict:
-    return {key: row[key] for key in ("id", "modality", "description", "slices", "rows", "columns", "spacing_mm")}
+    """A series as listings show it, with what its reconstruction warns of (uneven spacing, gaps allowed,
+    dropped duplicates: the volume's warnings, which name no patient)."""
+    return {**{key: row[key] for key in ("id", "modality", "description", "slices", "rows", "columns", "spacing_mm")},
+            "warnings": list(row.get("warnings") or [])}
 
 
-def mesh_view(row: dict) -> dict:
+def mesh_view(row: dict, catalog: Catalog) -> dict:
+    """A mesh as listings show it, with the warnings of the series it was built from."""
+    series = catalog.series(row["series_id"]) if row.get("series_id") else None
     view = {key: row[key] for key in ("id", "study_id", "series_id", "preset", "threshold", "triangles", "vertices",
                                       "bbox_lps_mm")}
     if row.get("segmentation_id"):
         view["segmentation_id"] = row["segmentation_id"]
-    return {**view, "url": f"/api/meshes/{row['id']}.glb"}
+    return {**view, "warnings": list(series["warnings"]) if series else [], "url": f"/api/meshes/{row['id']}.glb"}
 
 
 def job_view(job: dict) -> dict:
@@ -37,5 +42,5 @@ def study_view(catalog: Catalog, row: dict, *, detail: bool) -> dict:
         "segmentations": [segmentation_view(s) for s in catalog.segmentations_of(row["id"])],
     }
     if detail:
-        view["meshes"] = [mesh_view(m) for m in catalog.meshes_of(row["id"])]
+        view["meshes"] = [mesh_view(m, catalog) for m in catalog.meshes_of(row["id"])]
     return view

@@ -138,7 +138,7 @@ def import_folder(library: Library, folder: Path, study: str | None = None) -> d
                 id=pseudo.series(series.uid), study_id=study_id, uid=series.uid, modality=volume.modality,
                 description=volume.description, slices=volume.shape[0], rows=volume.shape[1],
                 columns=volume.shape[2], spacing_mm=[round(s, 6) for s in volume.spacing_mm],
-                input_hash=input_hash(shas))
+                input_hash=input_hash(shas), warnings=tuple(volume.warnings))
             batch.put_series(record)
             studies.setdefault(study_id, []).append(
                 {"id": record.id, "modality": record.modality, "description": record.description,

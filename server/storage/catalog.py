@@ -82,7 +82,9 @@ CREATE INDEX IF NOT EXISTS meshes_study ON meshes(study_id);
 # studies.clean_descriptors: 1 once its descriptions are clean descriptors (every import since they exist; older
 # rows are cleaned at start by server/services/imports.clean_stored_descriptions).
 ADDED_COLUMNS = (("meshes", "params", "TEXT NOT NULL DEFAULT '{}'"),
-                 ("studies", "clean_descriptors", "INTEGER NOT NULL DEFAULT 0"))
+                 ("studies", "clean_descriptors", "INTEGER NOT NULL DEFAULT 0"),
+                 # what the reconstruction of a series warns of (uneven spacing, gaps, dropped duplicates): JSON
+                 ("series", "warnings", "TEXT NOT NULL DEFAULT '[]'"))
 
 # Migrations, by the schema version they lead to (PRAGMA user_version); each runs once, in order.
 MIGRATIONS: dict[int, str] = {
@@ -123,6 +125,13 @@ def postgres_schema() -> list[str]:
     return [ddl(s.replace("ADD COLUMN ", "ADD COLUMN IF NOT EXISTS "), POSTGRESQL) for s in statements]
 
 
+def _series_row(row: dict) -> dict:
+    """A series row with its JSON columns decoded."""
+    row["spacing_mm"] = json.loads(row["spacing_mm"])
+    row["warnings"] = json.loads(row.get("warnings") or "[]")
+    return row
+
+
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 
 
@@ -141,6 +150,7 @@ class SeriesRecord:
     columns: int
     spacing_mm: list[float]
     input_hash: str
+    warnings: tuple[str, ...] = ()  # the reconstruction's warnings about the series (no identifying values)
 
 
 class Catalog:
@@ -229,15 +239,11 @@ class Catalog:
 
     def series_of(self, study_id: str) -> list[dict]:
         rows = self._all("SELECT * FROM series WHERE study_id = ? ORDER BY description, id", (study_id,))
-        for r in rows:
-            r["spacing_mm"] = json.loads(r["spacing_mm"])
-        return rows
+        return [_series_row(r) for r in rows]
 
     def series(self, series_id: str) -> dict | None:
         r = self._one("SELECT * FROM series WHERE id = ?", (series_id,))
-        if r:
-            r["spacing_mm"] = json.loads(r["spacing_mm"])
-        return r
+        return _series_row(r) if r else None
 
     def studies_to_clean(self) -> list[str]:
         """The studies whose descriptions were stored before they were cleaned of the patient's identifiers."""
@@ -399,9 +405,10 @@ class Batch:
         """Add or replace a series row."""
         self._db.execute(
             upsert("series", ("id", "study_id", "uid", "modality", "description", "slices", "rows", "columns",
-                              "spacing_mm", "input_hash")),
+                              "spacing_mm", "input_hash", "warnings")),
             (series.id, series.study_id, series.uid, series.modality, series.description, series.slices,
-             series.rows, series.columns, json.dumps(series.spacing_mm), series.input_hash))
+             series.rows, series.columns, json.dumps(series.spacing_mm), series.input_hash,
+             json.dumps(list(series.warnings))))
 
 
     def add_segmentation(self, segmentation: dict) -> None:

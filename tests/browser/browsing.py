@@ -69,14 +69,17 @@ def write_sample_phantom(folder: Path) -> Path:
     return folder
 
 
-def start_server(data: Path, imports: list[Path], *, timeout: float = 60.0) -> ServerProcess:
+def start_server(data: Path, imports: list[Path], *, timeout: float = 60.0,
+                 env: dict[str, str] | None = None) -> ServerProcess:
     """`theatrum serve --import ...` on a free loopback port, answering /api/health. Requires the console script."""
     data.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log_path = data.parent / f"server-{port}.log"
     log = open(log_path, "ab")  # noqa: SIM115 (closed by ServerProcess.close)
+    extra = env or {}
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "THEATRUM_WORKERS": "2"}
     env.pop("THEATRUM_IMPORTS", None)
+    env.update(extra)
     command = [str(THEATRUM), "serve", "--host", "127.0.0.1", "--port", str(port), "--data", str(data)]
     for path in imports:
         command += ["--import", str(path)]

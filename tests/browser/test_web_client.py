@@ -699,6 +699,7 @@ def test_the_lobby_offers_a_consult_rooms_record_and_its_close(browser, theatrum
         item.locator("button.record-send").click()  # this server has no PACS: said plainly
         page.locator(".toast.error", has_text="Cannot send the record").wait_for(timeout=10_000)
         item.locator("button.close-room").click()
+        item.locator("button.close-room-yes").click()  # "Close the room for everyone?"
         page.locator(".toast", has_text="its consult record is complete").wait_for(timeout=10_000)
         closed = page.locator(f"#rooms li.room[data-id='{room_id}']")
         closed.locator("button.replay-room").wait_for(timeout=10_000)

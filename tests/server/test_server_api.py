@@ -93,6 +93,8 @@ async def test_unknown_ids_are_404_json(client):
 
 async def test_malformed_json_and_wrong_types(client):
     study_id = await upload_regular(client)
+    study = await (await client.get(f"/api/studies/{study_id}", headers=client.h)).json()
+    assert study["series"][0]["warnings"] == []  # a regular series warns of nothing
     url = f"/api/studies/{study_id}/meshes"
     r = await client.post(url, data=b"{not json", headers={**client.h, "Content-Type": "application/json"})
     assert r.status == 400 and (await r.json())["error"] == "malformed_json"
@@ -211,6 +213,8 @@ async def wait_job(client, job_id: str, timeout: float = 240) -> dict:
 
 async def test_reconstruct_cache_and_delivery(client):
     study_id = await upload_regular(client)
+    study = await (await client.get(f"/api/studies/{study_id}", headers=client.h)).json()
+    assert study["series"][0]["warnings"] == []  # a regular series warns of nothing
     url = f"/api/studies/{study_id}/meshes"
     body = {"presets": ["bone"], "target_triangles": 40_000}
     r = await client.post(url, json=body, headers=client.h)
@@ -383,3 +387,32 @@ async def test_descriptions_stored_before_they_were_cleaned_are_cleaned_at_the_n
     text = await (await client.get(f"/api/studies/{study}", headers=auth(app))).text()
     assert "PHANTOM_EXAMPLE" not in text
     assert json.loads(text)["description"] == "*** study" and catalog.studies_to_clean() == []
+
+
+async def test_the_reconstructions_warnings_are_in_the_series_and_mesh_views(client, tmp_path):
+    """The Philips phantom with one slice moved 0.4 mm along the stack: the volume keeps the true positions and
+    warns of uneven spacing; the study's series view and each mesh view say so (before: only the CLI did)."""
+    import pydicom
+
+    files = sorted(p for p in require_path(REGULAR, "the Philips head phantom").iterdir() if p.name != "DIRFILE")
+    folder = tmp_path / "uneven"
+    folder.mkdir()
+    for n, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        if n == len(files) // 2:
+            ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], float(ds.ImagePositionPatient[2]) + 0.4]
+        ds.save_as(folder / path.name)
+    r = await client.post("/api/studies", data=zip_of(folder), headers={**client.h, "Content-Type": "application/zip"})
+    assert r.status == 201, await r.text()
+    study_id = (await r.json())["study_id"]
+    study = await (await client.get(f"/api/studies/{study_id}", headers=client.h)).json()
+    (series,) = study["series"]
+    assert len(series["warnings"]) == 1 and series["warnings"][0].startswith("uneven slice spacing")
+    r = await client.post(f"/api/studies/{study_id}/meshes", json={"presets": ["bone"], "target_triangles": 20_000},
+                          headers=client.h)
+    done = await wait_job(client, (await r.json())["job"]["id"])
+    (mesh_id,) = done["mesh_ids"]
+    mesh = await (await client.get(f"/api/meshes/{mesh_id}", headers=client.h)).json()
+    assert mesh["warnings"] == series["warnings"]
+    listed = await (await client.get(f"/api/studies/{study_id}/meshes", headers=client.h)).json()
+    assert listed["meshes"][0]["warnings"] == series["warnings"]

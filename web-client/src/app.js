@@ -111,6 +111,9 @@ async function startRoom(root, token, { debug, replay }) {
 
 	// -- the 3D scene --------------------------------------------------------------------------------------
 	const stage = new Stage(page.viewport);
+	Object.assign(stage.renderer.domElement, { id: 'view-canvas', tabIndex: 0 }); // the keyboard reaches the 3D view
+	stage.renderer.domElement.setAttribute('role', 'application');
+	stage.renderer.domElement.setAttribute('aria-label', '3D view of the anatomy: drag to turn it, the number keys choose a tool, Ctrl+Z undoes your last annotation');
 	const atlas = new LabelAtlas();
 	const meshes = new MeshLoader(stage, token);
 	const picker = new Picker(stage, meshes);

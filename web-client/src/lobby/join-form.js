@@ -8,8 +8,8 @@ export class JoinForm {
 	/** `maxName`: the room limits' max_name_length, where known (the public page has no config: the server
 	 * then says when a name is too long). */
 	constructor(toasts, { maxName = null } = {}) {
-		const code = h('input', { id: 'join-code', inputmode: 'numeric', autocomplete: 'off', placeholder: '1234 5678', maxlength: 11 });
-		const name = h('input', { id: 'join-name', autocomplete: 'name', placeholder: 'Your name', maxlength: maxName });
+		const code = h('input', { id: 'join-code', 'aria-label': 'Room code', inputmode: 'numeric', autocomplete: 'off', placeholder: '1234 5678', maxlength: 11 });
+		const name = h('input', { id: 'join-name', 'aria-label': 'Your name', autocomplete: 'name', placeholder: 'Your name', maxlength: maxName });
 		const button = h('button', { id: 'join-button', class: 'primary', type: 'submit' }, 'Join');
 		const form = h('form', { class: 'row', onsubmit: async (e) => {
 			e.preventDefault();

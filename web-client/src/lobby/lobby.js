@@ -7,6 +7,7 @@ import { Api } from '../net/api.js';
 import { fill, h } from '../ui/dom.js';
 import { Toasts } from '../ui/toasts.js';
 import { JoinForm } from './join-form.js';
+import { PacsSearch } from './pacs-search.js';
 import { RoomItem } from './room-item.js';
 import { StudyCard } from './study-card.js';
 import { UploadBox } from './upload-box.js';
@@ -40,6 +41,10 @@ export class Lobby {
 		});
 		// A study that arrived another way (the DICOM receiver: a PACS or a modality sent it).
 		this.socket.on('studies', () => this.refresh().catch(() => {}));
+		if (config.pacs.configured) {
+			this.pacs = new PacsSearch(this);
+			root.querySelector('main.lobby').insertBefore(this.pacs.element, join.element);
+		}
 	}
 
 	async refresh() {
@@ -59,6 +64,12 @@ export class Lobby {
 	async uploaded(result) {
 		await this.refresh();
 		this.cards.get(result.study_id)?.element.scrollIntoView({ block: 'nearest' });
+	}
+
+	/** A study was deleted: its card goes (a refresh would not bring it back). */
+	removed(studyId) {
+		this.cards.get(studyId)?.element.remove();
+		this.cards.delete(studyId);
 	}
 
 	watch(jobId, card) {

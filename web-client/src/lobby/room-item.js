@@ -2,6 +2,7 @@
 // room is replayed instead (a training review, in this tab). A consult room also offers its consult record (a
 // DICOM SR for the patient's chart): download it, or send it to the PACS.
 import { enterRoom } from '../net/credentials.js';
+import { confirmButton } from '../ui/confirm.js';
 import { fill, h } from '../ui/dom.js';
 import { DEFAULT_REPLAY_SPEED, REPLAY_SPEEDS } from '../ui/replay-bar.js';
 
@@ -16,9 +17,15 @@ export class RoomItem {
 				h('span', { class: 'muted' }, ` ${room.mode} · ${room.present} present · seq ${room.seq}${room.closed ? ' · closed' : ''}`),
 				room.closed ? this.replayControls() : [
 					h('button', { class: 'show-invites', onclick: () => this.loadInvites() }, 'Invites'),
-					h('button', { class: 'close-room', onclick: () => this.close() }, 'Close')],
-				room.mode === 'consult' ? this.recordControls() : null),
+					confirmButton({ label: 'Close room', className: 'close-room', yes: 'Close it',
+						question: 'Close the room for everyone? No one can join or add to it afterwards.',
+						onConfirm: () => this.close() })],
+				room.mode === 'consult' ? this.recordControls() : null,
+				h('button', { class: 'export-ledger', title: 'The room\'s signed event log (a ledger bundle, zip)', onclick: (e) => this.exportLedger(e.target) }, 'Export ledger')),
+			h('small', { class: 'muted verify-hint', hidden: true }, 'Verify it offline, on any machine: ', h('code', {}, 'theatrum verify FILE.zip'),
+				' checks every event against the signed checkpoints (docs/ledger.md).'),
 			this.invites);
+		this.verifyHint = this.element.querySelector('.verify-hint');
 		this.element.room = this;
 	}
 
@@ -27,6 +34,19 @@ export class RoomItem {
 		return [
 			h('button', { class: 'record-download', title: 'The consult record (DICOM SR) of this room\'s annotations', onclick: () => this.downloadRecord() }, 'Record'),
 			h('button', { class: 'record-send', title: 'Store the consult record on the PACS', onclick: (e) => this.sendRecord(e.target) }, 'Send to PACS')];
+	}
+
+	/** Download the room's ledger bundle, and say how to check it. */
+	async exportLedger(button) {
+		button.disabled = true;
+		try {
+			await this.lobby.api.save(`/api/rooms/${this.room.id}/export`, `${this.room.id}-ledger.zip`);
+			this.verifyHint.hidden = false;
+		} catch (error) {
+			this.lobby.toasts.say(`Cannot export the ledger: ${error.message}`, 'error');
+		} finally {
+			button.disabled = false;
+		}
 	}
 
 	async downloadRecord() {
@@ -77,7 +97,7 @@ export class RoomItem {
 		fill(this.invites, Object.values(invites).map((invite) => {
 			const qr = h('img', { class: 'qr', alt: `QR code of the ${invite.role} invite`, width: 132, height: 132 });
 			if (invite.qr) this.lobby.api.blobUrl(invite.qr).then((url) => { qr.src = url; }).catch(() => { qr.alt = 'QR code unavailable'; });
-			const link = h('input', { class: 'invite-link', readonly: true, value: invite.link });
+			const link = h('input', { class: 'invite-link', readonly: true, value: invite.link, 'aria-label': `Link of the ${invite.role} invite` });
 			return h('div', { class: 'invite', 'data-role': invite.role },
 				invite.qr ? qr : null,
 				h('div', { class: 'invite-text' },

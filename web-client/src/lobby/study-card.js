@@ -5,6 +5,7 @@ import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
 
 import { MeshLoader } from '../scene/mesh-loader.js';
 import { Stage } from '../scene/stage.js';
+import { confirmButton } from '../ui/confirm.js';
 import { fill, h } from '../ui/dom.js';
 import { ProgressBar } from '../ui/progress-bar.js';
 
@@ -15,6 +16,8 @@ export class StudyCard {
 		this.lobby = lobby;
 		this.element = h('li', { class: 'study', 'data-id': study.id });
 		this.preview = null;
+		// One preview box for the card's life: an update (a refresh after an upload, a new mesh) keeps its view.
+		this.previewBox = h('div', { class: 'preview', hidden: true, role: 'img', 'aria-label': '3D preview of the study\'s meshes (drag to turn)' });
 		this.update(study);
 	}
 
@@ -29,20 +32,25 @@ export class StudyCard {
 		this.budget = h('select', { class: 'budget', 'aria-label': 'Triangle budget per tissue' },
 			budgets.choices.map((b) => h('option', { value: b, selected: b === budgets.default }, `${b / 1000}k triangles`)));
 		this.reconstructButton = h('button', { class: 'reconstruct primary', onclick: () => this.reconstruct() }, 'Reconstruct');
-		const jobBox = h('div', { class: 'job' });
-		this.jobProgress = new ProgressBar(jobBox, { className: 'job-progress' });
+		const jobBox = h('div', { class: 'job row' });
+		this.jobProgress = new ProgressBar(jobBox, { className: 'job-progress', label: 'Reconstruction' });
 		this.jobProgress.hide();
+		this.cancelButton = h('button', { class: 'cancel-job', hidden: true, onclick: () => this.cancel() }, 'Cancel');
+		jobBox.append(this.cancelButton);
 		this.meshList = h('ul', { class: 'meshes' });
-		this.previewBox = h('div', { class: 'preview', hidden: true });
-		this.roomTitle = h('input', { class: 'room-title', placeholder: 'Room title (no patient names)', value: study.description || '' });
-		this.roomMode = h('select', { class: 'room-mode', onchange: () => this.renderMeshes() },
+		this.roomTitle = h('input', { class: 'room-title', 'aria-label': 'Room title', placeholder: 'Room title (no patient names)', value: study.description || '' });
+		this.roomMode = h('select', { class: 'room-mode', 'aria-label': 'Room mode', onchange: () => this.renderMeshes() },
 			h('option', { value: 'training' }, 'Training (de-identified)'), h('option', { value: 'consult' }, 'Consult'));
 		this.createButton = h('button', { class: 'create-room primary', onclick: () => this.createRoom() }, 'Create room');
 		fill(this.element,
-			h('div', { class: 'study-head' },
+			h('div', { class: 'study-head row' },
 				h('strong', {}, study.description || 'Untitled study'),
 				h('span', { class: 'muted' }, ` ${study.modalities.join('/')} · ${study.instances} instances`
-					+ (series ? ` · ${series.description || 'series'}: ${series.slices} slices ${series.rows}×${series.columns}` : ''))),
+					+ (series ? ` · ${series.description || 'series'}: ${series.slices} slices ${series.rows}×${series.columns}` : '')),
+				confirmButton({ label: 'Delete study', className: 'delete-study', yes: 'Delete it',
+					question: 'Delete the study, its images and meshes from this server? Rooms made from it keep their logs.',
+					onConfirm: () => this.remove() })),
+			this.warnings(study),
 			h('div', { class: 'row reconstruct-row' }, this.presetBoxes.map((box) => h('label', { class: 'check' }, box, box.value)), this.budget, this.reconstructButton),
 			jobBox,
 			this.meshList,
@@ -50,6 +58,13 @@ export class StudyCard {
 			h('div', { class: 'row create-row' }, this.roomTitle, this.roomMode, this.createButton));
 		this.renderMeshes();
 		if (study.meshes?.length) this.showPreview();
+	}
+
+	/** What the reconstruction of each series warns of (uneven spacing, gaps allowed, duplicates dropped). */
+	warnings(study) {
+		const said = study.series.flatMap((s) => (s.warnings ?? []).map((w) => `${s.description || 'series'}: ${w}`));
+		if (!said.length) return null;
+		return h('ul', { class: 'warnings', 'aria-label': 'Reconstruction warnings' }, said.map((w) => h('li', {}, `⚠ ${w}`)));
 	}
 
 	/** The meshes to choose for a room; a training room takes none that can show the face (the server's
@@ -106,9 +121,34 @@ export class StudyCard {
 		}
 	}
 
+	/** Stop the running reconstruction (DELETE /api/jobs/{id}); the job's event says it is cancelled. */
+	async cancel() {
+		if (!this.job) return;
+		this.cancelButton.disabled = true;
+		try {
+			this.onJob(await this.lobby.api.delete(`/api/jobs/${this.job.id}`));
+		} catch (error) {
+			this.lobby.toasts.say(`Cannot cancel: ${error.message}`, 'error');
+		} finally {
+			this.cancelButton.disabled = false;
+		}
+	}
+
+	/** Delete the study from the server (DELETE /api/studies/{id}: its running jobs are cancelled first). */
+	async remove() {
+		try {
+			await this.lobby.api.delete(`/api/studies/${this.study.id}`);
+			this.lobby.removed(this.study.id);
+			this.lobby.toasts.say(`Study "${this.study.description || 'Untitled study'}" deleted`, 'info');
+		} catch (error) {
+			this.lobby.toasts.say(`Cannot delete the study: ${error.message}`, 'error');
+		}
+	}
+
 	onJob(job) {
 		if (this.job?.id !== job.id || this.job.finished) return;
 		this.job = job;
+		this.cancelButton.hidden = !['queued', 'running'].includes(job.state);
 		this.jobProgress.set((job.percent ?? 0) / 100, `${job.state}${job.stage ? `: ${job.stage}` : ''}`);
 		this.jobProgress.element.dataset.state = job.state;
 		if (job.state === 'done') {
@@ -116,6 +156,7 @@ export class StudyCard {
 			this.done();
 		} else if (job.state === 'failed' || job.state === 'cancelled') {
 			job.finished = true;
+			this.cancelButton.hidden = true;
 			this.jobProgress.set(0, `${job.state}: ${job.error ?? ''}`);
 			this.reconstructButton.disabled = false;
 		}

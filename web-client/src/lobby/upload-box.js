@@ -9,12 +9,15 @@ export class UploadBox {
 		this.api = api;
 		this.toasts = toasts;
 		this.onUploaded = onUploaded;
-		this.fileInput = h('input', { id: 'upload-input', type: 'file', multiple: true, onchange: () => this.upload([...this.fileInput.files]) });
-		this.folderInput = h('input', { id: 'upload-folder', type: 'file', webkitdirectory: true, onchange: () => this.upload([...this.folderInput.files]) });
+		// The pickers are buttons (the keyboard reaches them) that open the hidden file inputs.
+		this.fileInput = h('input', { id: 'upload-input', type: 'file', multiple: true, 'aria-label': 'DICOM files or a .zip', onchange: () => this.upload([...this.fileInput.files]) });
+		this.folderInput = h('input', { id: 'upload-folder', type: 'file', webkitdirectory: true, 'aria-label': 'A folder of DICOM files', onchange: () => this.upload([...this.folderInput.files]) });
 		const drop = h('div', { id: 'dropzone', class: 'dropzone' },
-			h('p', {}, 'Drop DICOM files, folders or a .zip here'),
-			h('p', { class: 'muted' }, h('label', { class: 'link' }, 'choose files', this.fileInput), ' · ',
-				h('label', { class: 'link' }, 'choose a folder', this.folderInput)));
+			h('p', {}, 'Drop DICOM files, folders or a .zip here, or'),
+			h('p', { class: 'row centred' },
+				h('button', { type: 'button', id: 'upload-files', onclick: () => this.fileInput.click() }, 'Choose files'),
+				h('button', { type: 'button', id: 'upload-folder-button', onclick: () => this.folderInput.click() }, 'Choose a folder'),
+				this.fileInput, this.folderInput));
 		drop.addEventListener('dragover', (e) => {
 			e.preventDefault();
 			drop.classList.add('over');
@@ -26,7 +29,7 @@ export class UploadBox {
 			this.upload(await droppedFiles(e.dataTransfer));
 		});
 		const progressBox = h('div', { class: 'upload' });
-		this.progress = new ProgressBar(progressBox, { id: 'upload-progress' });
+		this.progress = new ProgressBar(progressBox, { id: 'upload-progress', label: 'Upload' });
 		this.progress.hide();
 		this.result = h('p', { id: 'upload-result', class: 'muted' });
 		this.elements = [drop, progressBox, this.result];

@@ -35,6 +35,10 @@ export class Api {
 		return this.json('POST', path, body);
 	}
 
+	delete(path) {
+		return this.json('DELETE', path);
+	}
+
 	/** POST files as multipart/form-data; onProgress(sentBytes, totalBytes). Resolves to the JSON answer. */
 	upload(path, files, onProgress) {
 		const form = new FormData();

@@ -13,6 +13,7 @@ export class ServerConfig {
 		this.limits = served.room_limits; // every RoomLimits field, by its server name
 		this.permissions = new Permissions(served.permissions);
 		this.slices = served.slices; // {windows: {CT: [{name, window, level}], MR: [...]}, px: {min, max, coarse, full}}
+		this.pacs = served.pacs ?? { configured: false }; // whether THEATRUM_PACS_URL names a PACS to search
 	}
 
 	/** The config, through `api` (an Api with the admin token or an invite). */

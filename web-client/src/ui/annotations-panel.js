@@ -22,7 +22,7 @@ export class AnnotationsPanel {
 		this.list = h('ol', { id: 'annotations', class: 'annotations' });
 		this.count = h('span', { class: 'muted', id: 'annotation-count' });
 
-		this.axis = h('select', { id: 'clip-axis', onchange: () => {
+		this.axis = h('select', { id: 'clip-axis', 'aria-label': 'Clip plane axis', onchange: () => {
 			clipTool.setAxis(this.axis.value);
 			this.syncSlider();
 		} }, Object.entries(AXES).map(([key, axis]) => h('option', { value: key }, axis.title)));

@@ -1,7 +1,8 @@
 // Who is in the room (name, role colour, present, muted), and the moderation controls the server's permissions
 // give my role (an instructor's): lock and unlock the model, follow-me, and for each other participant
-// mute/unmute and change of role (promote).
+// mute/unmute, change of role (promote), and removal from the room (kick, after a confirmation).
 import { ROLE_COLORS } from '../role-colors.js';
+import { confirmButton } from './confirm.js';
 import { fill, h } from './dom.js';
 
 export class ParticipantsPanel {
@@ -46,6 +47,11 @@ export class ParticipantsPanel {
 					onchange: () => this.send('participant.role', { participant: p.id, role: select.value }),
 				}, this.permissions.roles.map((r) => h('option', { value: r, selected: r === p.role }, r)));
 				controls.push(select);
+			}
+			if (p.id !== me?.id && p.role !== 'instructor' && allowed('participant.kick')) {
+				controls.push(confirmButton({ label: 'Remove', className: 'kick', yes: 'Remove',
+					question: `Remove ${p.name} from the room? Their invite and the room code stop working for them.`,
+					onConfirm: () => this.send('participant.kick', { participant: p.id }) }));
 			}
 			return h('li', { 'data-id': p.id, 'data-role': p.role, class: p.present ? 'present' : 'absent' },
 				h('span', { class: 'dot', style: { background: ROLE_COLORS[p.role] } }),

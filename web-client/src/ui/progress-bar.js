@@ -2,10 +2,10 @@
 import { h } from './dom.js';
 
 export class ProgressBar {
-	constructor(parent, { id = null, className = '' } = {}) {
+	constructor(parent, { id = null, className = '', label = 'Progress' } = {}) {
 		this.bar = h('div', { class: 'bar-fill' });
 		this.words = h('span', { class: 'bar-words' });
-		this.element = h('div', { class: `progress ${className}`, id, role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100 },
+		this.element = h('div', { class: `progress ${className}`, id, role: 'progressbar', 'aria-label': label, 'aria-valuemin': 0, 'aria-valuemax': 100 },
 			h('div', { class: 'bar' }, this.bar), this.words);
 		parent.append(this.element);
 	}

@@ -17,8 +17,16 @@ export class RoomPage {
 		this.right = h('div', { class: 'right' });
 		this.status = new StatusBar(root, { onEnterVR, onLeave });
 		this.replayBar = replay ? new ReplayBar(root, { speed: replay.speed, onPlay }) : null;
-		root.append(h('div', { class: 'room-body' }, this.left, this.viewport, this.right));
-		this.progress = new ProgressBar(this.viewport, { id: 'mesh-progress', className: 'overlay' });
+		// On a small screen (a phone) the tool column and the panels fold away behind these two buttons.
+		const toggle = (id, words, name) => h('button', { id, 'aria-expanded': 'false', 'aria-controls': name, onclick: (e) => {
+			const open = document.body.classList.toggle(`${name}-open`);
+			e.currentTarget.setAttribute('aria-expanded', String(open));
+		} }, words);
+		this.left.id = 'tools-column';
+		this.right.id = 'panels-column';
+		root.append(h('div', { class: 'small-screen-bar' }, toggle('toggle-tools', 'Tools', 'tools-column'), toggle('toggle-panels', 'Panels', 'panels-column')),
+			h('div', { class: 'room-body' }, this.left, this.viewport, this.right));
+		this.progress = new ProgressBar(this.viewport, { id: 'mesh-progress', className: 'overlay', label: 'Loading the anatomy' });
 		this.progress.set(0, 'Connecting');
 	}
 
