@@ -629,7 +629,7 @@ def label_map(params: PhantomParameters, structures: Sequence[str]) -> np.ndarra
     if missing:
         raise ValueError(f"the phantom has no part named {missing}")
     geometry = slice_geometry(p)
-    slices, rows, columns = p.shape
+    _, rows, columns = p.shape
     drow, dcol = p.pixel_spacing
     labels = np.zeros(p.shape, dtype=np.uint8)
     x = (geometry.positions[0, 0] + np.arange(columns) * dcol)[None, None, :]

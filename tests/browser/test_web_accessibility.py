@@ -44,7 +44,8 @@ def axe_violations(client: Client) -> list[dict]:
     """axe-core's serious and critical violations on the page as it is now (WCAG 2 A and AA rules)."""
     client.page.add_script_tag(path=str(require_path(AXE, "axe-core (npm ci in web-client)")))
     found = client.js("""async () => {
-        const result = await axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } });
+        const tags = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'];
+        const result = await axe.run(document, { runOnly: { type: 'tag', values: tags } });
         return result.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help,
             nodes: v.nodes.slice(0, 5).map((n) => n.target.join(' ')) }));
     }""")
@@ -102,8 +103,8 @@ def tab_through(client: Client, limit: int = 400) -> list[str]:
     seen: list[str] = []
     for _ in range(limit):
         client.page.keyboard.press("Tab")
-        name = client.js("""(() => { const e = document.activeElement;
-            return e === document.body ? null : (e.id || e.getAttribute('aria-label') || e.className || e.tagName); })()""")
+        name = client.js("""(() => { const e = document.activeElement; if (e === document.body) return null;
+            return e.id || e.getAttribute('aria-label') || e.className || e.tagName; })()""")
         if name is None or (seen and name == seen[0]):
             break
         seen.append(name)

@@ -261,7 +261,8 @@ def test_a_headset_shows_the_name_of_the_structure_it_points_at(served, browser)
     reticle; aimed at the air, no name."""
     server, _, room, _ = served
     url = f"http://127.0.0.1:{server.port}"
-    headset = Client(browser, url, f"invite={room['invites']['instructor']['token']}&xr-emulate=quest3", name="Dr Colombo")
+    query = f"invite={room['invites']['instructor']['token']}&xr-emulate=quest3"
+    headset = Client(browser, url, query, name="Dr Colombo")
     try:
         headset.wait_ready()
         headset.page.click("#enter-vr")
@@ -271,11 +272,13 @@ def test_a_headset_shows_the_name_of_the_structure_it_points_at(served, browser)
             const V = stage.camera.position.constructor;
             const m = stage.modelFrame.matrixWorld;
             // The right eye above its lens (LPS -32, -64, 13 mm: glTF 0.001 (L, S, -P)), and a point in front.
-            return [new V(-0.032, 0.013, 0.064).applyMatrix4(m).toArray(), new V(-0.032, 0.013, 0.6).applyMatrix4(m).toArray()];
+            const at = (z) => new V(-0.032, 0.013, z).applyMatrix4(m).toArray();
+            return [at(0.064), at(0.6)];
         }""")
         place(headset, "head", [behind[0], behind[1] + 0.1, behind[2]], eye)
         place(headset, "right", [behind[0], behind[1] - 0.1, behind[2]], eye)
-        headset.page.wait_for_function("theatrum.xr.hud.entries.get('name')?.text === 'Eyes'", polling=100, timeout=20_000)
+        named = "theatrum.xr.hud.entries.get('name')?.text === 'Eyes'"
+        headset.page.wait_for_function(named, polling=100, timeout=20_000)
         place(headset, "right", [behind[0], behind[1] - 0.1, behind[2]], [behind[0], behind[1] + 2, behind[2]])
         headset.page.wait_for_function("!theatrum.xr.hud.has('name')", polling=100, timeout=20_000)
     finally:
