@@ -186,7 +186,7 @@ async function startRoom(root, token, { debug, replay }) {
 	stage.start();
 
 	const replayBar = page.replayBar;
-	Object.assign(window.theatrum, { stage, room, meshes, picker, toolbox, tools, avatars, xr, desktop, follow, panel, atlas, replayBar, slices, slicePanel, structures, structuresPanel, voice, ready: false, coarse: false });
+	Object.assign(window.theatrum, { stage, room, meshes, picker, toolbox, tools, avatars, annotations, xr, desktop, follow, panel, atlas, replayBar, slices, slicePanel, structures, structuresPanel, voice, ready: false, coarse: false });
 	window.__theatrumVoice = voice; // the tests measure what this page hears (Voice.level, .channels)
 	return window.theatrum;
 }

@@ -13,6 +13,9 @@ const POINT_RADIUS = 0.0025; // m
 const END_RADIUS = 0.0016;
 const MEASURE_RADIUS = 0.0006;
 const STROKE_RADIUS = 0.0009;
+// A marker is never smaller on screen than this (radius / distance, in the world): a point placed from across
+// the table stays visible; close up, its own radius holds.
+const MIN_MARKER_ANGLE = 0.006;
 
 const _a = new Vector3();
 const _b = new Vector3();
@@ -22,6 +25,7 @@ const _scale = new Vector3();
 const _q = new Quaternion();
 const _m = new Matrix4();
 const _color = new Color();
+const _eye = new Vector3();
 const UP = new Vector3(0, 1, 0);
 
 function markers(capacity) {
@@ -42,7 +46,29 @@ export class AnnotationView {
 		this.segments = segments(1024);
 		this.labels = new LabelLayer(atlas, 128, { height: 0.014, lift: 0.004 });
 		this.group.add(this.markers, this.segments, this.labels);
+		this.bases = new Float32Array(256 * 4); // each marker's model-space centre and radius
 		stage.modelFrame.add(this.group);
+		stage.beforeRender((camera) => this.fit(camera));
+	}
+
+	/** What depends on the viewpoint, before a frame is drawn: markers kept visible from afar, labels that
+	 * would cover nearer ones moved up. */
+	fit(camera) {
+		if (!this.markers.count && !this.labels.count) return;
+		this.group.updateWorldMatrix(true, false);
+		const world = this.group.matrixWorld;
+		const scale = world.getMaxScaleOnAxis();
+		_eye.setFromMatrixPosition(camera.matrixWorld);
+		const b = this.bases;
+		for (let i = 0; i < this.markers.count; i++) {
+			_a.set(b[4 * i], b[4 * i + 1], b[4 * i + 2]);
+			const distance = _b.copy(_a).applyMatrix4(world).distanceTo(_eye);
+			const radius = Math.max(b[4 * i + 3], (distance * MIN_MARKER_ANGLE) / scale);
+			_m.makeScale(radius, radius, radius).setPosition(_a);
+			this.markers.setMatrixAt(i, _m);
+		}
+		this.markers.instanceMatrix.needsUpdate = true;
+		this.labelRects = this.labels.declutter(camera);
 	}
 
 	/** Rebuild from the room state. */
@@ -101,6 +127,12 @@ export class AnnotationView {
 	}
 
 	marker(index, at, radius) {
+		if (this.bases.length < 4 * (index + 1)) {
+			const grown = new Float32Array(Math.max(this.bases.length * 2, 4 * (index + 1)));
+			grown.set(this.bases);
+			this.bases = grown;
+		}
+		this.bases.set([at.x, at.y, at.z, radius], 4 * index);
 		_m.makeScale(radius, radius, radius).setPosition(at);
 		this.markers.setMatrixAt(index, _m);
 		this.markers.setColorAt(index, _color);

@@ -177,6 +177,11 @@ export class Stage {
 	}
 
 	/** Call fn(timeMs, dtSeconds, xrFrame) every frame. */
+	/** fn(camera) just before each frame that is drawn (what depends on the viewpoint: sizes, overlaps). */
+	beforeRender(fn) {
+		(this.renderCallbacks ??= []).push(fn);
+	}
+
 	onFrame(fn) {
 		this.frameCallbacks.push(fn);
 	}
@@ -199,6 +204,8 @@ export class Stage {
 		for (let i = 0; i < callbacks.length; i++) callbacks[i](time, dt, xrFrame);
 		if (!this.dirty && !this.renderer.xr.isPresenting) return;
 		this.dirty = false;
+		const before = this.renderCallbacks ?? [];
+		for (let i = 0; i < before.length; i++) before[i](this.camera);
 		this.renderer.render(this.scene, this.camera);
 		this.renders += 1;
 		const spent = performance.now() - begin;
