@@ -341,6 +341,7 @@ async def test_config_is_public_and_carries_the_servers_own_tables(aiohttp_clien
     assert config["room_limits"]["max_label_length"] == 123 and config["room_limits"]["max_title_length"] == 200
     assert config["pose_limits"]["expire_s"] == app[SETTINGS].pose_limits.expire_s
     assert config["room_limits"]["max_slice_planes"] == 3
+    assert config["pacs"] == {"configured": False}  # no THEATRUM_PACS_URL: the lobby offers no PACS search
     assert config["slices"]["windows"]["CT"][0] == {"name": "bone", "window": 1800.0, "level": 400.0}
     assert config["slices"]["px"] == {"min": 16, "max": 2048, "coarse": 128, "full": 512}
     table = config["permissions"]
