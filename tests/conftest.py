@@ -192,3 +192,20 @@ def pg_url(postgres_server: str) -> str:
     with psycopg.connect(postgres_server, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return postgres_server.rsplit("/", 1)[0] + "/" + name
+
+
+def write_uneven_philips(folder: Path) -> Path:
+    """The Philips phantom's regular series (real data) with its middle slice moved 0.4 mm along the stack, into
+    `folder`: the volume keeps the true positions and warns of uneven spacing. Returns the folder."""
+    import pydicom
+
+    regular = require_path(DICOM / "ct-head-phantom-philips" / "DICOM" / "S21570" / "S2010", "the Philips phantom")
+    files = sorted(p for p in regular.iterdir() if p.name != "DIRFILE")
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        if n == len(files) // 2:
+            ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], float(ds.ImagePositionPatient[2]) + 0.4]
+        ds.save_as(folder / path.name)
+    return folder
+

@@ -8,6 +8,7 @@ private data folder; `--import` puts the Philips head phantom in its library at 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import math
@@ -120,6 +121,25 @@ def build_meshes(api: Api, server: ServerProcess, study_id: str, request: dict) 
     job = api.wait_job(answer["job"]["id"], lambda j: j["state"] in ("done", "failed", "cancelled"), server=server)
     assert job["state"] == "done", job
     return [api.get(f"/api/meshes/{mesh_id}").json() for mesh_id in job["mesh_ids"]]
+
+
+@contextlib.contextmanager
+def phantom_room(tmp_path_factory, *, title: str, prepare=None):
+    """A server with the sample phantom (as `make run` writes it), its bone surface and a training room over
+    them: yields (server, api, study, room). `prepare(api, server, study)`, if given, returns more mesh ids
+    for the room (built after the bone). The server is stopped on exit."""
+    folder = write_sample_phantom(tmp_path_factory.mktemp("phantom") / "phantom")
+    server = start_server(tmp_path_factory.mktemp("theatrum") / "data", [folder])
+    try:
+        api = server.api
+        study = wait_for_study(api, server)
+        bone = build_meshes(api, server, study["id"], {"presets": ["bone"], "target_triangles": TEST_TRIANGLES})
+        more = prepare(api, server, study) if prepare else []
+        room = create_room(api, study["id"], [bone[0]["id"], *more], title=title)
+        yield server, api, study, room
+    finally:
+        if server.stop() is None:
+            server.kill_group()
 
 
 def create_room(api: Api, study_id: str, mesh_ids: list[str], *, mode: str = "training",

@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import pytest
 from browsing import (  # noqa: F401 (browser_fixture: the fixture `browser`)
-    TEST_TRIANGLES,
     Client,
     browser_fixture,
-    build_meshes,
-    create_room,
-    start_server,
-    wait_for_study,
-    write_sample_phantom,
+    phantom_room,
 )
 from conftest import DICOM, REPO, require_path
 
@@ -27,17 +22,8 @@ PHONE = {"width": 390, "height": 844}
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    folder = write_sample_phantom(tmp_path_factory.mktemp("phantom") / "phantom")
-    server = start_server(tmp_path_factory.mktemp("theatrum") / "data", [folder])
-    try:
-        api = server.api
-        study = wait_for_study(api, server)
-        bone = build_meshes(api, server, study["id"], {"presets": ["bone"], "target_triangles": TEST_TRIANGLES})
-        room = create_room(api, study["id"], [bone[0]["id"]], title="Accessible class")
-        yield server, api, study, room
-    finally:
-        if server.stop() is None:
-            server.kill_group()
+    with phantom_room(tmp_path_factory, title="Accessible class") as served:
+        yield served
 
 
 def axe_violations(client: Client) -> list[dict]:

@@ -12,14 +12,10 @@ import subprocess
 import pydicom
 import pytest
 from browsing import (  # noqa: F401 (browser_fixture: the fixture `browser`)
-    TEST_TRIANGLES,
     Client,
     browser_fixture,
-    build_meshes,
-    create_room,
+    phantom_room,
     start_server,
-    wait_for_study,
-    write_sample_phantom,
 )
 from conftest import REPO
 from orthanc import orthanc_fixture, phantom_files  # noqa: F401 (orthanc_fixture: the fixture `orthanc`)
@@ -30,17 +26,8 @@ ARTIFACTS = REPO / "tests" / "artifacts"
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    folder = write_sample_phantom(tmp_path_factory.mktemp("phantom") / "phantom")
-    server = start_server(tmp_path_factory.mktemp("theatrum") / "data", [folder])
-    try:
-        api = server.api
-        study = wait_for_study(api, server)
-        bone = build_meshes(api, server, study["id"], {"presets": ["bone"], "target_triangles": TEST_TRIANGLES})
-        room = create_room(api, study["id"], [bone[0]["id"]], title="Anatomy class")
-        yield server, api, study, room
-    finally:
-        if server.stop() is None:
-            server.kill_group()
+    with phantom_room(tmp_path_factory, title="Anatomy class") as served:
+        yield served
 
 
 def test_an_instructor_removes_a_student_from_the_participants_list(served, browser):
@@ -156,19 +143,11 @@ def test_the_lobby_searches_the_pacs_and_imports_a_study(orthanc, browser, tmp_p
 
 def test_the_lobby_shows_a_series_reconstruction_warnings(served, browser, tmp_path):
     """The Philips phantom with one slice moved 0.4 mm: its card says the spacing is uneven (issue 11, point 4)."""
-    from conftest import DICOM, require_path
+    from conftest import write_uneven_philips
     from serverproc import zip_tree
 
     server, api, _, _ = served
-    regular = require_path(DICOM / "ct-head-phantom-philips" / "DICOM" / "S21570" / "S2010", "the Philips phantom")
-    files = sorted(p for p in regular.iterdir() if p.name != "DIRFILE")
-    folder = tmp_path / "uneven"
-    folder.mkdir()
-    for n, path in enumerate(files):
-        ds = pydicom.dcmread(path)
-        if n == len(files) // 2:
-            ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], float(ds.ImagePositionPatient[2]) + 0.4]
-        ds.save_as(folder / path.name)
+    folder = write_uneven_philips(tmp_path / "uneven")
     study_id = api.upload_zip(zip_tree(folder))["study_id"]
     lobby = Client(browser, f"http://127.0.0.1:{server.port}", f"token={server.token}")
     try:

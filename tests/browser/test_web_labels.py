@@ -13,14 +13,9 @@ import itertools
 import numpy as np
 import pytest
 from browsing import (  # noqa: F401 (browser_fixture: the fixture `browser`)
-    TEST_TRIANGLES,
     Client,
     browser_fixture,
-    build_meshes,
-    create_room,
-    start_server,
-    wait_for_study,
-    write_sample_phantom,
+    phantom_room,
 )
 from conftest import REPO
 from PIL import Image
@@ -34,17 +29,8 @@ CLUSTER = [[-2.0 + dx, -77.9, 40.0 + dz] for dx, dz in ((0, 0), (2, 0), (0, 2), 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    folder = write_sample_phantom(tmp_path_factory.mktemp("phantom") / "phantom")
-    server = start_server(tmp_path_factory.mktemp("theatrum") / "data", [folder])
-    try:
-        api = server.api
-        study = wait_for_study(api, server)
-        bone = build_meshes(api, server, study["id"], {"presets": ["bone"], "target_triangles": TEST_TRIANGLES})
-        room = create_room(api, study["id"], [bone[0]["id"]], title="Labels")
+    with phantom_room(tmp_path_factory, title="Labels") as (server, _, _, room):
         yield server, room
-    finally:
-        if server.stop() is None:
-            server.kill_group()
 
 
 @pytest.fixture(scope="module")

@@ -18,15 +18,11 @@ import zipfile
 import numpy as np
 import pytest
 from browsing import (  # noqa: F401 (browser_fixture: the fixture `browser`)
-    TEST_TRIANGLES,
     Client,
     browser_fixture,
     build_meshes,
-    create_room,
+    phantom_room,
     place,
-    start_server,
-    wait_for_study,
-    write_sample_phantom,
 )
 from conftest import REPO
 from PIL import Image
@@ -84,21 +80,18 @@ def gzip_nifti(image) -> bytes:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A server with the sample phantom, its bone surface, its parts as named structures, and a training room."""
-    folder = write_sample_phantom(tmp_path_factory.mktemp("phantom") / "phantom")
-    server = start_server(tmp_path_factory.mktemp("theatrum") / "data", [folder])
-    try:
-        api = server.api
-        study = wait_for_study(api, server)
+    segmentations = []
+
+    def prepare(api, server, study):
         r = api.post(f"/api/studies?study={study['id']}", label_map_zip(), headers={"Content-Type": "application/zip"})
         assert r.status in (200, 201), (r.status, r.body[:2000])
-        (segmentation,) = r.json()["segmentations"]
-        bone = build_meshes(api, server, study["id"], {"presets": ["bone"], "target_triangles": TEST_TRIANGLES})
-        parts = build_meshes(api, server, study["id"], {"segmentation": segmentation["id"]})
-        room = create_room(api, study["id"], [bone[0]["id"], parts[0]["id"]], title="Sample phantom, structures")
+        segmentations.extend(r.json()["segmentations"])
+        parts = build_meshes(api, server, study["id"], {"segmentation": segmentations[0]["id"]})
+        return [parts[0]["id"]]
+
+    with phantom_room(tmp_path_factory, title="Sample phantom, structures", prepare=prepare) as (server, api, _, room):
+        (segmentation,) = segmentations
         yield server, api, room, segmentation
-    finally:
-        if server.stop() is None:
-            server.kill_group()
 
 
 @pytest.fixture(scope="module")

@@ -63,10 +63,11 @@ def scu(ae_title: str = "MODALITY") -> AE:
     return ae
 
 
-async def send(port: int, files: list, ae_title: str = "MODALITY") -> list[int]:
-    """C-STORE each file (a path: sent as its bytes are, undecoded) in one association; the statuses."""
+async def send(port: int, files: list, ae_title: str = "MODALITY", *, ae: AE | None = None) -> list[int]:
+    """C-STORE each file (a path: sent as its bytes are, undecoded) in one association from `ae` (default: a
+    CT modality called `ae_title`); the statuses."""
     def run() -> list[int]:
-        assoc = scu(ae_title).associate("127.0.0.1", port, ae_title="THEATRUM")
+        assoc = (ae or scu(ae_title)).associate("127.0.0.1", port, ae_title="THEATRUM")
         assert assoc.is_established, "the association was not accepted"
         statuses = [int(assoc.send_c_store(path).Status) for path in files]
         assoc.release()
@@ -287,17 +288,6 @@ def segmentation_scu(ae_title: str = "PLANNING") -> AE:
     return ae
 
 
-async def send_with(ae: AE, port: int, files: list[Path]) -> list[int]:
-    def run() -> list[int]:
-        assoc = ae.associate("127.0.0.1", port, ae_title="THEATRUM")
-        assert assoc.is_established, "the association was not accepted"
-        statuses = [int(assoc.send_c_store(path).Status) for path in files]
-        assoc.release()
-        return statuses
-
-    return await asyncio.to_thread(run)
-
-
 async def until_segmentations(http, app, study_id: str, count: int) -> list[dict]:
     found: list[dict] = []
     for _ in range(400):
@@ -313,7 +303,7 @@ async def test_a_seg_sent_with_its_images_and_an_rtstruct_sent_after_them_are_im
     app, http, _ = receiver
     port = app[RECEIVER].port
     liver = sorted(require_path(LIVER / "image", "the dcmqi liver case").iterdir())
-    statuses = await send_with(segmentation_scu(), port, [*liver, LIVER / "seg" / "liver.dcm"])
+    statuses = await send(port, ae=segmentation_scu(), files=[*liver, LIVER / "seg" / "liver.dcm"])
     assert statuses == [0x0000] * 4
     (study,) = await until_studies(http, app, 1)
     (seg,) = await until_segmentations(http, app, study["id"], 1)
@@ -321,9 +311,9 @@ async def test_a_seg_sent_with_its_images_and_an_rtstruct_sent_after_them_are_im
 
     # A planning system sends the structure set later, in its own association, after the images.
     images = sorted(require_path(RT_PHANTOM / "image", "the rt-utils phantom").iterdir())
-    assert await send_with(segmentation_scu(), port, images) == [0x0000] * len(images)
+    assert await send(port, ae=segmentation_scu(), files=images) == [0x0000] * len(images)
     await until_studies(http, app, 2)
-    assert await send_with(segmentation_scu(), port, [RT_PHANTOM / "rtstruct" / "rt.dcm"]) == [0x0000]
+    assert await send(port, ae=segmentation_scu(), files=[RT_PHANTOM / "rtstruct" / "rt.dcm"]) == [0x0000]
     header = pydicom.dcmread(RT_PHANTOM / "rtstruct" / "rt.dcm", stop_before_pixels=True)
     names = sorted(str(roi.ROIName) for roi in header.StructureSetROISequence)
     for candidate in await studies(http, app):
@@ -339,9 +329,9 @@ async def test_a_truncated_seg_is_refused_and_a_seg_of_no_stored_study_imports_n
     whole = require_path(LIVER / "seg" / "liver.dcm", "the dcmqi liver case").read_bytes()
     truncated = tmp_path / "truncated-seg.dcm"
     truncated.write_bytes(whole[:-2000])  # the frames cut short
-    assert await send_with(segmentation_scu(), port, [truncated]) == [0xC000]
+    assert await send(port, ae=segmentation_scu(), files=[truncated]) == [0xC000]
     # Read whole, but its images never came: nothing to segment, nothing stored.
-    assert await send_with(segmentation_scu(), port, [LIVER / "seg" / "liver.dcm"]) == [0x0000]
+    assert await send(port, ae=segmentation_scu(), files=[LIVER / "seg" / "liver.dcm"]) == [0x0000]
     await asyncio.sleep(0.5)
     assert await studies(http, app) == [] and app[CATALOG].studies() == []
     assert not list(Path(app[TMP]).iterdir())

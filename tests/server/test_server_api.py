@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import DICOM, require_path
+from conftest import DICOM, require_path, write_uneven_philips
 
 from server.api.system import openapi_document
 from server.app import build_app, routes
@@ -393,16 +393,7 @@ async def test_descriptions_stored_before_they_were_cleaned_are_cleaned_at_the_n
 async def test_the_reconstructions_warnings_are_in_the_series_and_mesh_views(client, tmp_path):
     """The Philips phantom with one slice moved 0.4 mm along the stack: the volume keeps the true positions and
     warns of uneven spacing; the study's series view and each mesh view say so (before: only the CLI did)."""
-    import pydicom
-
-    files = sorted(p for p in require_path(REGULAR, "the Philips head phantom").iterdir() if p.name != "DIRFILE")
-    folder = tmp_path / "uneven"
-    folder.mkdir()
-    for n, path in enumerate(files):
-        ds = pydicom.dcmread(path)
-        if n == len(files) // 2:
-            ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], float(ds.ImagePositionPatient[2]) + 0.4]
-        ds.save_as(folder / path.name)
+    folder = write_uneven_philips(tmp_path / "uneven")
     r = await client.post("/api/studies", data=zip_of(folder), headers={**client.h, "Content-Type": "application/zip"})
     assert r.status == 201, await r.text()
     study_id = (await r.json())["study_id"]
