@@ -95,11 +95,14 @@ def test_the_lobby_cancels_a_reconstruction_and_deletes_a_study_only_after_askin
         for box in card.locator("input[name='preset']").all():
             box.check()
         card.locator("select.budget").select_option(index=card.locator("select.budget option").count() - 1)
+        card.locator("input.largest-only").check()  # leave the head holder out (issue 11, point 6)
         card.locator("button.reconstruct").click()
         card.locator("button.cancel-job").click()
         card.locator(".job-progress[data-state='cancelled']").wait_for(timeout=30_000)
         assert not card.locator("button.cancel-job").is_visible()
         assert "cancelled" in card.locator(".job-progress").inner_text()
+        job = lobby.js("(id) => theatrum.lobby.cards.get(id).job", study["id"])
+        assert job["state"] == "cancelled" and job["params"]["largest_only"] is True
 
         card.locator("button.delete-study").click()
         assert "Delete the study" in card.locator(".question").inner_text()

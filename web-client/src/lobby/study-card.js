@@ -32,6 +32,10 @@ export class StudyCard {
 		this.budget = h('select', { class: 'budget', 'aria-label': 'Triangle budget per tissue' },
 			budgets.choices.map((b) => h('option', { value: b, selected: b === budgets.default }, `${b / 1000}k triangles`)));
 		this.reconstructButton = h('button', { class: 'reconstruct primary', onclick: () => this.reconstruct() }, 'Reconstruct');
+		// Separate pieces (a CT's head holder beside the skull, markers, noise) are left out when asked.
+		this.largestOnly = h('input', { type: 'checkbox', class: 'largest-only' });
+		const largest = h('label', { class: 'check', title: 'Keep only the largest connected surface of each tissue: leaves out the head holder, markers and other separate parts' },
+			this.largestOnly, 'largest part only');
 		const jobBox = h('div', { class: 'job row' });
 		this.jobProgress = new ProgressBar(jobBox, { className: 'job-progress', label: 'Reconstruction' });
 		this.jobProgress.hide();
@@ -51,7 +55,7 @@ export class StudyCard {
 					question: 'Delete the study, its images and meshes from this server? Rooms made from it keep their logs.',
 					onConfirm: () => this.remove() })),
 			this.warnings(study),
-			h('div', { class: 'row reconstruct-row' }, this.presetBoxes.map((box) => h('label', { class: 'check' }, box, box.value)), this.budget, this.reconstructButton),
+			h('div', { class: 'row reconstruct-row' }, this.presetBoxes.map((box) => h('label', { class: 'check' }, box, box.value)), largest, this.budget, this.reconstructButton),
 			jobBox,
 			this.meshList,
 			this.previewBox,
@@ -94,6 +98,7 @@ export class StudyCard {
 		try {
 			const answer = await this.lobby.api.post(`/api/studies/${this.study.id}/meshes`, {
 				...(presets.length ? { presets } : {}), target_triangles: Number(this.budget.value),
+				...(this.largestOnly.checked ? { largest_only: true } : {}),
 			});
 			if (answer.meshes) await this.done();
 			else {
