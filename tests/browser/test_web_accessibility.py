@@ -134,6 +134,8 @@ def test_a_390_px_phone_screen_keeps_a_usable_room(served, browser):
         phone.page.click("#toggle-panels")
         assert phone.page.locator(".right").is_visible()
         assert phone.page.locator("#participants").is_visible()
+        violations = axe_violations(phone)  # at this size too, panels open
+        assert violations == [], violations
         phone.page.click("#toggle-panels")
         phone.page.click("#toggle-tools")
         assert phone.page.locator("#toolbar").is_visible()

@@ -46,6 +46,10 @@ def test_an_instructor_removes_a_student_from_the_participants_list(served, brow
         instructor.page.wait_for_timeout(300)
         assert not instructor.js("(id) => theatrum.room.state.participants.get(id).kicked", ben)
         row.locator("button.kick").click()
+        # The room moves on while the instructor decides (the list is rebuilt): the question stays asked.
+        seq = student.js("theatrum.room.op('annotation.create', { type: 'point', position: [0, -80, 40] })")["seq"]
+        instructor.page.wait_for_function("(seq) => theatrum.room.state.seq >= seq", arg=seq)
+        assert "Remove Ben from the room?" in row.locator(".question").inner_text()
         row.locator("button.kick-yes").click()
         instructor.page.wait_for_function("(id) => theatrum.room.state.participants.get(id).kicked", arg=ben)
         student.page.wait_for_function("theatrum.room.status === 'refused'", timeout=20_000)

@@ -51,7 +51,11 @@ export class ParticipantsPanel {
 			if (p.id !== me?.id && p.role !== 'instructor' && allowed('participant.kick')) {
 				controls.push(confirmButton({ label: 'Remove', className: 'kick', yes: 'Remove',
 					question: `Remove ${p.name} from the room? Their invite and the room code stop working for them.`,
-					onConfirm: () => this.send('participant.kick', { participant: p.id }) }));
+					onConfirm: () => this.send('participant.kick', { participant: p.id }),
+					open: this.asking === p.id, onToggle: (open) => {
+						if (open) this.asking = p.id;
+						else if (this.asking === p.id) this.asking = null;
+					} }));
 			}
 			return h('li', { 'data-id': p.id, 'data-role': p.role, class: p.present ? 'present' : 'absent' },
 				h('span', { class: 'dot', style: { background: ROLE_COLORS[p.role] } }),
