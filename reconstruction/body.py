@@ -105,17 +105,34 @@ def _grow(region: np.ndarray, steps: int, through: np.ndarray) -> np.ndarray:
 
 
 def _closing(mask: np.ndarray, reach: list[int]) -> np.ndarray:
-    """Morphological closing with a box of 2 * reach + 1 samples along each axis (separable, so it is cheap).
+    """Morphological closing with a box of 2 * reach + 1 samples along each axis (separable, so it is cheap:
+    one running OR, then one running AND, of shifted copies per axis).
 
     Outside the array counts as background, so that nothing is sealed against the grid's edge.
     """
     pad = [(r, r) for r in reach]
-    grown = np.pad(mask, pad).view(np.uint8)
+    grown = np.pad(mask, pad)
     for axis, r in enumerate(reach):
-        grown = ndimage.maximum_filter1d(grown, 2 * r + 1, axis=axis)
+        grown = _box(grown, axis, r, np.logical_or)
     for axis, r in enumerate(reach):
-        grown = ndimage.minimum_filter1d(grown, 2 * r + 1, axis=axis)
-    return grown[tuple(slice(r, -r) for r in reach)].astype(bool)
+        grown = _box(grown, axis, r, np.logical_and)
+    return grown[tuple(slice(r, -r) for r in reach)]
+
+
+def _box(mask: np.ndarray, axis: int, r: int, combine) -> np.ndarray:
+    """``combine`` (logical or: dilation; and: erosion) of ``mask`` over a window of 2 * r + 1 along ``axis``;
+    beyond the array's ends the window holds only what is inside it."""
+    out = mask.copy()
+    n = mask.shape[axis]
+    for shift in range(1, r + 1):
+        if shift >= n:
+            break
+        ahead = [slice(None)] * mask.ndim
+        behind = [slice(None)] * mask.ndim
+        ahead[axis], behind[axis] = slice(shift, None), slice(None, n - shift)
+        combine(out[tuple(ahead)], mask[tuple(behind)], out=out[tuple(ahead)])
+        combine(out[tuple(behind)], mask[tuple(ahead)], out=out[tuple(behind)])
+    return out
 
 
 def _connected_to_in_plane_edges(background: np.ndarray) -> np.ndarray:

@@ -22,6 +22,8 @@ MAX_SLAB_SAMPLES = 8_000_000
 # Below this many samples a grid is meshed in-process: forking and moving the results would cost about as much
 # as it saves (measured on 2 cores: 1.8 M samples go from 0.16 s to 0.13 s).
 MIN_PARALLEL_SAMPLES = 1_500_000
+# Block sums are taken over at most about this many voxels at a time (see SamplingGrid._block_sums).
+BLOCK_SUM_VOXELS = 2_000_000
 # The same for a grid whose samples are given (no block sums left to share): the MR head's skin grid, 3.4 M
 # samples, is marched in 0.08 s in-process against 0.12 s in two forked workers.
 MIN_PARALLEL_GIVEN_SAMPLES = 8_000_000
@@ -76,7 +78,18 @@ class SamplingGrid:
         return out
 
     def _block_sums(self, b0: int, b1: int, out: np.ndarray) -> None:
-        """Write the sums of the blocks b0..b1-1 along k (all blocks along j and i) into ``out``."""
+        """Write the sums of the blocks b0..b1-1 along k (all blocks along j and i) into ``out``, a few planes of
+        blocks at a time: the integer temporaries stay small enough to be reused from cache, not faulted in
+        (the MR head's 31 M voxels: 0.03 s instead of 0.2 to 1 s in a fresh process)."""
+        fk, fj, fi = self.factors
+        _, bj, bi = self.blocks
+        step = max(1, BLOCK_SUM_VOXELS // max(1, fk * bj * fj * bi * fi))
+        for lo in range(b0, b1, step):
+            hi = min(b1, lo + step)
+            self._block_sums_at_once(lo, hi, out[lo - b0 : hi - b0])
+
+    def _block_sums_at_once(self, b0: int, b1: int, out: np.ndarray) -> None:
+        """`_block_sums` of blocks b0..b1-1 in one go."""
         fk, fj, fi = self.factors
         _, bj, bi = self.blocks
         lo = (self.start[0] + b0 * fk, self.start[1], self.start[2])
