@@ -11,6 +11,7 @@ export class StructureView {
 		this.notify = notify;
 		this.state = null;
 		this.loading = true; // until the room's anatomy is on screen: it brings the structures known by then
+		this.failed = new Set(); // meshes that could not be loaded
 	}
 
 	/** The tissues (drawn mesh and picking proxy) of structure `id` ("<mesh id>:<number>"). */
@@ -43,10 +44,13 @@ export class StructureView {
 
 	/** Load a structure's mesh (once; a mesh already loaded or loading is not fetched again), then show it. */
 	load(meshId) {
-		if (this.loading) return;
+		if (this.loading || this.failed.has(meshId)) return;
 		this.meshes.add(meshId).then((added) => {
 			if (added.length && this.state) this.render(this.state);
-		}).catch((error) => this.notify(`Could not load a structure: ${error.message}`, 'error'));
+		}).catch((error) => {
+			this.failed.add(meshId); // said once, not again at every event
+			this.notify(`Could not load a structure: ${error.message}`, 'error');
+		});
 	}
 }
 
