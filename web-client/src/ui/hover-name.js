@@ -28,6 +28,7 @@ export class HoverName {
 
 	/** Pick at most every EVERY_MS, and always once more where the mouse came to rest. */
 	onMove(event) {
+		if (!this.structures.state?.structures.size) return; // a room without named structures: nothing to name
 		this.event = { clientX: event.clientX, clientY: event.clientY };
 		if (this.timer) return;
 		const wait = Math.max(0, this.last + EVERY_MS - performance.now());
