@@ -60,10 +60,15 @@ def test_the_lobby_has_no_serious_accessibility_violation(served, browser):
 def test_the_room_has_no_serious_accessibility_violation(served, browser):
     server, _, _, room = served
     url = f"http://127.0.0.1:{server.port}"
+    # Someone came and went: the list shows an absent participant too (drawn fainter, still legible).
+    gone = Client(browser, url, f"invite={room['invites']['student']['token']}", name="Gone")
+    gone.wait_ready()
+    gone.close()
     pages = [Client(browser, url, f"invite={room['invites'][role]['token']}") for role in ("instructor", "student")]
     try:
         for client in pages:
             client.wait_ready()
+            client.page.wait_for_selector("#participants li.absent")
             violations = axe_violations(client)
             assert violations == [], (client.js("theatrum.room.state.me().role"), violations)
             assert not client.errors, client.errors

@@ -79,11 +79,23 @@ def _invite(running: Cluster, room: str, role: str, name: str) -> str:
     return response.json()["token"]
 
 
+def _read_events(running: Cluster, room: str, after: int, *, patience_s: float = 15.0) -> dict:
+    """One page of the room's events. A 503 `unavailable` (documented: a process that has just lost the room's
+    fence lets it go, and the next request reads it from PostgreSQL) is asked again, as a client would."""
+    end = time.monotonic() + patience_s
+    while True:
+        r = running.api.get(f"/api/rooms/{room}/events?from={after}")
+        if r.status != 503 or time.monotonic() > end:
+            assert r.status == 200, (r.status, r.body[:500])
+            return r.json()
+        time.sleep(0.2)
+
+
 def _log(running: Cluster, room: str) -> tuple[list[Event], str]:
     """Every event of the room's log and its head, read through nginx."""
     events, after, head = [], 0, ""
     while True:
-        body = running.api.get(f"/api/rooms/{room}/events?from={after}").json()
+        body = _read_events(running, room, after)
         events += [Event.from_wire(room, e) for e in body["events"]]
         head = body["head"]
         if body["next"] is None:
