@@ -44,7 +44,7 @@ from reconstruction.errors import ReconstructionError
 from reconstruction.instance import read_instance
 from reconstruction.pixels import decode_stored
 from reconstruction.rtstruct import read_rtstruct
-from reconstruction.segmentation import RT_STRUCTURE_SET_STORAGE, SEGMENTATION_STORAGE, dicom_storage_class
+from reconstruction.segmentation import RT_STRUCTURE_SET_STORAGE, SEGMENTATION_STORAGE
 from reconstruction.sources import FileRef, Skipped
 from server.services.errors import ServiceError
 from server.services.imports import Library, import_folder
@@ -200,7 +200,7 @@ class DicomReceiver:
             out.write(b"\x00" * 128 + b"DICM")
             write_file_meta_info(out, event.file_meta, enforce_standard=True)
             out.write(data)
-        problem = _problem(path, self.library.max_inflated_bytes)
+        problem = _problem(path, str(event.request.AffectedSOPClassUID), self.library.max_inflated_bytes)
         if problem is not None:
             path.unlink(missing_ok=True)
             reception.refused += 1
@@ -246,14 +246,14 @@ class DicomReceiver:
             shutil.rmtree(reception.folder, ignore_errors=True)
 
 
-def _problem(path: Path, max_inflated_bytes: int) -> str | None:
+def _problem(path: Path, sop_class: str, max_inflated_bytes: int) -> str | None:
     """Why a received file cannot be imported (unreadable header, no pixels, truncated or undecodable
-    pixels, a segmentation that cannot be read), or None."""
+    pixels, a segmentation that cannot be read), or None. ``sop_class`` is the C-STORE's affected SOP class
+    (one of the negotiated ones), so the file is read once, by the reader its class calls for."""
     ref = FileRef(path)
-    kind = dicom_storage_class(ref)
-    if kind in (SEGMENTATION_STORAGE, RT_STRUCTURE_SET_STORAGE):
+    if sop_class in (SEGMENTATION_STORAGE, RT_STRUCTURE_SET_STORAGE):
         try:
-            (read_seg if kind == SEGMENTATION_STORAGE else read_rtstruct)(ref)
+            (read_seg if sop_class == SEGMENTATION_STORAGE else read_rtstruct)(ref)
         except ReconstructionError as error:
             return error.problem
         return None
