@@ -9,7 +9,7 @@ from aiohttp import web
 from server.api.errors import ApiError, found
 from server.api.glb import artifact_kind, send_glb
 from server.api.params import read_json
-from server.api.views import job_view, mesh_view
+from server.api.views import job_view, mesh_view, series_warnings
 from server.appkeys import ARTIFACTS, CATALOG, MESH_REQUESTS
 
 
@@ -18,7 +18,8 @@ async def request_meshes(request: web.Request) -> web.Response:
     body = await read_json(request)
     answer = request.app[MESH_REQUESTS].ensure(request.match_info["study_id"], body)
     if answer.meshes is not None:
-        return web.json_response({"meshes": [mesh_view(m, request.app[CATALOG]) for m in answer.meshes]}, status=200)
+        warnings = series_warnings(request.app[CATALOG], request.match_info["study_id"])
+        return web.json_response({"meshes": [mesh_view(m, warnings) for m in answer.meshes]}, status=200)
     job = job_view(answer.job)
     return web.json_response({"job": job}, status=202, headers={"Location": f"/api/jobs/{job['id']}"})
 
@@ -27,7 +28,8 @@ async def list_meshes(request: web.Request) -> web.Response:
     study_id = request.match_info["study_id"]
     catalog = request.app[CATALOG]
     found(catalog.study(study_id), "study", study_id)
-    return web.json_response({"meshes": [mesh_view(m, catalog) for m in catalog.meshes_of(study_id)]})
+    warnings = series_warnings(catalog, study_id)
+    return web.json_response({"meshes": [mesh_view(m, warnings) for m in catalog.meshes_of(study_id)]})
 
 
 def _mesh_or_404(request: web.Request) -> dict:
@@ -36,7 +38,8 @@ def _mesh_or_404(request: web.Request) -> dict:
 
 
 async def get_mesh(request: web.Request) -> web.Response:
-    return web.json_response(mesh_view(_mesh_or_404(request), request.app[CATALOG]))
+    mesh = _mesh_or_404(request)
+    return web.json_response(mesh_view(mesh, series_warnings(request.app[CATALOG], mesh["study_id"])))
 
 
 async def get_mesh_glb(request: web.Request) -> web.StreamResponse:
