@@ -26,6 +26,13 @@ const _q = new Quaternion();
 const _m = new Matrix4();
 const _color = new Color();
 const _eye = new Vector3();
+const DECLUTTER_EVERY_MS = 100;
+
+function sameMatrix(last, matrix) {
+	const e = matrix.elements;
+	for (let i = 0; i < 16; i++) if (last[i] !== e[i]) return false;
+	return true;
+}
 const UP = new Vector3(0, 1, 0);
 
 function markers(capacity) {
@@ -47,6 +54,10 @@ export class AnnotationView {
 		this.labels = new LabelLayer(atlas, 128, { height: 0.014, lift: 0.004 });
 		this.group.add(this.markers, this.segments, this.labels);
 		this.bases = new Float32Array(256 * 4); // each marker's model-space centre and radius
+		this.changed = true; // the annotations changed since the last fit
+		this.lastEye = new Float64Array(16); // the camera and model placement of the last fit
+		this.lastWorld = new Float64Array(16);
+		this.lastDeclutter = 0;
 		stage.modelFrame.add(this.group);
 		stage.beforeRender((camera) => this.fit(camera));
 	}
@@ -57,6 +68,10 @@ export class AnnotationView {
 		if (!this.markers.count && !this.labels.count) return;
 		this.group.updateWorldMatrix(true, false);
 		const world = this.group.matrixWorld;
+		// Nothing to do when neither the annotations, the model nor the eye moved since the last frame drawn.
+		if (!this.changed && sameMatrix(this.lastEye, camera.matrixWorld) && sameMatrix(this.lastWorld, world)) return;
+		this.lastEye.set(camera.matrixWorld.elements);
+		this.lastWorld.set(world.elements);
 		const scale = world.getMaxScaleOnAxis();
 		_eye.setFromMatrixPosition(camera.matrixWorld);
 		const b = this.bases;
@@ -68,12 +83,19 @@ export class AnnotationView {
 			this.markers.setMatrixAt(i, _m);
 		}
 		this.markers.instanceMatrix.needsUpdate = true;
-		this.labelRects = this.labels.declutter(camera);
+		// A head never holds still: in a headset the labels are sorted out again ten times a second, not per frame.
+		const now = performance.now();
+		if (this.changed || !this.stage.renderer.xr.isPresenting || now - this.lastDeclutter >= DECLUTTER_EVERY_MS) {
+			this.labelRects = this.labels.declutter(camera);
+			this.lastDeclutter = now;
+		}
+		this.changed = false;
 	}
 
 	/** Rebuild from the room state. */
 	render(state) {
 		if (!this.patient) return;
+		this.changed = true;
 		let markerCount = 0;
 		let segmentCount = 0;
 		let needMarkers = 0;
