@@ -241,8 +241,7 @@ function loadAnatomy(meshIds, { room, page, stage, meshes, annotations, clipping
 			if (replay && room.status !== 'refused') room.play({ from: 1 });
 		},
 	}).then(() => {
-		structures.loading = false; // from now on, a structure grown in the room is loaded when it comes
-		if (room.state) structures.render(room.state);
+		structures.ready(room.state);
 		stage.invalidate();
 		precompile(stage);
 		setTimeout(() => page.progress.hide(), 400);

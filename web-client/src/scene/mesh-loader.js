@@ -19,6 +19,7 @@ export class MeshLoader {
 		if (token) this.loader.setRequestHeader({ Authorization: `Bearer ${token}` });
 		this.draco = draco;
 		this.tissues = [];
+		this.revision = 0; // bumped whenever meshes come in (a coarse level, its full detail, one more mesh)
 		this.patient = new PatientFrame();
 	}
 
@@ -114,6 +115,7 @@ export class MeshLoader {
 
 	/** Put a loaded glTF's meshes into model space, with materials that clip and show their cut side. */
 	adopt(gltf, meshId) {
+		this.revision += 1;
 		const meshes = [];
 		gltf.scene.updateMatrixWorld(true);
 		gltf.scene.traverse((object) => {

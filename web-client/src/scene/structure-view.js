@@ -12,14 +12,24 @@ export class StructureView {
 		this.state = null;
 		this.loading = true; // until the room's anatomy is on screen: it brings the structures known by then
 		this.failed = new Set(); // meshes that could not be loaded
+		this.index = new Map(); // structure id -> its tissues, for the loader's `indexed` revision
+		this.indexed = -1;
+		this.shown = ''; // what the last render showed: the loader's revision, the structures' count and newest version
 	}
 
 	/** The tissues (drawn mesh and picking proxy) of structure `id` ("<mesh id>:<number>"). */
 	tissuesOf(id) {
-		const cut = id.lastIndexOf(':');
-		const meshId = id.slice(0, cut);
-		const number = Number(id.slice(cut + 1));
-		return this.meshes.tissues.filter((t) => t.meshId === meshId && structureOf(t.mesh) === number);
+		if (this.indexed !== this.meshes.revision) {
+			this.index = new Map();
+			for (const tissue of this.meshes.tissues) {
+				const number = structureOf(tissue.mesh);
+				if (number === null) continue;
+				const key = `${tissue.meshId}:${number}`;
+				this.index.set(key, [...(this.index.get(key) ?? []), tissue]);
+			}
+			this.indexed = this.meshes.revision;
+		}
+		return this.index.get(id) ?? [];
 	}
 
 	/** The structure a pick met (a Hit with `object`), or null: an iso-surface or a slice is no structure. */
@@ -32,6 +42,12 @@ export class StructureView {
 	/** Show every structure as the state says, and load the meshes of structures grown since. */
 	render(state) {
 		this.state = state;
+		// Every room event renders; only a new structure, a style or new meshes change what is shown.
+		let newest = 0;
+		for (const structure of state.structures.values()) newest = Math.max(newest, structure.version);
+		const key = `${this.meshes.revision}:${state.structures.size}:${newest}`;
+		if (key === this.shown) return;
+		this.shown = key;
 		for (const structure of state.structures.values()) {
 			const tissues = this.tissuesOf(structure.id);
 			if (!tissues.length) this.load(structure.mesh);
@@ -40,6 +56,13 @@ export class StructureView {
 			}
 		}
 		this.stage.invalidate();
+	}
+
+	/** The room's anatomy is on screen: from now on a structure grown in the room is loaded when it comes. */
+	ready(state) {
+		this.loading = false;
+		this.shown = '';
+		if (state) this.render(state);
 	}
 
 	/** Load a structure's mesh (once; a mesh already loaded or loading is not fetched again), then show it. */
