@@ -145,7 +145,7 @@ async function startRoom(root, token, { debug, replay }) {
 		onDelete: (id) => context.send('annotation.delete', { id }), onUndo: undo,
 	});
 	const slicePanel = new SlicePanel(page.right, { tool: tools.slice, view: slices, toolbox, maxPlanes: limits.max_slice_planes });
-	const structuresPanel = new StructuresPanel(page.right, { room, toolbox, notify });
+	const structuresPanel = new StructuresPanel(page.right, { room, toolbox, send: (kind, fields) => context.send(kind, fields), notify });
 	toolbox.addEventListener('change', () => slices.setHandles(toolbox.active === 'slice' && !toolbox.reason('slice')));
 	const desktop = new DesktopInput(stage, toolbox, { onUndo: undo });
 	const xr = new ImmersiveSession(stage, toolbox, picker, atlas, { onUndo: undo });

@@ -36,7 +36,7 @@ export class MeshLoader {
 		const report = (words) => onProgress(COARSE_SHARE * share(coarseBytes) + (1 - COARSE_SHARE) * share(fullBytes), words);
 		const fetch = (id, coarse) => {
 			const bytes = coarse ? coarseBytes : fullBytes;
-			const url = `/api/meshes/${encodeURIComponent(id)}.glb${coarse ? '?lod=0' : ''}`;
+			const url = glbUrl(id, { coarse });
 			const words = coarse ? 'Loading a first view' : 'Loading full detail';
 			return this.loader.loadAsync(url, (e) => {
 				bytes.set(id, { l: e.loaded, t: e.lengthComputable ? e.total : 0 });
@@ -102,8 +102,7 @@ export class MeshLoader {
 		if (this.tissues.some((t) => t.meshId === meshId)) return [];
 		this.adding ??= new Map();
 		if (!this.adding.has(meshId)) {
-			const url = `/api/meshes/${encodeURIComponent(meshId)}.glb`;
-			this.adding.set(meshId, this.loader.loadAsync(url).then((gltf) => {
+			this.adding.set(meshId, this.loader.loadAsync(glbUrl(meshId)).then((gltf) => {
 				const added = this.adopt(gltf, meshId).map((mesh) => new Tissue(meshId, presetOf(mesh), mesh));
 				this.tissues.push(...added);
 				this.stage.invalidate();
@@ -136,6 +135,11 @@ export class MeshLoader {
 	tissueOf(mesh) {
 		return this.tissues.find((t) => t.mesh === mesh || t.proxy === mesh) ?? null;
 	}
+}
+
+/** Where a mesh's GLB is served (docs/glb.md): `coarse`, its first, light level of detail. */
+function glbUrl(meshId, { coarse = false } = {}) {
+	return `/api/meshes/${encodeURIComponent(meshId)}.glb${coarse ? '?lod=0' : ''}`;
 }
 
 /** A named structure's number (the GLB node's extras, docs/structures.md), or null for an iso-surface. */

@@ -6,9 +6,9 @@ import { fill, h } from './dom.js';
 
 export class StructuresPanel {
 	/** `send(kind, fields)`: an op; `toolbox`: whose `reason('grow')` and permissions say what my role may do. */
-	constructor(parent, { room, toolbox, notify }) {
+	constructor(parent, { room, toolbox, send, notify }) {
 		this.toolbox = toolbox;
-		this.send = (kind, fields) => toolbox.context.send(kind, fields);
+		this.send = send;
 		this.notify = notify;
 		this.progress = new Map(); // request -> {stage, percent}
 		this.growing = new Map(); // request -> {name}, as last rendered (to name a failure)
