@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from browsing import (  # noqa: F401 (browser_fixture: the fixture `browser`)
     Client,
+    bone_fraction,
     browser_fixture,
     phantom_room,
 )
@@ -69,6 +70,9 @@ def test_the_room_has_no_serious_accessibility_violation(served, browser):
         for client in pages:
             client.wait_ready()
             client.page.wait_for_selector("#participants li.absent")
+        for client in pages:  # both at once, each seeing the skull from its seat (not the other's head)
+            share = bone_fraction(client.page.locator("#view-canvas").screenshot(), box=0.6)
+            assert share > 0.01, f"{share:.1%} of the view is bone"
             violations = axe_violations(client)
             assert violations == [], (client.js("theatrum.room.state.me().role"), violations)
             assert not client.errors, client.errors
@@ -135,6 +139,8 @@ def test_a_390_px_phone_screen_keeps_a_usable_room(served, browser):
         phone.wait_ready()
         box = phone.page.locator("#viewport").bounding_box()
         assert box["width"] >= 360 and box["height"] >= 300, box  # the 3D view, not a 1 px strip
+        share = bone_fraction(phone.page.locator("#view-canvas").screenshot(), box=0.6)
+        assert share > 0.01, f"the phone's view is {share:.1%} bone"
         assert not phone.page.locator(".right").is_visible()  # the panels are collapsed
         phone.page.click("#toggle-panels")
         assert phone.page.locator(".right").is_visible()

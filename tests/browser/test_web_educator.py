@@ -13,6 +13,7 @@ import pydicom
 import pytest
 from browsing import (  # noqa: F401 (browser_fixture: the fixture `browser`)
     Client,
+    bone_fraction,
     browser_fixture,
     phantom_room,
     start_server,
@@ -38,6 +39,9 @@ def test_an_instructor_removes_a_student_from_the_participants_list(served, brow
     try:
         for client in (instructor, student):
             client.wait_ready()
+        for client in (instructor, student):  # both in the room at once, each seeing the skull from its seat
+            share = bone_fraction(client.page.locator("#view-canvas").screenshot(), box=0.6)
+            assert share > 0.01, f"{share:.1%} of the view is bone"
         ben = student.js("theatrum.room.state.you.id")
         row = instructor.page.locator(f"#participants li[data-id='{ben}']")
         row.locator("button.kick").click()

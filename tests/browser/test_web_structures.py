@@ -21,6 +21,7 @@ from browsing import (  # noqa: F401 (browser_fixture: the fixture `browser`)
     Client,
     browser_fixture,
     build_meshes,
+    next_frame,
     phantom_room,
     place,
 )
@@ -249,9 +250,10 @@ def test_a_structure_grown_with_a_click_on_the_bone_appears_on_both_pages(pages)
     instructor.page.screenshot(path=ARTIFACTS / "structures-room.png")  # the room with its named structures
 
 
-def test_a_headset_shows_the_name_of_the_structure_it_points_at(served, browser):
-    """A third participant, in an emulated Quest 3: the right controller aimed at an eye shows "Eyes" above the
-    reticle; aimed at the air, no name."""
+def test_a_headset_shows_the_name_of_the_structure_it_points_at(pages, served, browser):
+    """A third participant, in an emulated Quest 3, with the instructor and the student still there: the right
+    controller aimed at an eye shows "Eyes" above the reticle; aimed at the air, no name. All three pages draw
+    the grown skull in its colour meanwhile."""
     server, _, room, _ = served
     url = f"http://127.0.0.1:{server.port}"
     query = f"invite={room['invites']['instructor']['token']}&xr-emulate=quest3"
@@ -272,6 +274,17 @@ def test_a_headset_shows_the_name_of_the_structure_it_points_at(served, browser)
         place(headset, "right", [behind[0], behind[1] - 0.1, behind[2]], eye)
         named = "theatrum.xr.hud.entries.get('name')?.text === 'Eyes'"
         headset.page.wait_for_function(named, polling=100, timeout=20_000)
+        skull = headset.js("[...theatrum.room.state.structures.values()].find((s) => s.name === 'Skull')")
+        next_frame(headset)
+        # The headset's view is the emulator's canvas over the page: the skull counts in pixels.
+        seen = colour_pixels(headset.page.screenshot(path=ARTIFACTS / "structures-headset.png"), skull["color"],
+                             tolerance=0.15)
+        assert seen >= 150, f"the headset sees {seen} skull pixels (see structures-headset.png)"
+        for client in pages:
+            client.js(FRONT)
+            role = client.js("theatrum.room.state.me().role")
+            seen = colour_pixels(shoot(client, f"with-headset-{role}"), skull["color"], tolerance=0.15)
+            assert seen >= 500, f"{role}: {seen} skull pixels with the headset in the room"
         place(headset, "right", [behind[0], behind[1] - 0.1, behind[2]], [behind[0], behind[1] + 2, behind[2]])
         headset.page.wait_for_function("!theatrum.xr.hud.has('name')", polling=100, timeout=20_000)
     finally:
