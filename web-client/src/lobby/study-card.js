@@ -18,6 +18,12 @@ export class StudyCard {
 		this.preview = null;
 		// One preview box for the card's life: an update (a refresh after an upload, a new mesh) keeps its view.
 		this.previewBox = h('div', { class: 'preview', hidden: true, role: 'img', 'aria-label': '3D preview of the study\'s meshes (drag to turn)' });
+		// So does a running reconstruction's progress and its Cancel button.
+		this.jobBox = h('div', { class: 'job row' });
+		this.jobProgress = new ProgressBar(this.jobBox, { className: 'job-progress', label: 'Reconstruction' });
+		this.jobProgress.hide();
+		this.cancelButton = h('button', { class: 'cancel-job', hidden: true, onclick: () => this.cancel() }, 'Cancel');
+		this.jobBox.append(this.cancelButton);
 		this.update(study);
 	}
 
@@ -36,11 +42,6 @@ export class StudyCard {
 		this.largestOnly = h('input', { type: 'checkbox', class: 'largest-only' });
 		const largest = h('label', { class: 'check', title: 'Keep only the largest connected surface of each tissue: leaves out the head holder, markers and other separate parts' },
 			this.largestOnly, 'largest part only');
-		const jobBox = h('div', { class: 'job row' });
-		this.jobProgress = new ProgressBar(jobBox, { className: 'job-progress', label: 'Reconstruction' });
-		this.jobProgress.hide();
-		this.cancelButton = h('button', { class: 'cancel-job', hidden: true, onclick: () => this.cancel() }, 'Cancel');
-		jobBox.append(this.cancelButton);
 		this.meshList = h('ul', { class: 'meshes' });
 		this.roomTitle = h('input', { class: 'room-title', 'aria-label': 'Room title', placeholder: 'Room title (no patient names)', value: study.description || '' });
 		this.roomMode = h('select', { class: 'room-mode', 'aria-label': 'Room mode', onchange: () => this.renderMeshes() },
@@ -56,7 +57,7 @@ export class StudyCard {
 					onConfirm: () => this.remove() })),
 			this.warnings(study),
 			h('div', { class: 'row reconstruct-row' }, this.presetBoxes.map((box) => h('label', { class: 'check' }, box, box.value)), largest, this.budget, this.reconstructButton),
-			jobBox,
+			this.jobBox,
 			this.meshList,
 			this.previewBox,
 			h('div', { class: 'row create-row' }, this.roomTitle, this.roomMode, this.createButton));
