@@ -80,13 +80,19 @@ async def studies(http, app) -> list[dict]:
     return (await (await http.get("/api/studies", headers=admin(app))).json())["studies"]
 
 
-async def until_studies(http, app, count: int) -> list[dict]:
+async def until_count(listing, count: int, what: str) -> list[dict]:
+    """`await listing()` until it holds `count` items (an import runs when the association is released)."""
+    found: list[dict] = []
     for _ in range(400):
-        found = await studies(http, app)
+        found = await listing()
         if len(found) >= count:
             return found
         await asyncio.sleep(0.05)
-    raise AssertionError(f"no {count} studies in the library: {found}")
+    raise AssertionError(f"no {count} {what}: {found}")
+
+
+async def until_studies(http, app, count: int) -> list[dict]:
+    return await until_count(lambda: studies(http, app), count, "studies in the library")
 
 
 # ---- pynetdicom as the sender ------------------------------------------------------------------------------
@@ -289,14 +295,11 @@ def segmentation_scu(ae_title: str = "PLANNING") -> AE:
 
 
 async def until_segmentations(http, app, study_id: str, count: int) -> list[dict]:
-    found: list[dict] = []
-    for _ in range(400):
+    async def segmentations() -> list[dict]:
         body = await (await http.get(f"/api/studies/{study_id}", headers=admin(app))).json()
-        found = body.get("segmentations", [])
-        if len(found) >= count:
-            return found
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no {count} segmentations in study {study_id}: {found}")
+        return body.get("segmentations", [])
+
+    return await until_count(segmentations, count, f"segmentations in study {study_id}")
 
 
 async def test_a_seg_sent_with_its_images_and_an_rtstruct_sent_after_them_are_imported(receiver):
