@@ -2,7 +2,7 @@
 
 Each peer is a participant (an invite): it connects to the room's socket, follows the open mics in the room's
 state (the snapshot, then voice.mic and voice.mute_all events), asks each open mic for its audio (`signal`
-request), answers the offer, and records the audio it receives. After `seconds` of audio from a speaker it
+request), answers the offer, and records the audio it receives. After `seconds` of audio received from a speaker it
 measures the spectrum (FFT of the received frames) and reports the loudest frequency and how far it stands above
 the rest. It writes one JSON report for all the peers and exits.
 
@@ -131,10 +131,12 @@ class Peer:
             self.refused.append(ack)
 
     async def listen(self, speaker: str, track) -> None:
-        """Receive `seconds` of audio once it starts; measure its spectrum."""
-        chunks, rate, first, frames = [], 48_000, None, 0
+        """Receive `seconds` of audio once it starts (counted in samples received, not in wall time: a busy
+        machine delivers the frames late, and 37 peers decoding in one process are slower than real time);
+        measure its spectrum."""
+        chunks, rate, first, frames, received = [], 48_000, None, 0, 0
         try:
-            while True:
+            while received < self.seconds * rate:
                 frame = await asyncio.wait_for(track.recv(), timeout=10)
                 frames += 1
                 samples = frame.to_ndarray().astype(np.float32).reshape(-1, len(frame.layout.channels))[:, 0]
@@ -144,8 +146,7 @@ class Peer:
                         continue
                     first = time.monotonic()
                 chunks.append(samples)
-                if time.monotonic() - first >= self.seconds:
-                    break
+                received += samples.size
         except Exception as error:
             self.errors.append(f"audio from {speaker} stopped: {type(error).__name__}: {error}")
         self.heard[speaker] = {"frames": frames, **spectrum(np.concatenate(chunks) if chunks else np.zeros(1), rate),

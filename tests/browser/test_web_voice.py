@@ -419,7 +419,7 @@ def test_a_class_of_40_hears_the_instructor(voices, tmp_path, artifacts):
             heard = peer["heard"].get(instructor.id)
             assert heard is not None, peer
             assert abs(heard["peak_hz"] - INSTRUCTOR_HZ) < 5 and heard["snr_db"] > 30, peer
-            assert heard["seconds"] >= 1.0, peer  # enough to measure (a busy machine delays frames, never drops)
+            assert heard["seconds"] >= LISTEN_S - 0.05, peer  # all of it came, however late (the report waits for it)
             assert "failed" not in peer["states"][instructor.id] and "closed" not in peer["states"][instructor.id], peer
             assert peer["refused"] == [] and peer["errors"] == [], peer
         # And the two pages in Chromium; the instructor sent to all 39 and every call is up.
